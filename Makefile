@@ -1,0 +1,34 @@
+# Two commands do all the set-up: `make sweep` (the main job) and `make test` (the tests).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# CPU-only machines get the CPU build of torch (small); a GPU machine gets PyPI's CUDA build.
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+
+.PHONY: install sweep test bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@if $(PY) -c "import torch" 2>/dev/null; then echo "torch already installed"; \
+	elif command -v nvidia-smi >/dev/null 2>&1; then $(PY) -m pip install "torch>=2.1"; \
+	else $(PY) -m pip install --no-index torch==2.13.0 2>/dev/null \
+	  || $(PY) -m pip install torch --index-url $(TORCH_CPU_INDEX); fi
+	$(PY) -m pip install -e '.[dev]'
+	@touch $@
+
+sweep: install
+	$(VENV)/bin/fer-sweep run sweeps/quickstart.yaml --wandb offline
+	$(VENV)/bin/fer-sweep best --study quickstart
+
+test: install
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) benchmarks/bench_data.py
+	$(PY) benchmarks/bench_trainer.py
+	$(PY) benchmarks/bench_pruning.py
+
+clean:
+	rm -rf $(VENV) results/*/ .pytest_cache

@@ -1,0 +1,195 @@
+"""The `fer-sweep` command line: thin commands that parse, call one library function and render."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Iterator, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from fer_sweep.config import UserError
+
+app = typer.Typer(rich_markup_mode="rich", no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Hyperparameter sweeps of facial-expression CNNs on FER2013.")
+data_app = typer.Typer(no_args_is_help=True, help="Inspect FER2013 files.")
+app.add_typer(data_app, name="data")
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+Results = Annotated[Path, typer.Option("--results", help="Folder holding one sub-folder per study.")]
+Study = Annotated[Optional[str], typer.Option("--study", help="Study name (default: the only or most recent one).")]
+Storage = Annotated[Optional[str], typer.Option("--storage", help="Optuna storage URL, e.g. postgresql://user:pass@host/db "
+                                                "(default: the journal file in the study folder).")]
+Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:K")]
+Json = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
+Wandb = Annotated[Optional[str], typer.Option("--wandb", help="auto | online | offline | disabled (default: the spec's).")]
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Known user errors end as one line on stderr and exit code 2; Ctrl-C as exit code 130."""
+    try:
+        yield
+    except UserError as e:
+        err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2)
+    except KeyboardInterrupt:
+        err.print("interrupted: the running trial was re-queued; run the same command again to resume")
+        raise typer.Exit(130)
+
+
+def _check_choice(value: str, allowed: tuple[str, ...], flag: str) -> str:
+    if value not in allowed:
+        raise UserError(f"{flag}: unknown value {value!r} (known: {', '.join(allowed)})")
+    return value
+
+
+@app.command()
+def run(
+    spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="Sweep spec, e.g. sweeps/residual.yaml.")],
+    trials: Annotated[Optional[int], typer.Option("--trials", min=1, help="Finished trials the study ends with.")] = None,
+    data: Annotated[Optional[str], typer.Option("--data", help="FER2013 file/folder, or 'synthetic'.")] = None,
+    study: Annotated[Optional[str], typer.Option("--study", help="Study name (default: the spec's).")] = None,
+    storage: Storage = None,
+    device: Device = "auto",
+    wandb: Wandb = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", min=0, help="Seed of the random search.")] = None,
+    results: Results = Path("results"),
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes sharing the study.")] = 1,
+    gpus: Annotated[Optional[str], typer.Option("--gpus", help="GPUs for the workers, round-robin, e.g. 0,1.")] = None,
+) -> None:
+    """Run (or resume) a sweep: random search, weak trials pruned, one wandb run per trial."""
+    from rich.live import Live
+
+    from fer_sweep import report, runner, tracking
+    from fer_sweep.spec import WANDB_MODES, load_spec
+
+    with user_errors():
+        spec = load_spec(spec_path, overrides={"trials": trials, "data": data, "study": study, "seed": seed})
+        mode = tracking.resolve_mode(_check_choice(wandb or spec.wandb.mode, WANDB_MODES, "--wandb"))
+        gpu_list = [g.strip() for g in gpus.split(",") if g.strip()] if gpus else None
+        if workers > 1 and spec.pruner.type == "median" and spec.pruner.startup_trials < workers:
+            err.print(f"[yellow]warning:[/yellow] pruner.startup_trials={spec.pruner.startup_trials} is below "
+                      f"--workers {workers}: early trials will be pruned against too few finished trials")
+        view = report.LiveView(spec.study, spec.trials)
+        with Live(view, console=err, refresh_per_second=2, transient=True, redirect_stdout=False):
+            snap = runner.run_sweep(spec, results=results, storage_url=storage, workers=max(workers, len(gpu_list or [])),
+                                    gpus=gpu_list, device=device, wandb_mode=mode, on_update=view.update,
+                                    on_epoch=view.epoch)
+        folder = results / spec.study
+        out.print(report.leaderboard(snap["leaderboard"], f"{spec.study}: top trials"))
+        out.print(report.counts_line(snap))
+        out.print(report.best_line(snap), highlight=False)
+        out.print(f"results: {folder}/ (trials.csv, spec.yaml); next: fer-sweep best --study {spec.study} --results {results}")
+        if mode == "offline":
+            out.print(tracking.sync_hint(folder))
+
+
+def _open(results: Path, study: Optional[str], storage: Optional[str]):
+    from fer_sweep.store import find_study, study_dir
+    from fer_sweep.sweep import load_saved_spec, open_study
+
+    name = find_study(results, study)
+    folder = study_dir(results, name)
+    spec = load_saved_spec(folder)
+    return spec, open_study(spec, folder, storage), folder
+
+
+@app.command()
+def status(study: Study = None, results: Results = Path("results"), storage: Storage = None, as_json: Json = False,
+           top: Annotated[int, typer.Option("--top", min=1, help="Rows in the leaderboard.")] = 10) -> None:
+    """Leaderboard of a running or finished sweep, counts by state, epochs saved by pruning, importances."""
+    from fer_sweep import report, summary
+
+    with user_errors():
+        spec, st, _ = _open(results, study, storage)
+        data = summary.status(st, spec.trials, int(spec.train.get("epochs", 15)), top=top)
+    if as_json:
+        print(json.dumps(data, indent=2, default=str))
+    else:
+        out.print(report.status_view(data))
+
+
+@app.command()
+def best(
+    study: Study = None, results: Results = Path("results"), storage: Storage = None,
+    retrain: Annotated[bool, typer.Option("--retrain/--no-retrain", help="Retrain and test the winner.")] = True,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Epochs for the retrain (default: the sweep's).")] = None,
+    seeds: Annotated[int, typer.Option("--seeds", min=1, help="Retrain with K seeds and report mean ± std.")] = 1,
+    data: Annotated[Optional[str], typer.Option("--data", help="Data for the retrain (default: the sweep's).")] = None,
+    device: Device = "auto", wandb: Wandb = None, as_json: Json = False,
+) -> None:
+    """Print the winner; retrain it, test it once on the test split, save it to <results>/<study>/final/."""
+    from fer_sweep import final, report, runner, tracking
+    from fer_sweep.spec import WANDB_MODES, parse_spec
+
+    with user_errors():
+        spec, st, folder = _open(results, study, storage)
+        info = final.winner_info(final.pick_winner(st))
+        if not as_json:
+            out.print(report.winner_panel(info))
+        if not retrain:
+            if as_json:
+                print(json.dumps({"winner": info}, indent=2))
+            return
+        if data:
+            spec = parse_spec({**spec.resolved, "data": data}, spec.path)
+        mode = tracking.resolve_mode(_check_choice(wandb or spec.wandb.mode, WANDB_MODES, "--wandb"))
+        metrics = final.retrain_best(spec, st, folder, runner.load_data(spec), device=device, epochs=epochs,
+                                     seeds=seeds, wandb_mode=mode)
+    if as_json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        out.print(report.final_view(metrics))
+        out.print(f"saved: {folder / 'final'}/ (model.pt, config.json, metrics.json, confusion.png)")
+
+
+@app.command()
+def bench(
+    data: Annotated[str, typer.Option("--data", help="FER2013 file/folder, or 'synthetic'.")] = "synthetic",
+    steps: Annotated[int, typer.Option("--steps", min=1, help="Timed training steps after the warm-up.")] = 50,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 64,
+    device: Device = "auto", as_json: Json = False,
+    arch: Annotated[str, typer.Option("--arch", help="cnn | residual | vgg")] = "residual",
+    conv: Annotated[str, typer.Option("--conv", help="Stage widths, kernel 3, e.g. 32,64,128.")] = "32,64,128",
+    norm: Annotated[str, typer.Option("--norm", help="batch | layer | none")] = "batch",
+    pooling: Annotated[str, typer.Option("--pooling", help="max | avg | none")] = "max",
+) -> None:
+    """Train images/s of one model (default: the seeds' best residual CNN) on this machine."""
+    from fer_sweep.bench import run_bench
+
+    with user_errors():
+        result = run_bench(data=data, steps=steps, batch_size=batch_size, device=device, arch=arch, conv=conv,
+                           norm=norm, pooling=pooling)
+    if as_json:
+        print(json.dumps(result, indent=2))
+    else:
+        out.print(f"{result['model']} on {result['device']}, batch {result['batch_size']}, {result['steps']} steps: "
+                  f"[bold]{result['train_img_per_s']:,.0f} train images/s[/bold] ({result['step_ms']:.2f} ms/step)")
+
+
+@data_app.command("info")
+def data_info(path: Annotated[str, typer.Argument(help="FER2013 file or folder (any supported layout).")],
+              as_json: Json = False) -> None:
+    """The detected layout and the counts per split x class."""
+    from fer_sweep import data, report
+
+    with user_errors():
+        info = data.info(path)
+    if as_json:
+        print(json.dumps(info, indent=2))
+    else:
+        out.print(report.data_table(info))
+
+
+def main() -> None:  # pragma: no cover - console script entry
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(app())

@@ -1,0 +1,98 @@
+"""Frozen, typed configuration records shared by every module (stdlib only)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, Optional
+
+EMOTIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+NUM_CLASSES = len(EMOTIONS)
+IMAGE_SIZE = 48  # FER2013 faces are 48x48 grey
+
+# Allowed names, checked by spec validation and by the modules that implement them.
+ARCHS = ("cnn", "residual", "vgg")
+NORMS = ("batch", "layer", "none")
+POOLINGS = ("max", "avg", "none")
+HEADS = ("flatten", "gap")
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+SCHEDULES = ("constant", "plateau", "cosine", "onecycle")
+NORMALIZATIONS = ("unit", "sym", "standard")
+
+
+class UserError(Exception):
+    """A known user error (bad file, bad spec, bad flag).
+
+    The CLI prints ``str(error)`` as one line on stderr and exits with code 2, never a traceback.
+    """
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of one network; every model maps 1x48x48 to 7 logits."""
+
+    arch: str = "cnn"  # cnn | residual | vgg (see models.MODELS)
+    conv: tuple[tuple[int, int], ...] = ((32, 3), (64, 3), (128, 3))  # (channels, kernel) per stage
+    depth: int = 1  # convs per stage (cnn, vgg) or residual blocks per stage (residual)
+    norm: str = "batch"  # batch | layer (GroupNorm(1, C): per sample over C,H,W) | none
+    pooling: str = "max"  # max | avg | none (then each stage downsamples with stride 2)
+    dropout: float = 0.3  # head dropout probability
+    stage_dropout: float = 0.0  # dropout after each stage (0 = off)
+    head: str = "flatten"  # flatten | gap (global average pool)
+    fc_units: int = 256  # hidden units in the head (0 = straight to the 7 logits)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How one model is trained; defaults are the seeds' notebook settings."""
+
+    epochs: int = 15
+    batch_size: int = 64
+    optimizer: str = "adam"  # adam | adamw | sgd | rmsprop
+    lr: float = 1e-3  # peak learning rate
+    weight_decay: float = 0.0
+    momentum: float = 0.9  # sgd / rmsprop only
+    nesterov: bool = False  # sgd only
+    schedule: str = "constant"  # constant | plateau | cosine | onecycle
+    warmup_epochs: int = 0  # linear warm-up, cosine only
+    label_smoothing: float = 0.0
+    class_weights: bool = False  # inverse-frequency class weights in the loss
+    grad_clip: float = 0.0  # max global grad norm (0 = off)
+    patience: int = 5  # early stopping on val accuracy, epochs without improvement (0 = off)
+    normalize: str = "unit"  # unit [0,1] | sym [-1,1] | standard (train mean/std)
+    aug_flip: bool = False  # random horizontal flip
+    aug_translate_px: int = 0  # random shift up to this many pixels
+    aug_rotate_deg: float = 0.0  # random rotation up to +-deg
+    aug_scale: float = 0.0  # random zoom in [1-s, 1+s]
+    aug_erase_p: float = 0.0  # probability of random erasing per image
+    tta: bool = False  # flip test-time augmentation at evaluation
+    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    channels_last: bool = True  # on CUDA only
+    compile: bool = False  # torch.compile the model
+    seed: int = 0
+    eval_batch_size: int = 1024
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One trial's full configuration: the model and how to train it."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    """What `train.fit` yields after each epoch.
+
+    metrics keys (namespaced, identical in wandb, CSV and JSON): train/loss, train/acc, val/loss,
+    val/acc, val/macro_f1, lr, weights/l2, grads/grad_to_weight, time/epoch_s, speed/train_img_per_s.
+    stop is None while training goes on, else why it ended: "early_stop", "diverged", "oom",
+    or "done" on the last scheduled epoch.
+    """
+
+    epoch: int  # 1-based
+    metrics: Mapping[str, float]
+    best_val_acc: float
+    best_epoch: int
+    stop: Optional[str] = None
+    message: str = ""  # human-readable detail for stop (e.g. "loss is nan at epoch 2")

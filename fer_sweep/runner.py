@@ -1,0 +1,108 @@
+"""Drive a sweep: load data once per process, run one worker in-process or K worker processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import optuna
+
+from fer_sweep.config import UserError
+from fer_sweep.data import Splits, load_splits
+from fer_sweep.spec import SweepSpec
+from fer_sweep.store import study_dir
+from fer_sweep.summary import snapshot, status, write_trials_csv
+from fer_sweep.sweep import Worker, load_saved_spec, open_study, prepare_study, reap, worker_loop
+from fer_sweep.train import pick_device, to_device
+
+STORAGE_ENV = "FER_SWEEP_STORAGE"  # how a parent hands the storage URL to its workers (not argv: `ps` shows argv)
+
+
+def load_data(spec: SweepSpec) -> Splits:
+    s = spec.splits
+    return load_splits(spec.data, val_frac=s.val_frac, test_frac=s.test_frac, seed=s.seed,
+                       synthetic_n=s.synthetic_n)
+
+
+def make_worker(spec: SweepSpec, study: optuna.Study, folder: Path, *, device: str, wandb_mode: str,
+                name: str = "w0", splits: Splits | None = None) -> Worker:
+    """Load the data once and put train/val on the device; the test split is never touched here."""
+    splits = splits or load_data(spec)
+    dev = pick_device(device)
+    return Worker(spec=spec, study=study, folder=folder, wandb_mode=wandb_mode, name=name,
+                  train=to_device(splits.train.x, splits.train.y, dev), val=to_device(splits.val.x, splits.val.y, dev))
+
+
+def run_sweep(spec: SweepSpec, *, results: Path, storage_url: str | None = None, workers: int = 1,
+              gpus: list[str] | None = None, device: str = "auto", wandb_mode: str = "offline",
+              heartbeat_s: int = 30, on_update: Callable[[dict], None] | None = None,
+              on_epoch: Callable | None = None) -> dict[str, Any]:
+    """Run the sweep to `spec.trials` finished trials (resuming whatever is there); returns the snapshot."""
+    folder = study_dir(results, spec.study)
+    study = prepare_study(spec, results, storage_url, heartbeat_s)
+    max_epochs = int(spec.train.get("epochs", 15))
+    update = (lambda: on_update(snapshot(study, spec.trials, max_epochs))) if on_update else None
+    if workers == 1 and not gpus:
+        w = make_worker(spec, study, folder, device=device, wandb_mode=wandb_mode, name="w0")
+        w.on_epoch = on_epoch
+        if update:
+            update()
+        worker_loop(w, on_trial=update)
+    else:
+        for _ in range(3):  # another round re-runs trials reaped after the other workers had left
+            _run_processes(spec, folder, storage_url, workers, gpus, device, wandb_mode, heartbeat_s, update)
+            reap(study)
+            if not _waiting(study, spec.trials):
+                break
+    write_trials_csv(study, folder)
+    return status(study, spec.trials, max_epochs)
+
+
+def _waiting(study: optuna.Study, target: int) -> int:
+    return sum(1 for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
+               if (t.user_attrs.get("ticket") or 0) < target)
+
+
+def _run_processes(spec, folder, storage_url, workers, gpus, device, wandb_mode, heartbeat_s, update) -> None:
+    """Start K `python -m fer_sweep.worker` processes (round-robin over GPUs) and watch them."""
+    procs = []
+    for k in range(workers):
+        env = dict(os.environ)
+        if storage_url:
+            env[STORAGE_ENV] = storage_url
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = gpus[k % len(gpus)]
+        log = open(folder / f"worker-{k}.log", "a")
+        cmd = [sys.executable, "-m", "fer_sweep.worker", str(folder), "--name", f"w{k}",
+               "--device", "cuda" if gpus else device, "--wandb", wandb_mode, "--heartbeat", str(heartbeat_s)]
+        procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT))
+        log.close()
+    try:
+        while any(p.poll() is None for p in procs):
+            if update:
+                update()
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        for p in procs:  # workers fail and re-queue their current trial on SIGINT, then exit
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        for p in procs:
+            p.wait()
+        raise
+    bad = [k for k, p in enumerate(procs) if p.returncode not in (0, -9, 137)]
+    if bad and all(p.returncode not in (0,) for p in procs):
+        tail = (folder / f"worker-{bad[0]}.log").read_text()[-500:].strip().splitlines()
+        raise UserError(f"{folder}: every worker failed; last line of worker-{bad[0]}.log: "
+                        f"{tail[-1] if tail else '(empty)'}")
+
+
+def worker_main(folder: Path, *, name: str, device: str, wandb_mode: str, heartbeat_s: int) -> int:
+    """Entry of one worker process: resume the study in `folder` and run tickets until none is left."""
+    spec = load_saved_spec(folder)
+    study = open_study(spec, folder, os.environ.get(STORAGE_ENV), heartbeat_s)
+    return worker_loop(make_worker(spec, study, folder, device=device, wandb_mode=wandb_mode, name=name))
