@@ -77,6 +77,8 @@ def _run_processes(spec, folder, storage_url, workers, gpus, device, wandb_mode,
             env[STORAGE_ENV] = storage_url
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = gpus[k % len(gpus)]
+        elif "OMP_NUM_THREADS" not in os.environ:  # K CPU workers share the cores instead of oversubscribing
+            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
         log = open(folder / f"worker-{k}.log", "a")
         cmd = [sys.executable, "-m", "fer_sweep.worker", str(folder), "--name", f"w{k}",
                "--device", "cuda" if gpus else device, "--wandb", wandb_mode, "--heartbeat", str(heartbeat_s)]

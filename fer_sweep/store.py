@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import re
+import warnings
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -56,8 +57,10 @@ def open_storage(folder: Path, url: str | None, *, heartbeat_s: int = 30,
         backend = optuna.storages.journal.JournalFileBackend(str(folder / JOURNAL))
         return optuna.storages.JournalStorage(backend)
     try:
-        return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat_s, grace_period=3 * heartbeat_s,
-                                          failed_trial_callback=on_stale)
+        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna, and what we need
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat_s, grace_period=3 * heartbeat_s,
+                                              heartbeat_stale_trial_callback=on_stale)
     except Exception as e:  # bad URL, server down, missing driver: one line, password masked
         msg = mask_url(str(e).splitlines()[0] if str(e) else type(e).__name__)
         raise UserError(f"storage {mask_url(url)}: cannot open ({msg})") from None

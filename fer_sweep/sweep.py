@@ -89,10 +89,10 @@ def prepare_study(spec: SweepSpec, results: Path, storage_url: str | None, heart
             if changed:
                 raise UserError(f"{saved_path}: study {spec.study!r} was started with other {', '.join(changed)}; "
                                 "resume with the same spec, or pass --study NEW_NAME")
+        study = open_study(spec, folder, storage_url, heartbeat_s)
         write_atomic(saved_path, dump_spec(spec))
         if storage_url:
             write_atomic(folder / STORAGE_NOTE, mask_url(storage_url) + "\n")
-        study = open_study(spec, folder, storage_url, heartbeat_s)
         reap(study)
         ensure_tickets(study, spec)
     return study
@@ -184,8 +184,6 @@ def claim(study: optuna.Study, target: int, worker: str) -> optuna.Trial | None:
         pid = os.getpid()
         storage.set_trial_system_attr(t._trial_id, "owner", {"host": socket.gethostname(), "pid": pid,
                                                              "start": _process_start(pid), "worker": worker})
-        if hasattr(storage, "record_heartbeat") and optuna.storages.is_heartbeat_enabled(storage):
-            storage.record_heartbeat(t._trial_id)
         return optuna.Trial(study, t._trial_id)
     return None
 
