@@ -9,6 +9,7 @@ workers. A trial whose worker died is failed (`crashed`) and its ticket enqueued
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import time
@@ -205,11 +206,13 @@ def run_trial(w: Worker, trial: optuna.Trial) -> str:
               "trial": trial.number, "study": spec.study, "data": spec.data}
     run = tracking.TrialRun(mode=w.wandb_mode, project=spec.wandb.project, entity=spec.wandb.entity,
                             group=spec.study, name=f"{spec.study}-t{trial.number}", config=config, run_dir=w.folder)
-    result, outcome_, message = None, "complete", ""
+    result, outcome_, message, train_s = None, "complete", "", 0.0
     try:
         with _heartbeat(trial):
             for result in fit(build_model(cfg.model), w.train, w.val, cfg.train, norm=w.norm(cfg.train.normalize)):
-                trial.report(result.metrics["val/acc"], result.epoch)
+                train_s += result.metrics["time/epoch_s"]
+                if math.isfinite(result.metrics["val/acc"]):  # a diverged epoch has no val accuracy
+                    trial.report(result.metrics["val/acc"], result.epoch)
                 run.log(result.metrics, step=result.epoch)
                 if w.on_epoch:
                     w.on_epoch(trial.number, result)
@@ -219,7 +222,7 @@ def run_trial(w: Worker, trial: optuna.Trial) -> str:
                     outcome_, message = "pruned", f"pruned at epoch {result.epoch}"
                     break
     except KeyboardInterrupt:
-        _finish(w, trial, run, result, "interrupted", "Ctrl-C", time.perf_counter() - start)
+        _finish(w, trial, run, result, "interrupted", "Ctrl-C", time.perf_counter() - start, train_s)
         requeue(w.study, w.study._storage.get_trial(trial._trial_id))
         raise
     except UserError as e:
@@ -228,12 +231,17 @@ def run_trial(w: Worker, trial: optuna.Trial) -> str:
         outcome_, message = "error", f"{type(e).__name__}: {e}"
         with open(w.folder / "errors.log", "a") as log:
             log.write(f"trial {trial.number}:\n{traceback.format_exc()}\n")
-    _finish(w, trial, run, result, outcome_, message, time.perf_counter() - start)
+    _finish(w, trial, run, result, outcome_, message, time.perf_counter() - start, train_s)
     return outcome_
 
 
-def _finish(w: Worker, trial, run, result, outcome_: str, message: str, seconds: float) -> None:
+def _finish(w: Worker, trial, run, result, outcome_: str, message: str, seconds: float, train_s: float) -> None:
+    """Record the outcome (user attrs, then the state), close the wandb run, rewrite trials.csv.
+
+    `seconds` is the whole trial; `train_seconds` the epochs alone (the rest is per-trial overhead).
+    """
     attrs = {OUTCOME: outcome_, "message": message, "seconds": round(seconds, 3), "worker": w.name,
+             "train_seconds": round(train_s, 3),
              "epochs": result.epoch if result else 0, "best_epoch": result.best_epoch if result else 0,
              "best_val_acc": result.best_val_acc if result else 0.0}
     for key, value in attrs.items():

@@ -143,3 +143,26 @@ def test_bad_storage_url_is_one_masked_line(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and "hunter2-secret" not in run.stdout + run.stderr
     assert run.stderr.strip().count("\n") == 0 and "fer:***@127.0.0.1:1/none" in run.stderr
+
+
+def test_heartbeat_fails_a_silent_remote_trial_and_requeues_it(tmp_path, postgres_url):
+    """A worker on another machine stops beating: after the grace period the trial is failed and its
+    configuration enqueued again (Optuna's heartbeat; pids cannot be checked across machines)."""
+    from fer_sweep.sweep import claim, prepare_study, reap
+
+    spec = parse_spec(yaml.safe_load(make_spec(tmp_path, "beat", 2).read_text()), "beat.yaml")
+    study = prepare_study(spec, tmp_path / "results", postgres_url, heartbeat_s=1)
+    trial = claim(study, spec.trials, "remote")
+    study._storage.set_trial_system_attr(trial._trial_id, "owner", {"host": "another-machine", "pid": 1,
+                                                                    "start": "0", "worker": "remote"})
+    study._storage.record_heartbeat(trial._trial_id)
+    params = study._storage.get_trial(trial._trial_id).system_attrs["fixed_params"]
+    reap(study)
+    assert study._storage.get_trial(trial._trial_id).state == TrialState.RUNNING  # still within grace
+    time.sleep(4.0)  # grace period = 3 heartbeats
+    reap(study)
+    assert study._storage.get_trial(trial._trial_id).state == TrialState.FAIL
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    again = [t for t in waiting if t.user_attrs.get("retry_of") == trial.number]
+    assert len(again) == 1 and again[0].system_attrs["fixed_params"] == params
+    assert again[0].user_attrs["ticket"] == study._storage.get_trial(trial._trial_id).user_attrs["ticket"]
