@@ -66,7 +66,7 @@ class TrainConfig:
     aug_erase_p: float = 0.0  # probability of random erasing per image
     tta: bool = False  # flip test-time augmentation at evaluation
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
-    channels_last: bool = True  # on CUDA only
+    channels_last: bool = True  # memory layout for convs (faster on CUDA and, measured, on CPU)
     compile: bool = False  # torch.compile the model
     seed: int = 0
     eval_batch_size: int = 1024

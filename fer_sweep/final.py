@@ -51,7 +51,7 @@ def retrain_best(spec: SweepSpec, study: optuna.Study, folder: Path, splits: Spl
     runs, best_state = [], None
     for k in range(seeds):
         train_cfg = dataclasses.replace(cfg.train, seed=cfg.train.seed + k)
-        model = build_model(cfg.model)
+        model = build_model(cfg.model, seed=train_cfg.seed)
         last = None
         for last in fit(model, train, val, train_cfg, norm=norm):
             pass

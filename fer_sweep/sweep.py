@@ -209,7 +209,8 @@ def run_trial(w: Worker, trial: optuna.Trial) -> str:
     result, outcome_, message, train_s = None, "complete", "", 0.0
     try:
         with _heartbeat(trial):
-            for result in fit(build_model(cfg.model), w.train, w.val, cfg.train, norm=w.norm(cfg.train.normalize)):
+            model = build_model(cfg.model, seed=cfg.train.seed)
+            for result in fit(model, w.train, w.val, cfg.train, norm=w.norm(cfg.train.normalize)):
                 train_s += result.metrics["time/epoch_s"]
                 if math.isfinite(result.metrics["val/acc"]):  # a diverged epoch has no val accuracy
                     trial.report(result.metrics["val/acc"], result.epoch)

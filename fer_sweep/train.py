@@ -1,0 +1,502 @@
+"""Train one model on device-resident uint8 faces: batch augmentation, the `fit` generator, `evaluate`.
+
+Speed rules: the data is copied to the device once as uint8; every epoch draws one `randperm` on the
+device and slices batches from it; normalisation and augmentation act on whole batches with tensor
+ops; the step loop never syncs with the host (loss and accuracy accumulate in device tensors that
+are read once per epoch). On CUDA: bf16 autocast, cudnn autotuning, fused Adam(W); channels_last
+(`TrainConfig.channels_last`) on CUDA and on CPU, where oneDNN runs NHWC convs faster too.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from functools import partial
+from typing import Callable, Iterator, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fer_sweep.config import EMOTIONS, IMAGE_SIZE, NUM_CLASSES, EpochResult, TrainConfig, UserError
+
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+SCHEDULES = ("constant", "plateau", "cosine", "onecycle")
+NORMALIZES = ("unit", "sym", "standard")
+PLATEAU_FACTOR = 0.5  # lr multiplier when val/acc stalls (plateau schedule)
+PLATEAU_PATIENCE = 2  # epochs without a val/acc gain before the plateau schedule cuts the lr
+ERASE_AREA = (0.02, 0.33)  # random erasing: erased fraction of the image (torchvision's default)
+ERASE_RATIO = (0.3, 3.3)  # random erasing: rectangle aspect-ratio range, sampled log-uniformly
+METRIC_KEYS = ("train/loss", "train/acc", "val/loss", "val/acc", "val/macro_f1", "lr", "weights/l2",
+               "grads/grad_to_weight", "time/epoch_s", "speed/train_img_per_s")
+Norm = tuple[float, float]  # (mean, std) in 0..255 pixel units
+
+
+@dataclass(frozen=True)
+class DeviceSplit:
+    """One split resident on the device; faces stay uint8 until a batch is sliced from them."""
+
+    x: torch.Tensor  # (N, 48, 48) uint8
+    y: torch.Tensor  # (N,) int64
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """Resolve a device name: "auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:K" or "mps"."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise UserError(f"bad device {name!r} (use auto, cpu, cuda, cuda:K or mps)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"device {name!r} asked for, but CUDA is not available")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(f"device {name!r} asked for, but only {torch.cuda.device_count()} GPU(s) exist")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise UserError("device 'mps' asked for, but MPS is not available")
+    elif device.type != "cpu":
+        raise UserError(f"bad device {name!r} (use auto, cpu, cuda, cuda:K or mps)")
+    return device
+
+
+def to_device(x: np.ndarray, y: np.ndarray, device: torch.device | str) -> DeviceSplit:
+    """Copy (N, 48, 48) uint8 faces and (N,) labels to the device once; the faces stay uint8."""
+    x, y = np.asarray(x), np.asarray(y)
+    if x.dtype != np.uint8 or x.ndim != 3 or x.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
+        raise UserError(f"faces must be uint8 of shape (N, 48, 48), got {x.dtype} {x.shape}")
+    if y.shape != (x.shape[0],):
+        raise UserError(f"labels must have shape ({x.shape[0]},), got {y.shape}")
+    if y.size and (y.min() < 0 or y.max() >= NUM_CLASSES):
+        raise UserError(f"labels must be in 0..{NUM_CLASSES - 1}, got {y.min()}..{y.max()}")
+    x = np.ascontiguousarray(x) if x.flags.writeable else x.copy()  # torch warns on read-only arrays
+    x_t = torch.from_numpy(x).to(device)
+    y_t = torch.from_numpy(y.astype(np.int64)).to(device)
+    return DeviceSplit(x_t, y_t)
+
+
+def input_norm(mode: str, train_x: torch.Tensor) -> Norm:
+    """(mean, std) in 0..255 units: unit -> [0, 1], sym -> [-1, 1], standard -> train mean/std."""
+    if mode == "unit":
+        return 0.0, 255.0
+    if mode == "sym":
+        return 127.5, 127.5
+    if mode != "standard":
+        raise UserError(f"unknown normalize {mode!r} (known: {', '.join(NORMALIZES)})")
+    total = torch.zeros((), dtype=torch.float64, device=train_x.device)
+    squares = torch.zeros_like(total)
+    for chunk in train_x.reshape(-1).split(1 << 22):  # chunks keep the float copy small
+        chunk = chunk.to(torch.float64 if train_x.device.type != "mps" else torch.float32)
+        total += chunk.sum()
+        squares += chunk.square().sum()
+    n = max(train_x.numel(), 1)
+    mean = total.item() / n
+    std = math.sqrt(max(squares.item() / n - mean * mean, 0.0))
+    return mean, (std if std > 1e-3 else 1.0)
+
+
+# ---------------------------------------------------------------- batch preparation and augmentation
+def normalize_batch(x_u8: torch.Tensor, norm: Norm) -> torch.Tensor:
+    """(B, 48, 48) uint8 -> (B, 1, 48, 48) float32, (x - mean) / std."""
+    mean, std = norm
+    return x_u8.unsqueeze(1).float().sub_(mean).mul_(1.0 / std)
+
+
+def _uniform(n: int, low: float, high: float, device: torch.device) -> torch.Tensor:
+    return torch.rand(n, device=device) * (high - low) + low
+
+
+def flip_batch(x: torch.Tensor, p: float = 0.5) -> torch.Tensor:
+    """Mirror each image left-right with probability p (one per-sample mask, no Python loop)."""
+    mask = torch.rand(x.shape[0], device=x.device) < p
+    return torch.where(mask.view(-1, 1, 1, 1), x.flip(3), x)
+
+
+def affine_batch(x: torch.Tensor, translate_px: float, rotate_deg: float, scale: float) -> torch.Tensor:
+    """Random shift (up to +-px), rotation (+-deg) and zoom ([1-s, 1+s]) in one grid_sample call."""
+    n, device = x.shape[0], x.device
+    angle = _uniform(n, -rotate_deg, rotate_deg, device) * (math.pi / 180)
+    zoom = _uniform(n, 1 - scale, 1 + scale, device)
+    shift = _uniform(2 * n, -translate_px, translate_px, device).view(n, 2) * (2 / x.shape[-1])
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom  # zoom > 1 samples a smaller area
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def erase_batch(x: torch.Tensor, p: float) -> torch.Tensor:
+    """Random erasing: with probability p per image, set one random rectangle to 0 (after
+    normalisation: black for unit, mid-grey for sym, the train mean for standard)."""
+    n, (h, w), device = x.shape[0], x.shape[-2:], x.device
+    area = _uniform(n, *ERASE_AREA, device) * (h * w)
+    ratio = torch.exp(_uniform(n, math.log(ERASE_RATIO[0]), math.log(ERASE_RATIO[1]), device))
+    eh = torch.sqrt(area * ratio).round().clamp(1, h)
+    ew = torch.sqrt(area / ratio).round().clamp(1, w)
+    top = (torch.rand(n, device=device) * (h - eh + 1)).floor()
+    left = (torch.rand(n, device=device) * (w - ew + 1)).floor()
+    rows = torch.arange(h, device=device).view(1, h, 1)
+    cols = torch.arange(w, device=device).view(1, 1, w)
+    inside = ((rows >= top.view(-1, 1, 1)) & (rows < (top + eh).view(-1, 1, 1))
+              & (cols >= left.view(-1, 1, 1)) & (cols < (left + ew).view(-1, 1, 1)))
+    inside &= (torch.rand(n, device=device) < p).view(-1, 1, 1)
+    return x.masked_fill(inside.unsqueeze(1), 0.0)
+
+
+def augment_batch(x: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+    """Apply the augmentations `cfg` turns on to a normalised (B, 1, 48, 48) float batch."""
+    if cfg.aug_flip:
+        x = flip_batch(x)
+    if cfg.aug_translate_px > 0 or cfg.aug_rotate_deg > 0 or cfg.aug_scale > 0:
+        x = affine_batch(x, cfg.aug_translate_px, cfg.aug_rotate_deg, cfg.aug_scale)
+    if cfg.aug_erase_p > 0:
+        x = erase_batch(x, cfg.aug_erase_p)
+    return x
+
+
+# ---------------------------------------------------------------- optimiser, schedule, step
+def _check_train(cfg: TrainConfig) -> None:
+    for name, value, known in (("optimizer", cfg.optimizer, OPTIMIZERS),
+                               ("schedule", cfg.schedule, SCHEDULES), ("normalize", cfg.normalize, NORMALIZES)):
+        if value not in known:
+            raise UserError(f"unknown {name} {value!r} (known: {', '.join(known)})")
+    if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.eval_batch_size < 1:
+        raise UserError("epochs, batch_size and eval_batch_size must be >= 1")
+    if cfg.lr <= 0:
+        raise UserError(f"lr must be > 0, got {cfg.lr}")
+    if cfg.optimizer == "sgd" and cfg.nesterov and cfg.momentum <= 0:
+        raise UserError("nesterov needs momentum > 0")
+
+
+def _optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    params, kw = list(model.parameters()), dict(lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer in ("adam", "adamw"):
+        cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
+        return cls(params, **kw, fused=device.type == "cuda" or None)  # fused: one kernel per step
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, **kw, momentum=cfg.momentum, nesterov=cfg.nesterov)
+    return torch.optim.RMSprop(params, **kw, momentum=cfg.momentum)
+
+
+def _schedule(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int, total_steps: int):
+    """Return (scheduler or None, steps per call: True = per step, False = per epoch on val/acc)."""
+    if cfg.schedule == "constant":
+        return None, True
+    if cfg.schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            opt, mode="max", factor=PLATEAU_FACTOR, patience=PLATEAU_PATIENCE), False
+    if cfg.schedule == "onecycle":  # +1: the scheduler is also stepped after the very last batch
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total_steps + 1), True
+    warm = cfg.warmup_epochs * steps_per_epoch
+
+    def cosine(step: int) -> float:  # linear warm-up to lr, then cosine down to 0 at the last step
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total_steps - warm))))
+    return torch.optim.lr_scheduler.LambdaLR(opt, cosine), True
+
+
+def _loss_fn(cfg: TrainConfig, train_y: torch.Tensor) -> Callable[..., torch.Tensor]:
+    weight = None
+    if cfg.class_weights:  # inverse frequency, mean weight over the train samples = 1
+        counts = torch.bincount(train_y, minlength=NUM_CLASSES).float()
+        weight = torch.where(counts > 0, counts.sum() / (NUM_CLASSES * counts.clamp(min=1)), 0.0)
+    return partial(F.cross_entropy, weight=weight, label_smoothing=cfg.label_smoothing)
+
+
+def _amp(cfg: TrainConfig, device: torch.device) -> bool:
+    return cfg.amp and device.type == "cuda"  # bf16 autocast: CUDA only; CPU stays fp32 and deterministic
+
+
+def _channels_last(cfg: TrainConfig, device: torch.device) -> bool:
+    # NHWC suits cuDNN (tensor cores) and oneDNN alike: CPU steps measured ~20-25% faster here
+    return cfg.channels_last and device.type in ("cuda", "cpu")
+
+
+def _global_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t.detach().float()) for t in tensors]))
+
+
+@dataclass
+class _Trainer:
+    """Everything one training run needs; `step` is the hot path shared by `fit` and the benchmark."""
+
+    model: nn.Module  # the module that owns the weights
+    net: nn.Module  # what runs forward: `model`, or its torch.compile wrapper
+    opt: torch.optim.Optimizer
+    sched: object
+    sched_per_step: bool
+    loss_fn: Callable[..., torch.Tensor]
+    cfg: TrainConfig
+    norm: Norm
+    device: torch.device
+
+    def step(self, split: DeviceSplit, idx: torch.Tensor, stats: torch.Tensor, measure: bool) -> Optional[torch.Tensor]:
+        """One optimiser step on split[idx]; adds (loss sum, correct) into `stats` on the device."""
+        x = augment_batch(normalize_batch(split.x[idx], self.norm), self.cfg)
+        y = split.y[idx]
+        if _channels_last(self.cfg, self.device):
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=_amp(self.cfg, self.device)):
+            logits = self.net(x)
+        loss = self.loss_fn(logits.float(), y)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        ratio = None
+        if measure:  # last step of the epoch only: two small reductions, read with the epoch stats
+            params = [p for p in self.model.parameters() if p.grad is not None]
+            ratio = _global_norm([p.grad for p in params]) / _global_norm(params).clamp(min=1e-12)
+        if self.cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.opt.step()
+        if self.sched is not None and self.sched_per_step:
+            self.sched.step()
+        stats += torch.stack([loss.detach() * y.shape[0], (logits.detach().argmax(1) == y).sum().float()])
+        return ratio
+
+
+def _make_trainer(model: nn.Module, train: DeviceSplit, cfg: TrainConfig, norm: Norm,
+                  total_steps: int) -> _Trainer:
+    device = train.x.device
+    model.to(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed 48x48 shapes: autotune conv algorithms once
+    if _channels_last(cfg, device):
+        model.to(memory_format=torch.channels_last)
+    net = torch.compile(model) if cfg.compile else model
+    steps_per_epoch = max(1, len(train) // cfg.batch_size)
+    opt = _optimizer(model, cfg, device)
+    sched, per_step = _schedule(opt, cfg, steps_per_epoch, total_steps)
+    return _Trainer(model, net, opt, sched, per_step, _loss_fn(cfg, train.y), cfg, norm, device)
+
+
+def _epoch_batches(n: int, batch_size: int, device: torch.device) -> Iterator[torch.Tensor]:
+    """Index batches of one epoch from a device randperm; drops the last partial batch (keeps >= 1)."""
+    perm = torch.randperm(n, device=device)
+    for i in range(max(1, n // batch_size)):
+        yield perm[i * batch_size:(i + 1) * batch_size]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# ---------------------------------------------------------------- fit
+def fit(model: nn.Module, train: DeviceSplit, val: DeviceSplit, cfg: TrainConfig, *,
+        norm: Norm | None = None) -> Iterator[EpochResult]:
+    """Train `model` on `train`, yielding one `EpochResult` per epoch (validated on `val`).
+
+    The last result has `stop` set ("done", "early_stop", "diverged" or "oom"; never raised). When
+    iteration ends, however it ends (including the caller closing the generator early), the model
+    holds the weights of its best val/acc epoch (the initial weights if no epoch finished cleanly).
+    `norm` defaults to `input_norm(cfg.normalize, train.x)`; evaluate later with the same one.
+    Seed the model's initialisation yourself (e.g. `build_model(cfg, seed=...)`): `fit` seeds the
+    batch order, dropout and augmentation with `cfg.seed`.
+    """
+    _check_train(cfg)  # bad settings fail at the call, not at the first next()
+    if len(train) == 0 or len(val) == 0:
+        raise UserError(f"need non-empty train and val splits, got {len(train)} and {len(val)}")
+    return _fit_epochs(model, train, val, cfg, norm)
+
+
+def _fit_epochs(model: nn.Module, train: DeviceSplit, val: DeviceSplit, cfg: TrainConfig,
+                norm: Norm | None) -> Iterator[EpochResult]:
+    torch.manual_seed(cfg.seed)
+    norm = norm or input_norm(cfg.normalize, train.x)
+    steps_per_epoch = max(1, len(train) // cfg.batch_size)
+    tr = _make_trainer(model, train, cfg, norm, total_steps=cfg.epochs * steps_per_epoch)
+    best_state = _snapshot(model)
+    best_acc, best_epoch, stale = -1.0, 0, 0
+    try:
+        for epoch in range(1, cfg.epochs + 1):
+            metrics, problem = _run_epoch(tr, train, val, epoch)
+            if problem:
+                yield EpochResult(epoch, metrics, max(best_acc, 0.0), best_epoch, *problem)
+                return
+            if metrics["val/acc"] > best_acc:
+                best_acc, best_epoch, stale, best_state = metrics["val/acc"], epoch, 0, _snapshot(model, best_state)
+            else:
+                stale += 1
+            if tr.sched is not None and not tr.sched_per_step:
+                tr.sched.step(metrics["val/acc"])
+            stop, message = None, ""
+            if epoch == cfg.epochs:
+                stop, message = "done", f"finished {epoch} epochs"
+            elif cfg.patience > 0 and stale >= cfg.patience:
+                stop, message = "early_stop", f"no val/acc gain for {stale} epochs"
+            if stop:
+                message += f"; best val/acc {best_acc:.4f} at epoch {best_epoch}"
+            yield EpochResult(epoch, metrics, best_acc, best_epoch, stop, message)
+            if stop:
+                return
+    finally:
+        model.load_state_dict(best_state)
+        model.eval()
+
+
+def _snapshot(model: nn.Module, into: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """An on-device copy of the state dict (best weights are restored from it, never via the host);
+    with `into`, copied into those buffers instead of allocating new ones."""
+    if into is None:
+        return {k: v.detach().clone() for k, v in model.state_dict().items()}
+    for k, v in model.state_dict().items():
+        into[k].copy_(v)
+    return into
+
+
+def _run_epoch(tr: _Trainer, train: DeviceSplit, val: DeviceSplit, epoch: int):
+    """Train one epoch and validate; return (metrics, None) or (metrics, (stop, message))."""
+    metrics = dict.fromkeys(METRIC_KEYS, math.nan)
+    t0 = time.perf_counter()
+    try:
+        problem = _train_and_validate(tr, train, val, epoch, metrics)
+    except torch.cuda.OutOfMemoryError as e:
+        problem = ("oom", f"out of memory at epoch {epoch} (batch size {tr.cfg.batch_size}): "
+                          f"{str(e).splitlines()[0]}")
+    if problem and problem[0] == "oom":  # outside the except block: the traceback no longer pins memory
+        torch.cuda.empty_cache()
+    metrics["time/epoch_s"] = time.perf_counter() - t0
+    return metrics, problem
+
+
+def _train_and_validate(tr: _Trainer, train: DeviceSplit, val: DeviceSplit, epoch: int, metrics: dict):
+    t0 = time.perf_counter()
+    seen, stats = _train_epoch(tr, train)
+    loss_sum, correct, ratio, weight_l2 = stats.tolist()  # the epoch's one read of the training stats
+    metrics.update({"train/loss": loss_sum / seen, "train/acc": correct / seen, "weights/l2": weight_l2,
+                    "grads/grad_to_weight": ratio, "lr": tr.opt.param_groups[0]["lr"],
+                    "speed/train_img_per_s": seen / (time.perf_counter() - t0)})
+    if not math.isfinite(loss_sum):
+        return "diverged", f"train loss is {loss_sum / seen} at epoch {epoch}"
+    if not math.isfinite(weight_l2):
+        return "diverged", f"weight norm is {weight_l2} at epoch {epoch}"
+    result = evaluate(tr.net, val, tr.norm, batch_size=tr.cfg.eval_batch_size, tta=tr.cfg.tta,
+                      label_smoothing=tr.cfg.label_smoothing, amp=tr.cfg.amp)
+    metrics.update({"val/loss": result["loss"], "val/acc": result["acc"], "val/macro_f1": result["macro_f1"]})
+    return None
+
+
+def _train_epoch(tr: _Trainer, train: DeviceSplit) -> tuple[int, torch.Tensor]:
+    """One pass over `train`; returns (images seen, device tensor [loss sum, correct, ratio, |w|])."""
+    tr.net.train()
+    stats = torch.zeros(2, device=tr.device)
+    batches = list(_epoch_batches(len(train), tr.cfg.batch_size, tr.device))
+    ratio = None
+    for i, idx in enumerate(batches):
+        ratio = tr.step(train, idx, stats, measure=i == len(batches) - 1)
+    seen = sum(idx.shape[0] for idx in batches)
+    weight_l2 = _global_norm(list(tr.model.parameters()))
+    return seen, torch.cat([stats, ratio.view(1).float(), weight_l2.view(1)])
+
+
+# ---------------------------------------------------------------- evaluation
+def _log_probs(model: nn.Module, x_u8: torch.Tensor, norm: Norm, batch_size: int, tta: bool,
+               amp: bool) -> Iterator[tuple[int, torch.Tensor]]:
+    """(start, (B, 7) float32 log-probabilities) per batch; with tta, of the mean of x and its mirror."""
+    cuda = x_u8.device.type == "cuda"
+    for start in range(0, x_u8.shape[0], batch_size):
+        x = normalize_batch(x_u8[start:start + batch_size], norm)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=cuda and amp):
+            logp = model(x).float().log_softmax(1)
+            if tta:
+                logp = torch.logaddexp(logp, model(x.flip(3)).float().log_softmax(1)) - math.log(2)
+        yield start, logp
+
+
+def predict_proba(model: nn.Module, x: torch.Tensor, norm: Norm, *, batch_size: int = 1024,
+                  tta: bool = False, amp: bool = False) -> torch.Tensor:
+    """(N, 7) float32 class probabilities for (N, 48, 48) uint8 faces, on their device."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            parts = [logp.exp() for _, logp in _log_probs(model, x, norm, batch_size, tta, amp)]
+    finally:
+        model.train(was_training)
+    return torch.cat(parts) if parts else torch.zeros(0, NUM_CLASSES, device=x.device)
+
+
+def evaluate(model: nn.Module, split: DeviceSplit, norm: Norm, *, batch_size: int = 1024, tta: bool = False,
+             label_smoothing: float = 0.0, amp: bool = False) -> dict:
+    """Loss, accuracy, macro-F1, per-class precision/recall/F1/support and the 7x7 confusion
+    (rows = true class, columns = predicted). Macro-F1 averages the classes that occur in the labels
+    or the predictions (as scikit-learn does). Everything is reduced on the device, read once."""
+    if len(split) == 0:
+        raise UserError("cannot evaluate an empty split")
+    was_training = model.training
+    model.eval()
+    dtype = torch.float64 if split.y.device.type != "mps" else torch.float32
+    loss_sum = torch.zeros((), dtype=dtype, device=split.y.device)
+    counts = torch.zeros(NUM_CLASSES * NUM_CLASSES, dtype=torch.int64, device=split.y.device)
+    try:
+        with torch.no_grad():
+            for start, logp in _log_probs(model, split.x, norm, batch_size, tta, amp):
+                y = split.y[start:start + logp.shape[0]]
+                loss = -logp.gather(1, y[:, None]).squeeze(1)
+                if label_smoothing > 0:  # same target mixture as F.cross_entropy(label_smoothing=)
+                    loss = (1 - label_smoothing) * loss - label_smoothing * logp.mean(1)
+                loss_sum += loss.sum()
+                counts += torch.bincount(y * NUM_CLASSES + logp.argmax(1), minlength=NUM_CLASSES ** 2)
+    finally:
+        model.train(was_training)
+    return _scores(loss_sum, counts.view(NUM_CLASSES, NUM_CLASSES).to(dtype))
+
+
+def _scores(loss_sum: torch.Tensor, confusion: torch.Tensor) -> dict:
+    tp, support, predicted = confusion.diagonal(), confusion.sum(1), confusion.sum(0)
+    n = support.sum()
+    precision = tp / predicted.clamp(min=1)
+    recall = tp / support.clamp(min=1)
+    f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall).clamp(min=1e-12), 0.0)
+    present = (support + predicted) > 0
+    macro_f1 = (f1 * present).sum() / present.sum().clamp(min=1)
+    head = torch.stack([loss_sum / n, tp.sum() / n, macro_f1])
+    values = torch.cat([head, precision, recall, f1, support, confusion.flatten()]).tolist()  # one sync
+    (loss, acc, macro), rest = values[:3], values[3:]
+    k = NUM_CLASSES
+    per_class = [{"class": EMOTIONS[c], "precision": rest[c], "recall": rest[k + c], "f1": rest[2 * k + c],
+                  "support": int(rest[3 * k + c])} for c in range(k)]
+    confusion_rows = [[int(v) for v in rest[4 * k + r * k:4 * k + (r + 1) * k]] for r in range(k)]
+    return {"loss": loss, "acc": acc, "macro_f1": macro, "per_class": per_class, "confusion": confusion_rows}
+
+
+# ---------------------------------------------------------------- throughput
+def train_throughput(model: nn.Module, train: DeviceSplit, cfg: TrainConfig, *, steps: int, warmup: int = 5,
+                     norm: Norm | None = None) -> dict:
+    """Time `steps` real training steps (after `warmup`), exactly as `fit` runs them.
+
+    The model's weights are restored afterwards; the optimiser is a throwaway one.
+    """
+    _check_train(cfg)
+    if steps < 1:
+        raise UserError(f"steps must be >= 1, got {steps}")
+    norm = norm or input_norm(cfg.normalize, train.x)
+    saved = _snapshot(model)
+    tr = _make_trainer(model, train, cfg, norm, total_steps=warmup + steps)
+    tr.net.train()
+    stats = torch.zeros(2, device=tr.device)
+    batch_size = min(cfg.batch_size, len(train))
+
+    def batches() -> Iterator[torch.Tensor]:
+        while True:
+            yield from _epoch_batches(len(train), cfg.batch_size, tr.device)
+    it = batches()
+    try:
+        for _ in range(warmup):
+            tr.step(train, next(it), stats, measure=False)
+        _sync(tr.device)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            tr.step(train, next(it), stats, measure=False)
+        _sync(tr.device)
+        elapsed = time.perf_counter() - t0
+    finally:
+        model.load_state_dict(saved)
+    return {"train_img_per_s": steps * batch_size / elapsed, "step_ms": 1000 * elapsed / steps,
+            "steps": steps, "batch_size": batch_size, "device": str(tr.device)}
