@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sys
 from pathlib import Path
 from typing import Annotated, Iterator, Optional
 
@@ -62,6 +61,8 @@ def run(
     results: Results = Path("results"),
     workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes sharing the study.")] = 1,
     gpus: Annotated[Optional[str], typer.Option("--gpus", help="GPUs for the workers, round-robin, e.g. 0,1.")] = None,
+    backend: Annotated[str, typer.Option("--backend", help="optuna | wandb (W&B's own sweep controller and a local "
+                                         "`wandb agent` loop; online only).")] = "optuna",
 ) -> None:
     """Run (or resume) a sweep: random search, weak trials pruned, one wandb run per trial."""
     from rich.live import Live
@@ -72,6 +73,14 @@ def run(
     with user_errors():
         spec = load_spec(spec_path, overrides={"trials": trials, "data": data, "study": study, "seed": seed})
         mode = tracking.resolve_mode(_check_choice(wandb or spec.wandb.mode, WANDB_MODES, "--wandb"))
+        if _check_choice(backend, ("optuna", "wandb"), "--backend") == "wandb":
+            from fer_sweep.wandb_sweeps import run_wandb_sweep
+
+            if workers > 1 or gpus or storage:
+                raise UserError("--workers, --gpus and --storage apply to --backend optuna (with W&B, start more agents)")
+            done = run_wandb_sweep(spec, results=results, wandb_mode=mode, device=device)
+            out.print(f"W&B sweep {done['sweep_id']} ({done['project']}): {done['runs']} runs; config {done['config']}")
+            return
         gpu_list = [g.strip() for g in gpus.split(",") if g.strip()] if gpus else None
         if workers > 1 and spec.pruner.type == "median" and spec.pruner.startup_trials < workers:
             err.print(f"[yellow]warning:[/yellow] pruner.startup_trials={spec.pruner.startup_trials} is below "
@@ -187,9 +196,4 @@ def data_info(path: Annotated[str, typer.Argument(help="FER2013 file or folder (
         out.print(report.data_table(info))
 
 
-def main() -> None:  # pragma: no cover - console script entry
-    app()
-
-
-if __name__ == "__main__":
-    sys.exit(app())
+from fer_sweep import cli_results  # noqa: E402,F401  (registers report, predict, export-wandb, sync, dashboard)

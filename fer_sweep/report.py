@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, Mapping
 
 from rich.console import Group
@@ -16,8 +17,17 @@ def _pct(x) -> str:
     return "-" if x is None else f"{100 * float(x):.2f}%"
 
 
+def short(name: str, value: Any) -> str:
+    """A parameter value as a person reads it: conv [[16,3],[32,3]] -> 16-32 (k3), floats to 4 digits."""
+    if name.removeprefix("params.") == "conv" and isinstance(value, str) and value.startswith("[["):
+        stages = json.loads(value)
+        kernels = {k for _, k in stages}
+        return "-".join(str(c) for c, _ in stages) + (f" k{kernels.pop()}" if len(kernels) == 1 else f" k{[k for _, k in stages]}")
+    return str(round(value, 4) if isinstance(value, float) else value)
+
+
 def _params(params: Mapping[str, Any]) -> str:
-    return ", ".join(f"{k}={round(v, 4) if isinstance(v, float) else v}" for k, v in params.items())
+    return ", ".join(f"{k}={short(k, v)}" for k, v in params.items())
 
 
 def data_table(info: Mapping[str, Any]) -> Group:
@@ -78,11 +88,12 @@ def leaderboard(rows: list[Mapping[str, Any]], title: str) -> Table:
     table = Table(title=title)
     params = list(dict.fromkeys(k for r in rows for k in r if k.startswith("params.")))
     for col in ("#", "state", "val acc", "epochs", "seconds", *[p.removeprefix("params.") for p in params]):
-        table.add_column(col, justify="right" if col in ("#", "val acc", "epochs", "seconds") else "left")
+        fixed = col in ("#", "state", "val acc", "epochs", "seconds")
+        table.add_column(col, justify="right" if fixed and col != "state" else "left", no_wrap=fixed)
     for r in rows:
         cells = [r.get(p) for p in params]
         table.add_row(str(r["number"]), r["state"], _pct(r["val_acc"]), str(r["epochs"]), str(r["seconds"]),
-                      *[str(round(v, 4) if isinstance(v, float) else v) for v in cells])
+                      *[short(p, v) for p, v in zip(params, cells)])
     return table
 
 
@@ -103,7 +114,7 @@ def status_view(st: Mapping[str, Any]) -> Group:
 
 def winner_panel(w: Mapping[str, Any]) -> Panel:
     lines = [f"trial {w['number']}: val acc {_pct(w['val_acc'])} after {w['epochs']} epochs (best epoch {w['best_epoch']})"]
-    lines += [f"  {k} = {v}" for k, v in w["params"].items()]
+    lines += [f"  {k} = {short(k, v)}" for k, v in w["params"].items()]
     return Panel("\n".join(lines), title="winner (chosen on validation)", border_style="green")
 
 

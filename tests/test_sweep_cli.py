@@ -142,7 +142,7 @@ def test_resume_with_another_spec_is_refused(swept, tmp_path):
 
 
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "fer_sweep.cli", *args]
+    return [sys.executable, "-m", "fer_sweep", *args]
 
 
 def _wait_for_running(results: Path, name: str, timeout_s: float = 90) -> None:
@@ -152,13 +152,16 @@ def _wait_for_running(results: Path, name: str, timeout_s: float = 90) -> None:
             trials = load_study(results, name).get_trials(states=(TrialState.RUNNING,))
             if trials and trials[0].intermediate_values:  # mid-trial: one epoch done
                 return
-        time.sleep(0.3)
+        time.sleep(0.1)
     raise AssertionError("the sweep never got a trial running")
 
 
 @pytest.mark.parametrize("how", ["kill", "interrupt"])
 def test_resume_after_kill_or_ctrl_c_ends_with_exactly_n(tmp_path, how):
-    spec = write_spec(tmp_path, study=f"resume-{how}", trials=3, train={"epochs": 3, "patience": 0, "batch_size": 32})
+    # trials long enough (~1 s an epoch) that the cut lands mid-trial
+    spec = write_spec(tmp_path, study=f"resume-{how}", trials=3, train={"epochs": 3, "patience": 0, "batch_size": 32},
+                      splits={"synthetic_n": 1400, "val_frac": 0.2, "test_frac": 0.2, "seed": 0},
+                      model={"arch": "cnn", "fc_units": 32, "conv": [[16, 3], [32, 3]]}, space={"lr": {"choices": [0.001, 0.002, 0.003]}})
     results = tmp_path / "results"
     args = ("run", str(spec), "--results", str(results), "--wandb", "disabled", "--device", "cpu")
     proc = subprocess.Popen(_cli(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -39,7 +39,7 @@ def make_spec(folder: Path, study: str, trials: int, **changes) -> Path:
 
 
 def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "fer_sweep.cli", *args]
+    return [sys.executable, "-m", "fer_sweep", *args]
 
 
 def journal_study(results: Path, name: str) -> optuna.Study:

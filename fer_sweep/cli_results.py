@@ -1,0 +1,136 @@
+"""Result commands of the CLI: `report`, `predict`, `export-wandb`, `sync`, `dashboard` (registered on cli.app)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from fer_sweep.cli import Json, Results, Storage, Study, _open, app, err, out, user_errors
+from fer_sweep.config import UserError
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@app.command()
+def report(study: Study = None, results: Results = Path("results"), storage: Storage = None, as_json: Json = False,
+           top: Annotated[int, typer.Option("--top", min=1, help="Trials whose learning curves are drawn in colour.")] = 8,
+           ) -> None:
+    """Write <results>/<study>/report.html (self-contained, opens offline) and its PNG figures."""
+    from fer_sweep.htmlreport import build_report
+
+    with user_errors():
+        spec, st, folder = _open(results, study, storage)
+        done = build_report(spec, st, folder, top=top)
+    if as_json:
+        print(json.dumps({"html": str(done["html"]), "figures": {k: str(v) for k, v in done["figures"].items()},
+                          "skipped": done["skipped"], "trials": done["trials"]}, indent=2))
+        return
+    out.print(f"report: {done['html']} ({len(done['figures'])} figures, {done['trials']} trials); "
+              f"PNGs beside it: {', '.join(p.name for p in done['figures'].values())}")
+    for name, why in done["skipped"].items():
+        out.print(f"[yellow]left out[/yellow] {name}: {why}", highlight=False)
+
+
+@app.command()
+def predict(
+    model_dir: Annotated[Path, typer.Argument(metavar="MODEL_DIR", help="Folder with model.pt + config.json "
+                                              "(results/<study>/final, or the study folder).")],
+    data: Annotated[str, typer.Option("--data", help="FER2013 file/folder in any layout (also unlabeled test.csv), "
+                                      "or 'synthetic'.")],
+    out_path: Annotated[Path, typer.Option("--out", help="CSV to write: id,emotion[,class probabilities].")],
+    tta: Annotated[Optional[bool], typer.Option("--tta/--no-tta", help="Flip test-time augmentation "
+                                                "(default: as `best` evaluated the model).")] = None,
+    proba: Annotated[bool, typer.Option("--proba", help="Add one probability column per class.")] = False,
+    split: Annotated[str, typer.Option("--split", help="all rows of the file, or the train | val | test split "
+                                       "`best` used (from config.json's split options).")] = "all",
+    device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:K")] = "auto",
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Faces per forward pass.")] = None,
+    as_json: Json = False,
+) -> None:
+    """Predict every face of a file with a saved model; prints accuracy where the data has labels."""
+    from fer_sweep import predict as prediction
+
+    with user_errors():
+        pred = prediction.predict(model_dir, data, split=split, tta=tta, device=device, batch_size=batch_size)
+        prediction.write_csv(pred, out_path, proba=proba)
+    info = {**prediction.summary(pred), "out": str(out_path)}
+    if as_json:
+        print(json.dumps(info, indent=2))
+        return
+    out.print(f"wrote {info['n']} predictions to {out_path} (layout {info['layout']}, split {info['split']}, "
+              f"tta {'on' if info['tta'] else 'off'})", highlight=False)
+    if "acc" in info:
+        out.print(f"accuracy: [bold]{100 * info['acc']:.2f}%[/bold] on {info['n']} labelled faces", highlight=False)
+    else:
+        out.print("no labels in this data: no accuracy", highlight=False)
+
+
+@app.command("export-wandb")
+def export_wandb(
+    spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="Sweep spec, e.g. sweeps/residual.yaml.")],
+    out_path: Annotated[Optional[Path], typer.Option("--out", help="Write here (.json: JSON, else YAML) "
+                                                     "instead of printing YAML.")] = None,
+    data: Annotated[Optional[str], typer.Option("--data", help="Data the W&B runs train on (default: the spec's).")] = None,
+    study: Annotated[Optional[str], typer.Option("--study", help="Sweep name (default: the spec's study).")] = None,
+) -> None:
+    """Print the equivalent W&B Sweeps config: random search, val/acc maximised, hyperband early termination."""
+    from fer_sweep.spec import load_spec
+    from fer_sweep.wandb_sweeps import dump_config, sweep_config
+
+    with user_errors():
+        spec = load_spec(spec_path, overrides={"data": data, "study": study}, check_data=False)
+        config = sweep_config(spec, str(spec_path), overrides={"data": data, "study": study})
+        text = json.dumps(config, indent=2) + "\n" if out_path and out_path.suffix == ".json" else dump_config(config)
+        if out_path is None:
+            print(text, end="")
+            return
+        try:
+            out_path.write_text(text)
+        except OSError as e:
+            raise UserError(f"--out {out_path}: cannot write ({e.strerror})") from None
+    err.print(f"wrote {out_path}: create the sweep with `wandb sweep {out_path}`, then run "
+              f"`wandb agent ENTITY/PROJECT/SWEEP_ID --count {spec.trials}` where {spec_path} is readable")
+
+
+@app.command()
+def sync(study: Study = None, results: Results = Path("results")) -> None:
+    """Upload the study's offline wandb runs (needs `wandb login` or WANDB_API_KEY)."""
+    from fer_sweep.store import find_study, study_dir
+    from fer_sweep.wandb_sweeps import sync_runs
+
+    with user_errors():
+        folder = study_dir(results, find_study(results, study))
+        done = sync_runs(folder)
+    out.print(f"uploaded {len(done['runs'])} offline wandb run(s) of {folder.name}")
+
+
+@app.command()
+def dashboard(
+    study: Study = None, results: Results = Path("results"), storage: Storage = None,
+    host: Annotated[str, typer.Option("--host", help="Address to bind (default loopback only).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to serve on.")] = 8080,
+) -> None:
+    """Serve optuna-dashboard on the study's storage (needs the `dashboard` extra)."""
+    from fer_sweep.store import find_study, open_storage, study_dir
+
+    with user_errors():
+        try:
+            import optuna_dashboard
+        except ImportError:
+            raise UserError("optuna-dashboard is not installed: pip install 'fer-sweep[dashboard]'") from None
+        name = find_study(results, study)
+        store = open_storage(study_dir(results, name), storage)
+        if host not in LOOPBACK:
+            err.print(f"[yellow]warning:[/yellow] --host {host}: the dashboard has no login; anyone who reaches "
+                      f"{host}:{port} can read and annotate the study")
+        out.print(f"optuna-dashboard for study {name}: http://{host}:{port}/dashboard/ (Ctrl-C to stop)", highlight=False)
+    try:
+        optuna_dashboard.run_server(store, host=host, port=port)
+    except KeyboardInterrupt:
+        pass
+    except OSError as e:
+        err.print(f"[red]error:[/red] --host {host} --port {port}: cannot serve ({e.strerror or e})", highlight=False)
+        raise typer.Exit(2)

@@ -1,0 +1,212 @@
+"""`report`: a study's figures as PNGs and one self-contained report.html (images inlined, no script)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import optuna
+from optuna.trial import FrozenTrial
+
+from fer_sweep import plots
+from fer_sweep.config import UserError
+from fer_sweep.spec import SweepSpec, decode_choice
+from fer_sweep.summary import is_finished, outcome, status, trial_row, write_atomic
+
+HTML_NAME = "report.html"
+TOP_CURVES = 8  # learning curves drawn in colour; the other complete trials are faint grey
+
+
+def build_report(spec: SweepSpec, study: optuna.Study, folder: Path, *,
+                 load_data: Optional[Callable[[SweepSpec], Any]] = None, top: int = TOP_CURVES) -> dict[str, Any]:
+    """Write <folder>/report-*.png and <folder>/report.html; returns their paths and what was left out, and why."""
+    trials = [_trial(t, spec) for t in study.get_trials(deepcopy=False) if is_finished(t)]
+    if not trials:
+        raise UserError(f"study {spec.study!r} has no finished trial yet: nothing to report")
+    axes = [_axis(p) for p in spec.space]
+    figures: dict[str, Path] = {}
+    skipped: dict[str, str] = {}
+
+    def png(name: str) -> Path:
+        figures[name] = folder / f"report-{name}.png"
+        return figures[name]
+
+    st = status(study, spec.trials, int(spec.train.get("epochs", 15)))
+    plots.save_history_png(trials, png("history"), title=f"{spec.study}: optimization history")
+    imp = st["importances"]
+    if imp:
+        plots.save_importances_png(imp, png("importances"))
+    else:
+        skipped["importances"] = "needs at least 4 complete trials that differ in some parameter"
+    if axes:
+        plots.save_parallel_png(trials, axes, png("parallel"))
+        plots.save_slices_png(trials, axes, png("slices"))
+    else:
+        skipped["parallel"] = skipped["slices"] = "the spec searches no parameter"
+    plots.save_curves_png(trials, png("curves"), top=top)
+    final = _final(folder)
+    if final:
+        plots.save_confusion_png(final["confusion"], png("confusion"),
+                                 title=f"winner (trial {final['winner']['number']}) on {final['split']}")
+        plots.save_f1_png(final["per_class"], png("f1"), title=f"per class on {final['split']}")
+    else:
+        skipped["confusion"] = skipped["f1"] = "no final model yet: run `fer-sweep best`"
+    data_info = _data_info(spec, load_data, skipped)
+    if data_info:
+        counts = {name: (part or {}).get("classes") for name, part in data_info["splits"].items()}
+        plots.save_class_counts_png(counts, png("classes"), title=f"class distribution: {data_info['source']}")
+    page = render_html(spec, st, figures, skipped, final, data_info)
+    path = folder / HTML_NAME
+    write_atomic(path, page)
+    return {"html": path, "figures": figures, "skipped": skipped, "trials": len(trials)}
+
+
+def _trial(t: FrozenTrial, spec: SweepSpec) -> dict[str, Any]:
+    row = trial_row(t)
+    labels = {p.name for p in spec.space if p.choices}
+    return {"number": t.number, "state": outcome(t), "value": row["val_acc"],
+            "params": {k: choice_label(k, v) if k in labels else v for k, v in t.params.items()},
+            "curve": sorted((int(step), float(v)) for step, v in t.intermediate_values.items())}
+
+
+def _axis(p) -> dict[str, Any]:
+    if p.choices:
+        return {"name": p.name, "choices": [choice_label(p.name, c) for c in p.choices]}
+    return {"name": p.name, "low": p.low, "high": p.high, "log": p.log}
+
+
+def choice_label(name: str, value) -> str:
+    """A short label for a categorical value: conv [[32,3],[64,3]] reads 32-64 (kernel shown when not 3)."""
+    value = decode_choice(name, value)
+    if name == "conv" and isinstance(value, tuple):
+        return "-".join(str(c) if k == 3 else f"{c}k{k}" for c, k in value)
+    return str(value)
+
+
+def _final(folder: Path) -> Optional[dict]:
+    path = folder / "final" / "metrics.json"
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, ValueError):
+        return None
+
+
+def _data_info(spec: SweepSpec, load_data, skipped: dict) -> Optional[dict]:
+    from fer_sweep.data import describe
+
+    if load_data is None:
+        from fer_sweep.runner import load_data
+    try:
+        return describe(load_data(spec))
+    except UserError as e:  # the data moved or is gone: the rest of the report still stands
+        skipped["classes"] = f"data not readable here ({e})"
+        return None
+
+
+# -------------------------------------------------------------------------------------------- HTML
+
+CAPTIONS = {
+    "history": "Optimization history: each trial's best validation accuracy (pruned: the best before it was stopped).",
+    "importances": "Parameter importances (fANOVA over complete trials).",
+    "parallel": "Parallel coordinates: each line a trial; complete trials coloured by validation accuracy, pruned dashed.",
+    "slices": "Per-parameter slices: validation accuracy against each searched parameter.",
+    "curves": "Learning curves: validation accuracy per epoch; pruned trials dashed, ending where they were stopped.",
+    "confusion": "Final model: confusion matrix (rows true class, columns predicted; shading is recall share).",
+    "f1": "Final model: per-class precision, recall and F1.",
+    "classes": "Class distribution of the study's data, per split.",
+}
+STYLE = """body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:2em auto;max-width:1100px;color:#222}
+h1{margin-bottom:.2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
+table{border-collapse:collapse;margin:.6em 0;font-size:.9em}th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}
+th{background:#f3f3f3}td.l,th.l{text-align:left}figure{margin:1em 0}img{max-width:100%;border:1px solid #eee}
+figcaption{color:#555;font-size:.9em}.note{color:#8a6d00}.muted{color:#777}"""
+
+
+def _e(x: Any) -> str:
+    return html.escape("-" if x is None else str(x))
+
+
+def _short(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{100 * float(x):.2f}%"
+
+
+def _table(header: list[str], rows: list[list[Any]], left: int = 1) -> str:
+    head = "".join(f'<th class="{"l" if i < left else ""}">{_e(h)}</th>' for i, h in enumerate(header))
+    body = "".join("<tr>" + "".join(f'<td class="{"l" if i < left else ""}">{_e(c)}</td>' for i, c in enumerate(r))
+                   + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _figure(name: str, path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return (f'<figure id="fig-{name}"><img alt="{_e(name)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{_e(CAPTIONS.get(name, name))} <span class=\"muted\">({_e(path.name)})</span>"
+            "</figcaption></figure>")
+
+
+def _leaderboard(st: dict) -> str:
+    rows = st["leaderboard"]
+    params = list(dict.fromkeys(k for r in rows for k in r if k.startswith("params.")))
+    body = [[r["number"], r["state"], _pct(r["val_acc"]), r["epochs"], r["seconds"],
+             *[round(r.get(p), 4) if isinstance(r.get(p), float) else r.get(p) for p in params]] for r in rows]
+    return _table(["#", "state", "val acc", "epochs", "seconds", *[p.removeprefix("params.") for p in params]], body)
+
+
+def _final_section(final: dict) -> str:
+    split = final["split"]
+
+    def ms(key):
+        v = final.get(key)
+        return "-" if not v else _pct(v["mean"]) + (f" ± {100 * v['std']:.2f}" if final["seeds"] > 1 else "")
+
+    w = final["winner"]
+    head = (f"<p>Winner: trial {_e(w['number'])} (val acc {_pct(w['val_acc'])}), retrained with {_e(final['seeds'])} "
+            f"seed(s). <b>{_e(split)} accuracy {ms(split + '/acc')}</b>, macro-F1 {ms(split + '/macro_f1')}, "
+            f"val accuracy {ms('val/acc')}.</p>")
+    notes = "".join(f'<p class="note">note: {_e(n)}</p>' for n in final.get("notes", []))
+    per = _table(["class", "precision", "recall", "F1", "support"],
+                 [[r["class"], f"{r['precision']:.3f}", f"{r['recall']:.3f}", f"{r['f1']:.3f}", r["support"]]
+                  for r in final["per_class"]])
+    return head + notes + per
+
+
+def render_html(spec: SweepSpec, st: dict, figures: dict[str, Path], skipped: dict[str, str],
+                final: Optional[dict], data_info: Optional[dict]) -> str:
+    """The whole page as one string: tables, and every figure inlined as a base64 PNG."""
+    c = st["counts"]
+    best = st.get("best")
+    parts = [f"<h1>fer-sweep report: {_e(spec.study)}</h1>",
+             f'<p class="muted">data {_e(spec.data)} · {_e(spec.sampler)} search · pruner {_e(spec.pruner.type)} · '
+             f"{_e(st['finished'])}/{_e(st['target'])} trials finished: {_e(c.get('complete', 0))} complete, "
+             f"{_e(c.get('pruned', 0))} pruned, {_e(sum(v for k, v in c.items() if k not in ('complete', 'pruned')))} other · "
+             f"epochs trained {_e(st['epochs_trained'])} of {_e(st['epochs_budget'])} unpruned</p>"]
+    if best:
+        parts.append(f"<p>Best trial: <b>#{_e(best['number'])}</b>, val acc <b>{_pct(best['val_acc'])}</b> "
+                     f"({_e(', '.join(f'{k}={_short(v)}' for k, v in best['params'].items()))})</p>")
+    parts += ["<h2>Top trials</h2>", _leaderboard(st), "<h2>Search</h2>"]
+    sections = [("Search", ("history", "importances", "parallel", "slices", "curves")),
+                ("Final model", ("confusion", "f1")), ("Data", ("classes",))]
+    for title, names in sections:
+        if title != "Search":
+            parts.append(f"<h2>{_e(title)}</h2>")
+        if title == "Final model" and final:
+            parts.append(_final_section(final))
+        if title == "Data" and data_info:
+            shown = set(final.get("notes", [])) if final else set()
+            parts.extend(f'<p class="note">note: {_e(n)}</p>' for n in data_info.get("notes", []) if n not in shown)
+        for name in names:
+            if name in figures:
+                parts.append(_figure(name, figures[name]))
+            elif name in skipped:
+                parts.append(f'<p class="note" id="skip-{name}">{_e(CAPTIONS[name].split(":")[0])}: {_e(skipped[name])}</p>')
+    body = "\n".join(parts)
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>fer-sweep: {_e(spec.study)}</title>'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{STYLE}</style></head>'
+            f"<body>\n{body}\n</body></html>\n")
