@@ -3,7 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # CPU-only machines get the CPU build of torch (small); a GPU machine gets PyPI's CUDA build.
+# A CPU wheel some machines keep on disk (pip's find-links) is used when present, else PyTorch's CPU index.
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+TORCH_LOCAL ?= 2.13.0
 
 .PHONY: install sweep test bench clean
 
@@ -13,8 +15,9 @@ $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@if $(PY) -c "import torch" 2>/dev/null; then echo "torch already installed"; \
 	elif command -v nvidia-smi >/dev/null 2>&1; then $(PY) -m pip install "torch>=2.1"; \
-	else $(PY) -m pip install --no-index torch==2.13.0 2>/dev/null \
-	  || $(PY) -m pip install torch --index-url $(TORCH_CPU_INDEX); fi
+	elif $(PY) -m pip install -q --dry-run --no-index --no-deps torch==$(TORCH_LOCAL) >/dev/null 2>&1; then \
+	  $(PY) -m pip install torch==$(TORCH_LOCAL); \
+	else $(PY) -m pip install torch --index-url $(TORCH_CPU_INDEX) --extra-index-url https://pypi.org/simple; fi
 	$(PY) -m pip install -e '.[dev]'
 	@touch $@
 

@@ -11,7 +11,7 @@ from typing import Optional, Union
 import numpy as np
 
 from fer_sweep.config import EMOTIONS, UserError
-from fer_sweep.data import USAGES, Faces, read_faces
+from fer_sweep.data import Faces, read_faces, split_indices
 from fer_sweep.summary import write_atomic
 
 SPLITS = ("all", "train", "val", "test")
@@ -103,20 +103,14 @@ def _read(data: str, config: dict) -> tuple[Faces, list[str]]:
 
 
 def split_rows(faces: Faces, split: str, opts: dict) -> np.ndarray:
-    """0-based rows of `faces` in `split`, chosen exactly as `data.load_splits` chooses them for `best`."""
-    from fer_sweep.data import _carve  # the one stratified carve, shared with load_splits (not a copy of it)
-
+    """0-based rows of `faces` in `split`, chosen by the same function `data.load_splits` uses for `best`."""
     if split == "all":
         return np.arange(len(faces.x))
     if faces.y is None:
         raise UserError(f"{faces.source}: unlabeled data has no {split} split: use --split all")
-    usage = faces.usage if faces.usage is not None else np.full(len(faces.y), USAGES[0])
-    indices = {name: np.flatnonzero(usage == u) for name, u in zip(("train", "val", "test"), USAGES)}
-    fracs = (("val", float(opts.get("val_frac", 0.1))), ("test", float(opts.get("test_frac", 0.1))))
-    carve = {name: frac for name, frac in fracs if indices[name].size == 0 and frac > 0}
-    if carve:
-        indices.update(_carve(faces.y, indices["train"], carve, int(opts.get("seed", 0))))
-    if indices[split].size == 0:
+    indices, _ = split_indices(faces, val_frac=float(opts.get("val_frac", 0.1)),
+                               test_frac=float(opts.get("test_frac", 0.1)), seed=int(opts.get("seed", 0)))
+    if indices[split] is None:
         raise UserError(f"{faces.source}: no {split} split in this data (and none carved: {split}_frac is 0)")
     return indices[split]
 
