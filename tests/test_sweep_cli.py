@@ -145,9 +145,9 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "fer_sweep", *args]
 
 
-def _wait_for_running(results: Path, name: str, timeout_s: float = 90) -> None:
+def _wait_for_running(proc: subprocess.Popen, results: Path, name: str, timeout_s: float = 90) -> None:
     deadline = time.time() + timeout_s
-    while time.time() < deadline:
+    while time.time() < deadline and proc.poll() is None:
         if (results / name / "journal.log").exists():
             trials = load_study(results, name).get_trials(states=(TrialState.RUNNING,))
             if trials and trials[0].intermediate_values:  # mid-trial: one epoch done
@@ -165,7 +165,7 @@ def test_resume_after_kill_or_ctrl_c_ends_with_exactly_n(tmp_path, how):
     results = tmp_path / "results"
     args = ("run", str(spec), "--results", str(results), "--wandb", "disabled", "--device", "cpu")
     proc = subprocess.Popen(_cli(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _wait_for_running(results, f"resume-{how}")
+    _wait_for_running(proc, results, f"resume-{how}")
     proc.send_signal(signal.SIGKILL if how == "kill" else signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
     if how == "interrupt":
