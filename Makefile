@@ -32,6 +32,8 @@ bench: install
 	$(PY) benchmarks/bench_data.py
 	$(PY) benchmarks/bench_trainer.py
 	$(PY) benchmarks/bench_pruning.py
+	$(PY) benchmarks/bench_workers.py
+	$(PY) benchmarks/bench_realdata.py
 
 clean:
 	rm -rf $(VENV) results/*/ .pytest_cache
