@@ -20,7 +20,8 @@ from fer_sweep.plots import save_confusion_png
 from fer_sweep.space import sample_params, to_run_config
 from fer_sweep.spec import SweepSpec
 from fer_sweep.summary import write_atomic
-from fer_sweep.train import evaluate, fit, input_norm, pick_device, to_device
+from fer_sweep.evaluate import evaluate
+from fer_sweep.train import fit, input_norm, pick_device, to_device
 
 
 def pick_winner(study: optuna.Study) -> FrozenTrial:

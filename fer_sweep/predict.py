@@ -49,7 +49,8 @@ def predict(model_dir: Path, data: str, *, split: str = "all", tta: Optional[boo
     """
     import torch
 
-    from fer_sweep.train import pick_device, predict_proba
+    from fer_sweep.evaluate import predict_proba
+    from fer_sweep.train import pick_device
 
     if split not in SPLITS:
         raise UserError(f"--split: unknown split {split!r} (known: {', '.join(SPLITS)})")

@@ -236,7 +236,7 @@ def _range(name: str, p: dict, key: str, fail, default) -> ParamSpec:
         fail(key, f"{name} is not numeric: give choices: [...]")
     for bound in ("low", "high"):
         if bound not in p:
-            fail(key, f"needs both low and high (or choices)")
+            fail(key, "needs both low and high (or choices)")
     low = check_value(name, p["low"], f"{key}.low", fail)
     high = check_value(name, p["high"], f"{key}.high", fail)
     if low >= high:

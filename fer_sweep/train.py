@@ -1,4 +1,4 @@
-"""Train one model on device-resident uint8 faces: batch augmentation, the `fit` generator, `evaluate`.
+"""Train one model on device-resident uint8 faces: the `fit` generator and `train_throughput`.
 
 Speed rules: the data is copied to the device once as uint8; every epoch draws one `randperm` on the
 device and slices batches from it; normalisation and augmentation act on whole batches with tensor
@@ -20,18 +20,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fer_sweep.config import EMOTIONS, IMAGE_SIZE, NUM_CLASSES, EpochResult, TrainConfig, UserError
+from fer_sweep.augment import Norm, augment_batch, normalize_batch
+from fer_sweep.config import IMAGE_SIZE, NUM_CLASSES, EpochResult, TrainConfig, UserError
+from fer_sweep.evaluate import evaluate
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 SCHEDULES = ("constant", "plateau", "cosine", "onecycle")
 NORMALIZES = ("unit", "sym", "standard")
 PLATEAU_FACTOR = 0.5  # lr multiplier when val/acc stalls (plateau schedule)
 PLATEAU_PATIENCE = 2  # epochs without a val/acc gain before the plateau schedule cuts the lr
-ERASE_AREA = (0.02, 0.33)  # random erasing: erased fraction of the image (torchvision's default)
-ERASE_RATIO = (0.3, 3.3)  # random erasing: rectangle aspect-ratio range, sampled log-uniformly
 METRIC_KEYS = ("train/loss", "train/acc", "val/loss", "val/acc", "val/macro_f1", "lr", "weights/l2",
                "grads/grad_to_weight", "time/epoch_s", "speed/train_img_per_s")
-Norm = tuple[float, float]  # (mean, std) in 0..255 pixel units
 
 
 @dataclass(frozen=True)
@@ -99,64 +98,6 @@ def input_norm(mode: str, train_x: torch.Tensor) -> Norm:
     mean = total.item() / n
     std = math.sqrt(max(squares.item() / n - mean * mean, 0.0))
     return mean, (std if std > 1e-3 else 1.0)
-
-
-# ---------------------------------------------------------------- batch preparation and augmentation
-def normalize_batch(x_u8: torch.Tensor, norm: Norm) -> torch.Tensor:
-    """(B, 48, 48) uint8 -> (B, 1, 48, 48) float32, (x - mean) / std."""
-    mean, std = norm
-    return x_u8.unsqueeze(1).float().sub_(mean).mul_(1.0 / std)
-
-
-def _uniform(n: int, low: float, high: float, device: torch.device) -> torch.Tensor:
-    return torch.rand(n, device=device) * (high - low) + low
-
-
-def flip_batch(x: torch.Tensor, p: float = 0.5) -> torch.Tensor:
-    """Mirror each image left-right with probability p (one per-sample mask, no Python loop)."""
-    mask = torch.rand(x.shape[0], device=x.device) < p
-    return torch.where(mask.view(-1, 1, 1, 1), x.flip(3), x)
-
-
-def affine_batch(x: torch.Tensor, translate_px: float, rotate_deg: float, scale: float) -> torch.Tensor:
-    """Random shift (up to +-px), rotation (+-deg) and zoom ([1-s, 1+s]) in one grid_sample call."""
-    n, device = x.shape[0], x.device
-    angle = _uniform(n, -rotate_deg, rotate_deg, device) * (math.pi / 180)
-    zoom = _uniform(n, 1 - scale, 1 + scale, device)
-    shift = _uniform(2 * n, -translate_px, translate_px, device).view(n, 2) * (2 / x.shape[-1])
-    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom  # zoom > 1 samples a smaller area
-    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-
-
-def erase_batch(x: torch.Tensor, p: float) -> torch.Tensor:
-    """Random erasing: with probability p per image, set one random rectangle to 0 (after
-    normalisation: black for unit, mid-grey for sym, the train mean for standard)."""
-    n, (h, w), device = x.shape[0], x.shape[-2:], x.device
-    area = _uniform(n, *ERASE_AREA, device) * (h * w)
-    ratio = torch.exp(_uniform(n, math.log(ERASE_RATIO[0]), math.log(ERASE_RATIO[1]), device))
-    eh = torch.sqrt(area * ratio).round().clamp(1, h)
-    ew = torch.sqrt(area / ratio).round().clamp(1, w)
-    top = (torch.rand(n, device=device) * (h - eh + 1)).floor()
-    left = (torch.rand(n, device=device) * (w - ew + 1)).floor()
-    rows = torch.arange(h, device=device).view(1, h, 1)
-    cols = torch.arange(w, device=device).view(1, 1, w)
-    inside = ((rows >= top.view(-1, 1, 1)) & (rows < (top + eh).view(-1, 1, 1))
-              & (cols >= left.view(-1, 1, 1)) & (cols < (left + ew).view(-1, 1, 1)))
-    inside &= (torch.rand(n, device=device) < p).view(-1, 1, 1)
-    return x.masked_fill(inside.unsqueeze(1), 0.0)
-
-
-def augment_batch(x: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
-    """Apply the augmentations `cfg` turns on to a normalised (B, 1, 48, 48) float batch."""
-    if cfg.aug_flip:
-        x = flip_batch(x)
-    if cfg.aug_translate_px > 0 or cfg.aug_rotate_deg > 0 or cfg.aug_scale > 0:
-        x = affine_batch(x, cfg.aug_translate_px, cfg.aug_rotate_deg, cfg.aug_scale)
-    if cfg.aug_erase_p > 0:
-        x = erase_batch(x, cfg.aug_erase_p)
-    return x
 
 
 # ---------------------------------------------------------------- optimiser, schedule, step
@@ -393,77 +334,6 @@ def _train_epoch(tr: _Trainer, train: DeviceSplit) -> tuple[int, torch.Tensor]:
     seen = sum(idx.shape[0] for idx in batches)
     weight_l2 = _global_norm(list(tr.model.parameters()))
     return seen, torch.cat([stats, ratio.view(1).float(), weight_l2.view(1)])
-
-
-# ---------------------------------------------------------------- evaluation
-def _log_probs(model: nn.Module, x_u8: torch.Tensor, norm: Norm, batch_size: int, tta: bool,
-               amp: bool) -> Iterator[tuple[int, torch.Tensor]]:
-    """(start, (B, 7) float32 log-probabilities) per batch; with tta, of the mean of x and its mirror."""
-    cuda = x_u8.device.type == "cuda"
-    for start in range(0, x_u8.shape[0], batch_size):
-        x = normalize_batch(x_u8[start:start + batch_size], norm)
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=cuda and amp):
-            logp = model(x).float().log_softmax(1)
-            if tta:
-                logp = torch.logaddexp(logp, model(x.flip(3)).float().log_softmax(1)) - math.log(2)
-        yield start, logp
-
-
-def predict_proba(model: nn.Module, x: torch.Tensor, norm: Norm, *, batch_size: int = 1024,
-                  tta: bool = False, amp: bool = False) -> torch.Tensor:
-    """(N, 7) float32 class probabilities for (N, 48, 48) uint8 faces, on their device."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            parts = [logp.exp() for _, logp in _log_probs(model, x, norm, batch_size, tta, amp)]
-    finally:
-        model.train(was_training)
-    return torch.cat(parts) if parts else torch.zeros(0, NUM_CLASSES, device=x.device)
-
-
-def evaluate(model: nn.Module, split: DeviceSplit, norm: Norm, *, batch_size: int = 1024, tta: bool = False,
-             label_smoothing: float = 0.0, amp: bool = False) -> dict:
-    """Loss, accuracy, macro-F1, per-class precision/recall/F1/support and the 7x7 confusion
-    (rows = true class, columns = predicted). Macro-F1 averages the classes that occur in the labels
-    or the predictions (as scikit-learn does). Everything is reduced on the device, read once."""
-    if len(split) == 0:
-        raise UserError("cannot evaluate an empty split")
-    was_training = model.training
-    model.eval()
-    dtype = torch.float64 if split.y.device.type != "mps" else torch.float32
-    loss_sum = torch.zeros((), dtype=dtype, device=split.y.device)
-    counts = torch.zeros(NUM_CLASSES * NUM_CLASSES, dtype=torch.int64, device=split.y.device)
-    try:
-        with torch.no_grad():
-            for start, logp in _log_probs(model, split.x, norm, batch_size, tta, amp):
-                y = split.y[start:start + logp.shape[0]]
-                loss = -logp.gather(1, y[:, None]).squeeze(1)
-                if label_smoothing > 0:  # same target mixture as F.cross_entropy(label_smoothing=)
-                    loss = (1 - label_smoothing) * loss - label_smoothing * logp.mean(1)
-                loss_sum += loss.sum()
-                counts += torch.bincount(y * NUM_CLASSES + logp.argmax(1), minlength=NUM_CLASSES ** 2)
-    finally:
-        model.train(was_training)
-    return _scores(loss_sum, counts.view(NUM_CLASSES, NUM_CLASSES).to(dtype))
-
-
-def _scores(loss_sum: torch.Tensor, confusion: torch.Tensor) -> dict:
-    tp, support, predicted = confusion.diagonal(), confusion.sum(1), confusion.sum(0)
-    n = support.sum()
-    precision = tp / predicted.clamp(min=1)
-    recall = tp / support.clamp(min=1)
-    f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall).clamp(min=1e-12), 0.0)
-    present = (support + predicted) > 0
-    macro_f1 = (f1 * present).sum() / present.sum().clamp(min=1)
-    head = torch.stack([loss_sum / n, tp.sum() / n, macro_f1])
-    values = torch.cat([head, precision, recall, f1, support, confusion.flatten()]).tolist()  # one sync
-    (loss, acc, macro), rest = values[:3], values[3:]
-    k = NUM_CLASSES
-    per_class = [{"class": EMOTIONS[c], "precision": rest[c], "recall": rest[k + c], "f1": rest[2 * k + c],
-                  "support": int(rest[3 * k + c])} for c in range(k)]
-    confusion_rows = [[int(v) for v in rest[4 * k + r * k:4 * k + (r + 1) * k]] for r in range(k)]
-    return {"loss": loss, "acc": acc, "macro_f1": macro, "per_class": per_class, "confusion": confusion_rows}
 
 
 # ---------------------------------------------------------------- throughput

@@ -10,12 +10,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fer_sweep import augment as A
 from fer_sweep import train as T
 from fer_sweep.config import NUM_CLASSES, ModelConfig, TrainConfig, UserError
 from fer_sweep.models import build_model
 from fer_sweep.synthetic import synthetic_faces
-from fer_sweep.train import (DeviceSplit, affine_batch, augment_batch, erase_batch, evaluate, fit, flip_batch,
-                             input_norm, pick_device, predict_proba, to_device, train_throughput)
+from fer_sweep.augment import affine_batch, augment_batch, erase_batch, flip_batch
+from fer_sweep.evaluate import evaluate, predict_proba
+from fer_sweep.train import DeviceSplit, fit, input_norm, pick_device, to_device, train_throughput
 
 TINY = ModelConfig(arch="cnn", conv=((8, 3), (16, 3)), fc_units=32, dropout=0.0)
 TIMING_KEYS = ("time/epoch_s", "speed/train_img_per_s")
@@ -207,8 +209,8 @@ SYNCS = (r"\.item\(", r"\.cpu\(", r"\.tolist\(", r"\.numpy\(", r"(?<![\w.])(floa
 
 
 def test_step_loop_has_no_host_syncs():
-    hot = [T._Trainer.step, T._epoch_batches, T.augment_batch, T.flip_batch, T.affine_batch, T.erase_batch,
-           T.normalize_batch]
+    hot = [T._Trainer.step, T._epoch_batches, A.augment_batch, A.flip_batch, A.affine_batch, A.erase_batch,
+           A.normalize_batch]
     for fn in hot:
         code = "\n".join(line.split("#")[0] for line in inspect.getsource(fn).splitlines())
         for sync in SYNCS:

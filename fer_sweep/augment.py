@@ -1,0 +1,71 @@
+"""Batch preparation on the device: normalise uint8 faces and augment whole batches with tensor ops."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from fer_sweep.config import TrainConfig
+
+ERASE_AREA = (0.02, 0.33)  # random erasing: erased fraction of the image (torchvision's default)
+ERASE_RATIO = (0.3, 3.3)  # random erasing: rectangle aspect-ratio range, sampled log-uniformly
+Norm = tuple[float, float]  # (mean, std) in 0..255 pixel units
+
+
+def normalize_batch(x_u8: torch.Tensor, norm: Norm) -> torch.Tensor:
+    """(B, 48, 48) uint8 -> (B, 1, 48, 48) float32, (x - mean) / std."""
+    mean, std = norm
+    return x_u8.unsqueeze(1).float().sub_(mean).mul_(1.0 / std)
+
+
+def _uniform(n: int, low: float, high: float, device: torch.device) -> torch.Tensor:
+    return torch.rand(n, device=device) * (high - low) + low
+
+
+def flip_batch(x: torch.Tensor, p: float = 0.5) -> torch.Tensor:
+    """Mirror each image left-right with probability p (one per-sample mask, no Python loop)."""
+    mask = torch.rand(x.shape[0], device=x.device) < p
+    return torch.where(mask.view(-1, 1, 1, 1), x.flip(3), x)
+
+
+def affine_batch(x: torch.Tensor, translate_px: float, rotate_deg: float, scale: float) -> torch.Tensor:
+    """Random shift (up to +-px), rotation (+-deg) and zoom ([1-s, 1+s]) in one grid_sample call."""
+    n, device = x.shape[0], x.device
+    angle = _uniform(n, -rotate_deg, rotate_deg, device) * (math.pi / 180)
+    zoom = _uniform(n, 1 - scale, 1 + scale, device)
+    shift = _uniform(2 * n, -translate_px, translate_px, device).view(n, 2) * (2 / x.shape[-1])
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom  # zoom > 1 samples a smaller area
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def erase_batch(x: torch.Tensor, p: float) -> torch.Tensor:
+    """Random erasing: with probability p per image, set one random rectangle to 0 (after
+    normalisation: black for unit, mid-grey for sym, the train mean for standard)."""
+    n, (h, w), device = x.shape[0], x.shape[-2:], x.device
+    area = _uniform(n, *ERASE_AREA, device) * (h * w)
+    ratio = torch.exp(_uniform(n, math.log(ERASE_RATIO[0]), math.log(ERASE_RATIO[1]), device))
+    eh = torch.sqrt(area * ratio).round().clamp(1, h)
+    ew = torch.sqrt(area / ratio).round().clamp(1, w)
+    top = (torch.rand(n, device=device) * (h - eh + 1)).floor()
+    left = (torch.rand(n, device=device) * (w - ew + 1)).floor()
+    rows = torch.arange(h, device=device).view(1, h, 1)
+    cols = torch.arange(w, device=device).view(1, 1, w)
+    inside = ((rows >= top.view(-1, 1, 1)) & (rows < (top + eh).view(-1, 1, 1))
+              & (cols >= left.view(-1, 1, 1)) & (cols < (left + ew).view(-1, 1, 1)))
+    inside &= (torch.rand(n, device=device) < p).view(-1, 1, 1)
+    return x.masked_fill(inside.unsqueeze(1), 0.0)
+
+
+def augment_batch(x: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+    """Apply the augmentations `cfg` turns on to a normalised (B, 1, 48, 48) float batch."""
+    if cfg.aug_flip:
+        x = flip_batch(x)
+    if cfg.aug_translate_px > 0 or cfg.aug_rotate_deg > 0 or cfg.aug_scale > 0:
+        x = affine_batch(x, cfg.aug_translate_px, cfg.aug_rotate_deg, cfg.aug_scale)
+    if cfg.aug_erase_p > 0:
+        x = erase_batch(x, cfg.aug_erase_p)
+    return x
