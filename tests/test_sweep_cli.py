@@ -147,11 +147,14 @@ def _cli(*args: str) -> list[str]:
 def _wait_for_running(proc: subprocess.Popen, results: Path, name: str, timeout_s: float = 90) -> None:
     deadline = time.time() + timeout_s
     while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
         if (results / name / "journal.log").exists():
-            trials = load_study(results, name).get_trials(states=(TrialState.RUNNING,))
+            try:
+                trials = load_study(results, name).get_trials(states=(TrialState.RUNNING,))
+            except KeyError:  # the journal file exists a moment before the study is created in it
+                continue
             if trials and trials[0].intermediate_values:  # mid-trial: one epoch done
                 return
-        time.sleep(0.1)
     raise AssertionError("the sweep never got a trial running")
 
 

@@ -93,8 +93,11 @@ def test_worker_killed_mid_trial_is_rerun_and_nothing_lost(tmp_path):
     while victim is None and time.time() < deadline and proc.poll() is None:
         time.sleep(0.1)
         if (results / "crash" / "journal.log").exists():
-            running = [t for t in journal_study(results, "crash").get_trials(states=(TrialState.RUNNING,))
-                       if t.intermediate_values and "owner" in t.system_attrs]
+            try:
+                trials = journal_study(results, "crash").get_trials(states=(TrialState.RUNNING,))
+            except KeyError:  # the journal file exists a moment before the study is created in it
+                continue
+            running = [t for t in trials if t.intermediate_values and "owner" in t.system_attrs]
             victim = running[0] if running else None
     assert victim is not None, "no trial was caught mid-run"
     os.kill(victim.system_attrs["owner"]["pid"], signal.SIGKILL)
