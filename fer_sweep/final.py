@@ -49,7 +49,7 @@ def retrain_best(spec: SweepSpec, study: optuna.Study, folder: Path, splits: Spl
     train, val = to_device(splits.train.x, splits.train.y, dev), to_device(splits.val.x, splits.val.y, dev)
     test = None if splits.test is None else to_device(splits.test.x, splits.test.y, dev)
     norm = input_norm(cfg.train.normalize, train.x)
-    runs, best_state = [], None
+    runs, best_state, chosen = [], None, 0
     for k in range(seeds):
         train_cfg = dataclasses.replace(cfg.train, seed=cfg.train.seed + k)
         model = build_model(cfg.model, seed=train_cfg.seed)
@@ -61,7 +61,7 @@ def retrain_best(spec: SweepSpec, study: optuna.Study, folder: Path, splits: Spl
                                                     tta=train_cfg.tta)
         runs.append({"seed": train_cfg.seed, "epochs": last.epoch, "best_epoch": last.best_epoch,
                      "stop": last.stop, "message": last.message, "val": val_m, "test": test_m})
-        if best_state is None or val_m["acc"] > max(r["val"]["acc"] for r in runs[:-1]):
+        if best_state is None or val_m["acc"] > runs[chosen]["val"]["acc"]:
             best_state = {kk.removeprefix("_orig_mod."): v.detach().cpu().clone() for kk, v in model.state_dict().items()}
             chosen = len(runs) - 1
     metrics = _metrics(winner, runs, chosen, splits)

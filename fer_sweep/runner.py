@@ -96,10 +96,10 @@ def _run_processes(spec, folder, storage_url, workers, gpus, device, wandb_mode,
         for p in procs:
             p.wait()
         raise
-    bad = [k for k, p in enumerate(procs) if p.returncode not in (0, -9, 137)]
-    if bad and all(p.returncode not in (0,) for p in procs):
-        tail = (folder / f"worker-{bad[0]}.log").read_text()[-500:].strip().splitlines()
-        raise UserError(f"{folder}: every worker failed; last line of worker-{bad[0]}.log: "
+    failed = [k for k, p in enumerate(procs) if p.returncode not in (0, -9, 137)]  # a SIGKILL is reaped, not failed
+    if failed and not any(p.returncode == 0 for p in procs):
+        tail = (folder / f"worker-{failed[0]}.log").read_text()[-500:].strip().splitlines()
+        raise UserError(f"{folder}: every worker failed; last line of worker-{failed[0]}.log: "
                         f"{tail[-1] if tail else '(empty)'}")
 
 

@@ -63,10 +63,6 @@ class TrialRun:
         self.run.finish()
         self.run = None
 
-    @property
-    def directory(self) -> str | None:
-        return None if self.run is None else str(Path(self.run.dir).parent)
-
 
 def sync_hint(results_dir: Path) -> str:
     return f"wandb runs are offline: upload them with `wandb sync {results_dir}/wandb/offline-run-*`"
