@@ -69,3 +69,61 @@ def augment_batch(x: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
     if cfg.aug_erase_p > 0:
         x = erase_batch(x, cfg.aug_erase_p)
     return x
+
+
+def one_hot(y: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(B,) int labels -> (B, C) float32 target distributions (label smoothing is applied by the loss)."""
+    return F.one_hot(y, num_classes).float()
+
+
+def mix_batch(x: torch.Tensor, target: torch.Tensor, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mixup or cutmix on a whole batch (timm's "batch" mode): one weight per batch, partner = a permutation.
+
+    With probability `cfg.mix_prob` the batch is mixed; when both alphas are set, mixup or cutmix is picked
+    50/50. The random draws that decide shapes (mix or not, lambda, the box) come from the CPU generator, so
+    a CUDA step never waits on the GPU to learn them; the permutation is drawn on the batch's device.
+    Returns (images, target distributions); unmixed batches come back as they were.
+    """
+    alphas = [a for a in (cfg.mixup_alpha, cfg.cutmix_alpha) if a > 0]
+    if not alphas or float(torch.rand(())) >= cfg.mix_prob:
+        return x, target
+    use_cutmix = cfg.cutmix_alpha > 0 and (cfg.mixup_alpha <= 0 or float(torch.rand(())) < 0.5)
+    alpha = cfg.cutmix_alpha if use_cutmix else cfg.mixup_alpha
+    lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    perm = torch.randperm(x.shape[0], device=x.device)
+    if not use_cutmix:
+        return x * lam + x[perm] * (1 - lam), target * lam + target[perm] * (1 - lam)
+    top, left, h, w = cutmix_box(x.shape[-2], x.shape[-1], lam)
+    mixed = x.clone()
+    mixed[..., top:top + h, left:left + w] = x[perm][..., top:top + h, left:left + w]
+    kept = 1 - (h * w) / (x.shape[-2] * x.shape[-1])  # the box is clipped at the border: weight by true area
+    return mixed, target * kept + target[perm] * (1 - kept)
+
+
+def cutmix_box(height: int, width: int, lam: float) -> tuple[int, int, int, int]:
+    """(top, left, h, w) of a box covering ~(1 - lam) of the image, centred uniformly, clipped to the image."""
+    cut = math.sqrt(1 - lam)
+    ch, cw = int(height * cut), int(width * cut)
+    cy, cx = int(torch.randint(height, ())), int(torch.randint(width, ()))
+    top, bottom = max(cy - ch // 2, 0), min(cy + ch - ch // 2, height)
+    left, right = max(cx - cw // 2, 0), min(cx + cw - cw // 2, width)
+    return top, left, bottom - top, right - left
+
+
+def shift_batch(x: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
+    """Shift a (B, C, H, W) batch by whole pixels (right/down positive), repeating the border pixels."""
+    if dx == 0 and dy == 0:
+        return x
+    p = max(abs(dx), abs(dy))
+    h, w = x.shape[-2:]
+    padded = F.pad(x, (p, p, p, p), mode="replicate")
+    return padded[..., p - dy:p - dy + h, p - dx:p - dx + w]
+
+
+def tta_views(x: torch.Tensor, flip: bool, shift_px: int):
+    """The views test-time augmentation averages: x (and its mirror with flip), each also shifted by
+    +-shift_px along each axis when shift_px > 0 (1, 2, 5 or 10 views)."""
+    shifts = [(0, 0)] + ([(shift_px, 0), (-shift_px, 0), (0, shift_px), (0, -shift_px)] if shift_px > 0 else [])
+    for base in ([x, x.flip(3)] if flip else [x]):
+        for dx, dy in shifts:
+            yield shift_batch(base, dx, dy)

@@ -7,6 +7,7 @@ from typing import Any
 from fer_sweep.config import ModelConfig, TrainConfig, UserError
 from fer_sweep.data import load_splits
 from fer_sweep.models import build_model
+from fer_sweep.precision import precision
 from fer_sweep.train import pick_device, to_device, train_throughput
 
 # The seeds' best configuration: residual CNN, conv [(32,3),(64,3),(128,3)], BatchNorm, max pooling,
@@ -28,14 +29,15 @@ def parse_conv(text: str) -> tuple[tuple[int, int], ...]:
 
 def run_bench(*, data: str = "synthetic", steps: int = 50, batch_size: int = 64, device: str = "auto",
               arch: str = "residual", conv: str = "32,64,128", norm: str = "batch", pooling: str = "max",
-              warmup: int = 5) -> dict[str, Any]:
+              warmup: int = 5, amp: str = "auto", compile: bool = False) -> dict[str, Any]:
     model_cfg = ModelConfig(**{**vars(SEEDS_BEST_MODEL), "arch": arch, "conv": parse_conv(conv), "norm": norm,
                                "pooling": pooling})
-    train_cfg = TrainConfig(**{**vars(SEEDS_BEST_TRAIN), "batch_size": batch_size})
-    splits = load_splits(data, synthetic_n=max(4 * batch_size, 2048))
+    train_cfg = TrainConfig(**{**vars(SEEDS_BEST_TRAIN), "batch_size": batch_size, "amp": amp, "compile": compile})
     dev = pick_device(device)
+    policy = precision(amp, dev)  # also refuses an impossible setting (bf16 on mps) before any work
+    splits = load_splits(data, synthetic_n=max(4 * batch_size, 2048))
     train = to_device(splits.train.x, splits.train.y, dev)
     model = build_model(model_cfg)
     result = train_throughput(model, train, train_cfg, steps=steps, warmup=warmup)
     name = f"{arch} conv {conv} norm {norm} pool {pooling}"
-    return {"model": name, "data": data, **result}
+    return {"model": name, "data": data, **result, "precision_detail": policy.describe()}

@@ -17,6 +17,7 @@ HEADS = ("flatten", "gap")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 SCHEDULES = ("constant", "plateau", "cosine", "onecycle")
 NORMALIZATIONS = ("unit", "sym", "standard")
+AMP_MODES = ("auto", "bf16", "off")
 
 
 class UserError(Exception):
@@ -64,10 +65,15 @@ class TrainConfig:
     aug_rotate_deg: float = 0.0  # random rotation up to +-deg
     aug_scale: float = 0.0  # random zoom in [1-s, 1+s]
     aug_erase_p: float = 0.0  # probability of random erasing per image
+    mixup_alpha: float = 0.0  # mixup: Beta(a, a) mixing weight per batch (0 = off)
+    cutmix_alpha: float = 0.0  # cutmix: Beta(a, a) area kept per batch (0 = off); with mixup, one of the two per batch
+    mix_prob: float = 1.0  # share of batches that are mixed when mixup or cutmix is on
     tta: bool = False  # flip test-time augmentation at evaluation
-    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    tta_shift_px: int = 0  # with tta: also average over 4 copies shifted by this many pixels (x2 with flips)
+    amp: str = "auto"  # precision policy (precision.py): auto (bf16 where native) | bf16 | off; true/false = auto/off
     channels_last: bool = True  # memory layout for convs (faster on CUDA and, measured, on CPU)
-    compile: bool = False  # torch.compile the model
+    compile: bool = False  # torch.compile the training forward/backward (eval runs the eager module)
+    deterministic: bool = False  # deterministic kernels (CUDA: slower), so a rerun reproduces a trial exactly
     seed: int = 0
     eval_batch_size: int = 1024
 

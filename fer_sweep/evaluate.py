@@ -1,48 +1,51 @@
-"""Evaluation on the device: class probabilities (optional flip TTA), loss, accuracy, macro-F1, confusion."""
+"""Evaluation on the device: class probabilities (optional TTA), loss, accuracy, macro-F1, confusion."""
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Iterator
+from typing import Iterator
 
 import torch
 from torch import nn
 
-from fer_sweep.augment import Norm, normalize_batch
+from fer_sweep.augment import Norm, normalize_batch, tta_views
 from fer_sweep.config import EMOTIONS, NUM_CLASSES, UserError
+from fer_sweep.device import DeviceSplit, accumulator_dtype
+from fer_sweep.precision import autocast, resolve_amp
 
-if TYPE_CHECKING:
-    from fer_sweep.train import DeviceSplit
 
-
-def _log_probs(model: nn.Module, x_u8: torch.Tensor, norm: Norm, batch_size: int, tta: bool,
-               amp: bool) -> Iterator[tuple[int, torch.Tensor]]:
-    """(start, (B, 7) float32 log-probabilities) per batch; with tta, of the mean of x and its mirror."""
-    cuda = x_u8.device.type == "cuda"
+def _log_probs(model: nn.Module, x_u8: torch.Tensor, norm: Norm, batch_size: int, tta: bool, tta_shift_px: int,
+               amp) -> Iterator[tuple[int, torch.Tensor]]:
+    """(start, (B, 7) float32 log-probabilities) per batch; with tta, of the mean of the TTA views'
+    probabilities (x and its mirror, and with tta_shift_px their shifted copies)."""
+    dtype = resolve_amp(amp, x_u8.device)
     for start in range(0, x_u8.shape[0], batch_size):
         x = normalize_batch(x_u8[start:start + batch_size], norm)
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=cuda and amp):
-            logp = model(x).float().log_softmax(1)
-            if tta:
-                logp = torch.logaddexp(logp, model(x.flip(3)).float().log_softmax(1)) - math.log(2)
+        with autocast(x.device, dtype):
+            if not tta:
+                logp = model(x).float().log_softmax(1)
+            else:
+                views = [model(v).float().log_softmax(1) for v in tta_views(x, True, tta_shift_px)]
+                logp = torch.logsumexp(torch.stack(views), 0) - math.log(len(views))
         yield start, logp
 
 
 def predict_proba(model: nn.Module, x: torch.Tensor, norm: Norm, *, batch_size: int = 1024,
-                  tta: bool = False, amp: bool = False) -> torch.Tensor:
-    """(N, 7) float32 class probabilities for (N, 48, 48) uint8 faces, on their device."""
+                  tta: bool = False, tta_shift_px: int = 0, amp="auto") -> torch.Tensor:
+    """(N, 7) float32 class probabilities for (N, 48, 48) uint8 faces, on their device.
+    `amp` is the precision policy the model was trained with (precision.resolve_amp)."""
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            parts = [logp.exp() for _, logp in _log_probs(model, x, norm, batch_size, tta, amp)]
+            parts = [logp.exp() for _, logp in _log_probs(model, x, norm, batch_size, tta, tta_shift_px, amp)]
     finally:
         model.train(was_training)
     return torch.cat(parts) if parts else torch.zeros(0, NUM_CLASSES, device=x.device)
 
 
 def evaluate(model: nn.Module, split: DeviceSplit, norm: Norm, *, batch_size: int = 1024, tta: bool = False,
-             label_smoothing: float = 0.0, amp: bool = False) -> dict:
+             tta_shift_px: int = 0, label_smoothing: float = 0.0, amp="auto") -> dict:
     """Loss, accuracy, macro-F1, per-class precision/recall/F1/support and the 7x7 confusion
     (rows = true class, columns = predicted). Macro-F1 averages the classes that occur in the labels
     or the predictions (as scikit-learn does). Everything is reduced on the device, read once."""
@@ -50,12 +53,12 @@ def evaluate(model: nn.Module, split: DeviceSplit, norm: Norm, *, batch_size: in
         raise UserError("cannot evaluate an empty split")
     was_training = model.training
     model.eval()
-    dtype = torch.float64 if split.y.device.type != "mps" else torch.float32
+    dtype = accumulator_dtype(split.y.device)
     loss_sum = torch.zeros((), dtype=dtype, device=split.y.device)
     counts = torch.zeros(NUM_CLASSES * NUM_CLASSES, dtype=torch.int64, device=split.y.device)
     try:
         with torch.no_grad():
-            for start, logp in _log_probs(model, split.x, norm, batch_size, tta, amp):
+            for start, logp in _log_probs(model, split.x, norm, batch_size, tta, tta_shift_px, amp):
                 y = split.y[start:start + logp.shape[0]]
                 loss = -logp.gather(1, y[:, None]).squeeze(1)
                 if label_smoothing > 0:  # same target mixture as F.cross_entropy(label_smoothing=)

@@ -97,10 +97,18 @@ def _plain_features(cfg: ModelConfig) -> tuple[nn.Sequential, int, int]:
     return nn.Sequential(*layers), c_in, size
 
 
+class GlobalAvgPool(nn.Module):
+    """(N, C, H, W) -> (N, C, 1, 1) mean over H and W. Same as nn.AdaptiveAvgPool2d(1), whose CUDA backward
+    has no deterministic kernel (torch.use_deterministic_algorithms raises); a mean's backward does."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(2, 3), keepdim=True)
+
+
 def _head(cfg: ModelConfig, channels: int, size: int, hidden_layers: int) -> nn.Sequential:
     """Flatten (or global average pool), `hidden_layers` x [Dropout -> Linear -> ReLU], Dropout, Linear(7)."""
     if cfg.head == "gap":
-        layers: list[nn.Module] = [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        layers: list[nn.Module] = [GlobalAvgPool(), nn.Flatten()]
         width = channels
     else:
         layers, width = [nn.Flatten()], channels * size * size

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import optuna
 
@@ -21,6 +21,36 @@ from fer_sweep.sweep import Worker, load_saved_spec, open_study, prepare_study, 
 from fer_sweep.train import pick_device, to_device
 
 STORAGE_ENV = "FER_SWEEP_STORAGE"  # how a parent hands the storage URL to its workers (not argv: `ps` shows argv)
+SHARED_GPU_ENV = "FER_SWEEP_SHARED_GPU"  # "1" when a worker shares its GPU with other workers (OOMs are retried)
+STOP_GRACE_S = 20  # on Ctrl-C/SIGTERM, how long workers get to re-queue their trials (schedulers wait ~30 s)
+
+
+def worker_env(parent: Mapping[str, str], k: int, workers: int, gpus: list[str] | None, cpu_count: int) -> dict:
+    """Environment of worker k of `workers` (a pure function of its arguments).
+
+    GPUs: `--gpus` indices count within the GPUs this process may use, so under a scheduler that set
+    CUDA_VISIBLE_DEVICES=2,3, `--gpus 0,1` means physical GPUs 2 and 3; worker k gets gpus[k % len(gpus)].
+    CUDA_DEVICE_ORDER=PCI_BUS_ID makes indices match nvidia-smi's (CUDA's default order is fastest first),
+    unless the parent chose an order. Threads: the CPU cores are shared out (OMP_NUM_THREADS) on GPU
+    machines too, since every worker's data-independent host work would otherwise claim every core.
+    """
+    env = dict(parent)
+    if gpus:
+        visible = [v.strip() for v in parent["CUDA_VISIBLE_DEVICES"].split(",")] \
+            if parent.get("CUDA_VISIBLE_DEVICES", "").strip() else None
+        gpu = gpus[k % len(gpus)]
+        if visible is not None and gpu.isdigit():
+            if int(gpu) >= len(visible):
+                raise UserError(f"--gpus {','.join(gpus)}: GPU {gpu} is not among the "
+                                f"{len(visible)} visible ones (CUDA_VISIBLE_DEVICES={parent['CUDA_VISIBLE_DEVICES']})")
+            gpu = visible[int(gpu)]
+        env["CUDA_VISIBLE_DEVICES"] = gpu
+        env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+        sharing = sum(1 for j in range(workers) if gpus[j % len(gpus)] == gpus[k % len(gpus)])
+        env[SHARED_GPU_ENV] = "1" if sharing > 1 else "0"
+    if "OMP_NUM_THREADS" not in parent:  # K workers share the cores instead of oversubscribing them
+        env["OMP_NUM_THREADS"] = str(max(1, cpu_count // workers))
+    return env
 
 
 def load_data(spec: SweepSpec) -> Splits:
@@ -35,7 +65,8 @@ def make_worker(spec: SweepSpec, study: optuna.Study, folder: Path, *, device: s
     splits = splits or load_data(spec)
     dev = pick_device(device)
     return Worker(spec=spec, study=study, folder=folder, wandb_mode=wandb_mode, name=name,
-                  train=to_device(splits.train.x, splits.train.y, dev), val=to_device(splits.val.x, splits.val.y, dev))
+                  train=to_device(splits.train.x, splits.train.y, dev), val=to_device(splits.val.x, splits.val.y, dev),
+                  shared_device=os.environ.get(SHARED_GPU_ENV) == "1")
 
 
 def run_sweep(spec: SweepSpec, *, results: Path, storage_url: str | None = None, workers: int = 1,
@@ -44,18 +75,27 @@ def run_sweep(spec: SweepSpec, *, results: Path, storage_url: str | None = None,
               on_epoch: Callable | None = None) -> dict[str, Any]:
     """Run the sweep to `spec.trials` finished trials (resuming whatever is there); returns the snapshot."""
     folder = study_dir(results, spec.study)
+    for k in range(workers if gpus else 0):  # a bad --gpus fails here, before anything is written
+        worker_env(os.environ, k, workers, gpus, os.cpu_count() or 1)
+    splits = load_data(spec)  # unreadable data or a bad device end here too, before the study folder is written
+    pick_device("cuda" if gpus else device)  # (K workers then read the data from the parse cache this filled)
     study = prepare_study(spec, results, storage_url, heartbeat_s)
     max_epochs = int(spec.train.get("epochs", 15))
     update = (lambda: on_update(snapshot(study, spec.trials, max_epochs))) if on_update else None
     if workers == 1 and not gpus:
-        w = make_worker(spec, study, folder, device=device, wandb_mode=wandb_mode, name="w0")
+        w = make_worker(spec, study, folder, device=device, wandb_mode=wandb_mode, name="w0", splits=splits)
         w.on_epoch = on_epoch
         if update:
             update()
         worker_loop(w, on_trial=update)
     else:
+        del splits
         for _ in range(3):  # another round re-runs trials reaped after the other workers had left
-            _run_processes(spec, folder, storage_url, workers, gpus, device, wandb_mode, heartbeat_s, update)
+            try:
+                _run_processes(spec, folder, storage_url, workers, gpus, device, wandb_mode, heartbeat_s, update)
+            except KeyboardInterrupt:  # Ctrl-C or SIGTERM: a worker that had to be killed leaves its trial RUNNING
+                reap(study)
+                raise
             reap(study)
             if not _waiting(study, spec.trials):
                 break
@@ -72,13 +112,9 @@ def _run_processes(spec, folder, storage_url, workers, gpus, device, wandb_mode,
     """Start K `python -m fer_sweep.worker` processes (round-robin over GPUs) and watch them."""
     procs = []
     for k in range(workers):
-        env = dict(os.environ)
+        env = worker_env(os.environ, k, workers, gpus, os.cpu_count() or 1)
         if storage_url:
             env[STORAGE_ENV] = storage_url
-        if gpus:
-            env["CUDA_VISIBLE_DEVICES"] = gpus[k % len(gpus)]
-        elif "OMP_NUM_THREADS" not in os.environ:  # K CPU workers share the cores instead of oversubscribing
-            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
         log = open(folder / f"worker-{k}.log", "a")
         cmd = [sys.executable, "-m", "fer_sweep.worker", str(folder), "--name", f"w{k}",
                "--device", "cuda" if gpus else device, "--wandb", wandb_mode, "--heartbeat", str(heartbeat_s)]
@@ -89,14 +125,20 @@ def _run_processes(spec, folder, storage_url, workers, gpus, device, wandb_mode,
             if update:
                 update()
             time.sleep(1.0)
-    except KeyboardInterrupt:
-        for p in procs:  # workers fail and re-queue their current trial on SIGINT, then exit
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (Terminated): forward the same signal
+        for p in procs:  # workers fail and re-queue their current trial, then exit
             if p.poll() is None:
-                p.send_signal(signal.SIGINT)
+                p.send_signal(getattr(e, "signum", signal.SIGINT))
+        deadline = time.monotonic() + STOP_GRACE_S
         for p in procs:
-            p.wait()
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()  # its trial stays RUNNING; run_sweep reaps it
+                p.wait()
         raise
-    failed = [k for k, p in enumerate(procs) if p.returncode not in (0, -9, 137)]  # a SIGKILL is reaped, not failed
+    # a worker killed (SIGKILL: reaped) or stopped by a signal (SIGINT/SIGTERM: its trial re-queued) has not failed
+    failed = [k for k, p in enumerate(procs) if p.returncode not in (0, -9, 137, -2, 130, -15, 143)]
     if failed and not any(p.returncode == 0 for p in procs):
         tail = (folder / f"worker-{failed[0]}.log").read_text()[-500:].strip().splitlines()
         raise UserError(f"{folder}: every worker failed; last line of worker-{failed[0]}.log: "

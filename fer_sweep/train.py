@@ -3,81 +3,41 @@
 Speed rules: the data is copied to the device once as uint8; every epoch draws one `randperm` on the
 device and slices batches from it; normalisation and augmentation act on whole batches with tensor
 ops; the step loop never syncs with the host (loss and accuracy accumulate in device tensors that
-are read once per epoch). On CUDA: bf16 autocast, cudnn autotuning, fused Adam(W); channels_last
-(`TrainConfig.channels_last`) on CUDA and on CPU, where oneDNN runs NHWC convs faster too.
+are read once per epoch). Precision follows `precision.resolve_amp` (bf16 autocast on CUDA and on CPUs
+with native bf16); channels_last on CUDA and CPU, where oneDNN runs NHWC convs faster too; fused
+Adam(W) and cudnn autotuning on CUDA.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import time
 from dataclasses import dataclass
 from functools import partial
 from typing import Callable, Iterator, Optional
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fer_sweep.augment import Norm, augment_batch, normalize_batch
-from fer_sweep.config import IMAGE_SIZE, NUM_CLASSES, EpochResult, TrainConfig, UserError
+from fer_sweep.augment import Norm, augment_batch, mix_batch, normalize_batch, one_hot
+from fer_sweep.config import NUM_CLASSES, EpochResult, TrainConfig, UserError
+from fer_sweep.device import (  # noqa: F401  (DeviceSplit, pick_device, to_device: re-exported for callers)
+    DeviceSplit, accumulator_dtype, free_cached_memory, is_oom, pick_device, sync, to_device,
+)
 from fer_sweep.evaluate import evaluate
+from fer_sweep.precision import autocast, resolve_amp
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 SCHEDULES = ("constant", "plateau", "cosine", "onecycle")
 NORMALIZES = ("unit", "sym", "standard")
 PLATEAU_FACTOR = 0.5  # lr multiplier when val/acc stalls (plateau schedule)
 PLATEAU_PATIENCE = 2  # epochs without a val/acc gain before the plateau schedule cuts the lr
+COMPILE_BACKEND = "inductor"  # torch.compile backend ("eager" in tests: same dynamo tracing, no codegen)
 METRIC_KEYS = ("train/loss", "train/acc", "val/loss", "val/acc", "val/macro_f1", "lr", "weights/l2",
                "grads/grad_to_weight", "time/epoch_s", "speed/train_img_per_s")
-
-
-@dataclass(frozen=True)
-class DeviceSplit:
-    """One split resident on the device; faces stay uint8 until a batch is sliced from them."""
-
-    x: torch.Tensor  # (N, 48, 48) uint8
-    y: torch.Tensor  # (N,) int64
-
-    def __len__(self) -> int:
-        return int(self.y.shape[0])
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    """Resolve a device name: "auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:K" or "mps"."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise UserError(f"bad device {name!r} (use auto, cpu, cuda, cuda:K or mps)") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UserError(f"device {name!r} asked for, but CUDA is not available")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise UserError(f"device {name!r} asked for, but only {torch.cuda.device_count()} GPU(s) exist")
-    elif device.type == "mps":
-        if not torch.backends.mps.is_available():
-            raise UserError("device 'mps' asked for, but MPS is not available")
-    elif device.type != "cpu":
-        raise UserError(f"bad device {name!r} (use auto, cpu, cuda, cuda:K or mps)")
-    return device
-
-
-def to_device(x: np.ndarray, y: np.ndarray, device: torch.device | str) -> DeviceSplit:
-    """Copy (N, 48, 48) uint8 faces and (N,) labels to the device once; the faces stay uint8."""
-    x, y = np.asarray(x), np.asarray(y)
-    if x.dtype != np.uint8 or x.ndim != 3 or x.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
-        raise UserError(f"faces must be uint8 of shape (N, 48, 48), got {x.dtype} {x.shape}")
-    if y.shape != (x.shape[0],):
-        raise UserError(f"labels must have shape ({x.shape[0]},), got {y.shape}")
-    if y.size and (y.min() < 0 or y.max() >= NUM_CLASSES):
-        raise UserError(f"labels must be in 0..{NUM_CLASSES - 1}, got {y.min()}..{y.max()}")
-    x = np.ascontiguousarray(x) if x.flags.writeable else x.copy()  # torch warns on read-only arrays
-    x_t = torch.from_numpy(x).to(device)
-    y_t = torch.from_numpy(y.astype(np.int64)).to(device)
-    return DeviceSplit(x_t, y_t)
 
 
 def input_norm(mode: str, train_x: torch.Tensor) -> Norm:
@@ -88,10 +48,11 @@ def input_norm(mode: str, train_x: torch.Tensor) -> Norm:
         return 127.5, 127.5
     if mode != "standard":
         raise UserError(f"unknown normalize {mode!r} (known: {', '.join(NORMALIZES)})")
-    total = torch.zeros((), dtype=torch.float64, device=train_x.device)
+    dtype = accumulator_dtype(train_x.device)  # float64 where the device has it (not MPS)
+    total = torch.zeros((), dtype=dtype, device=train_x.device)
     squares = torch.zeros_like(total)
     for chunk in train_x.reshape(-1).split(1 << 22):  # chunks keep the float copy small
-        chunk = chunk.to(torch.float64 if train_x.device.type != "mps" else torch.float32)
+        chunk = chunk.to(dtype)
         total += chunk.sum()
         squares += chunk.square().sum()
     n = max(train_x.numel(), 1)
@@ -143,6 +104,8 @@ def _schedule(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int
 
 
 def _loss_fn(cfg: TrainConfig, train_y: torch.Tensor) -> Callable[..., torch.Tensor]:
+    """Cross-entropy against target distributions (one-hot, or mixed by mixup/cutmix). Probability targets
+    never go through nll_loss, which has no deterministic CUDA kernel (torch.use_deterministic_algorithms)."""
     weight = None
     if cfg.class_weights:  # inverse frequency, mean weight over the train samples = 1
         counts = torch.bincount(train_y, minlength=NUM_CLASSES).float()
@@ -150,13 +113,33 @@ def _loss_fn(cfg: TrainConfig, train_y: torch.Tensor) -> Callable[..., torch.Ten
     return partial(F.cross_entropy, weight=weight, label_smoothing=cfg.label_smoothing)
 
 
-def _amp(cfg: TrainConfig, device: torch.device) -> bool:
-    return cfg.amp and device.type == "cuda"  # bf16 autocast: CUDA only; CPU stays fp32 and deterministic
+def use_channels_last(cfg: TrainConfig, device: torch.device, model: nn.Module) -> bool:
+    """NHWC suits cuDNN (tensor cores) and oneDNN alike (CPU steps measured ~20-25% faster). Except
+    GroupNorm models on CUDA: its CUDA kernel is NCHW-only, so every norm layer would convert the layout
+    back and forth (not measurable here, no GPU; from torch's GroupNorm CUDA implementation)."""
+    if not cfg.channels_last or device.type not in ("cuda", "cpu"):
+        return False
+    return not (device.type == "cuda" and any(isinstance(m, nn.GroupNorm) for m in model.modules()))
 
 
-def _channels_last(cfg: TrainConfig, device: torch.device) -> bool:
-    # NHWC suits cuDNN (tensor cores) and oneDNN alike: CPU steps measured ~20-25% faster here
-    return cfg.channels_last and device.type in ("cuda", "cpu")
+@contextlib.contextmanager
+def deterministic_mode(enabled: bool, device: torch.device) -> Iterator[None]:
+    """With `enabled`: deterministic kernels only (cuDNN autotuning off), restored afterwards. Without it,
+    CUDA autotunes conv algorithms (fixed 48x48 shapes), the faster, not bit-reproducible choice."""
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark,
+             torch.backends.cudnn.deterministic)
+    if enabled:
+        # cuBLAS needs a fixed workspace to be deterministic; read when its handle is created (first matmul)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0])
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[1], saved[2]
 
 
 def _global_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
@@ -167,8 +150,8 @@ def _global_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
 class _Trainer:
     """Everything one training run needs; `step` is the hot path shared by `fit` and the benchmark."""
 
-    model: nn.Module  # the module that owns the weights
-    net: nn.Module  # what runs forward: `model`, or its torch.compile wrapper
+    model: nn.Module  # the module that owns the weights (evaluation runs it eagerly)
+    net: nn.Module  # what the training step runs: `model`, or its torch.compile wrapper
     opt: torch.optim.Optimizer
     sched: object
     sched_per_step: bool
@@ -176,16 +159,19 @@ class _Trainer:
     cfg: TrainConfig
     norm: Norm
     device: torch.device
+    amp: Optional[torch.dtype]  # autocast dtype, None = fp32
+    channels_last: bool
 
     def step(self, split: DeviceSplit, idx: torch.Tensor, stats: torch.Tensor, measure: bool) -> Optional[torch.Tensor]:
         """One optimiser step on split[idx]; adds (loss sum, correct) into `stats` on the device."""
         x = augment_batch(normalize_batch(split.x[idx], self.norm), self.cfg)
         y = split.y[idx]
-        if _channels_last(self.cfg, self.device):
+        x, target = mix_batch(x, one_hot(y, NUM_CLASSES), self.cfg)
+        if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=_amp(self.cfg, self.device)):
+        with autocast(self.device, self.amp):
             logits = self.net(x)
-        loss = self.loss_fn(logits.float(), y)
+        loss = self.loss_fn(logits.float(), target)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         ratio = None
@@ -201,19 +187,35 @@ class _Trainer:
         return ratio
 
 
+def evaluate_as_trained(model: nn.Module, split: DeviceSplit, norm: Norm, cfg: TrainConfig) -> dict:
+    """`evaluate` with the run's own precision policy and TTA: what `fit` validates with, and what `best`
+    and `predict` use, so the same weights report the same accuracy everywhere."""
+    return evaluate(model, split, norm, batch_size=cfg.eval_batch_size, tta=cfg.tta, tta_shift_px=cfg.tta_shift_px,
+                    label_smoothing=cfg.label_smoothing, amp=cfg.amp)
+
+
+def compile_model(model: nn.Module) -> nn.Module:
+    """torch.compile for the training step only. Dynamo's caches are reset first: every trial builds a new
+    model, and without the reset the compiled graphs of earlier trials count towards dynamo's recompile
+    limit, after which it silently falls back to eager. Evaluation runs the eager module, so the
+    eval-mode / no-grad / last-partial-batch variants are never compiled."""
+    torch._dynamo.reset()
+    return torch.compile(model, backend=COMPILE_BACKEND, dynamic=False)
+
+
 def _make_trainer(model: nn.Module, train: DeviceSplit, cfg: TrainConfig, norm: Norm,
                   total_steps: int) -> _Trainer:
     device = train.x.device
     model.to(device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed 48x48 shapes: autotune conv algorithms once
-    if _channels_last(cfg, device):
+    channels_last = use_channels_last(cfg, device, model)
+    if channels_last:
         model.to(memory_format=torch.channels_last)
-    net = torch.compile(model) if cfg.compile else model
+    net = compile_model(model) if cfg.compile else model
     steps_per_epoch = max(1, len(train) // cfg.batch_size)
     opt = _optimizer(model, cfg, device)
     sched, per_step = _schedule(opt, cfg, steps_per_epoch, total_steps)
-    return _Trainer(model, net, opt, sched, per_step, _loss_fn(cfg, train.y), cfg, norm, device)
+    return _Trainer(model, net, opt, sched, per_step, _loss_fn(cfg, train.y), cfg, norm, device,
+                    resolve_amp(cfg.amp, device), channels_last)
 
 
 def _epoch_batches(n: int, batch_size: int, device: torch.device) -> Iterator[torch.Tensor]:
@@ -223,62 +225,83 @@ def _epoch_batches(n: int, batch_size: int, device: torch.device) -> Iterator[to
         yield perm[i * batch_size:(i + 1) * batch_size]
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 # ---------------------------------------------------------------- fit
 def fit(model: nn.Module, train: DeviceSplit, val: DeviceSplit, cfg: TrainConfig, *,
         norm: Norm | None = None) -> Iterator[EpochResult]:
     """Train `model` on `train`, yielding one `EpochResult` per epoch (validated on `val`).
 
-    The last result has `stop` set ("done", "early_stop", "diverged" or "oom"; never raised). When
-    iteration ends, however it ends (including the caller closing the generator early), the model
-    holds the weights of its best val/acc epoch (the initial weights if no epoch finished cleanly).
-    `norm` defaults to `input_norm(cfg.normalize, train.x)`; evaluate later with the same one.
-    Seed the model's initialisation yourself (e.g. `build_model(cfg, seed=...)`): `fit` seeds the
-    batch order, dropout and augmentation with `cfg.seed`.
+    The last result has `stop` set ("done", "early_stop", "diverged" or "oom"; never raised). An
+    out-of-memory error before the first epoch (moving the model, the optimiser) yields one "oom" result
+    with epoch 0. When iteration ends, however it ends (including the caller closing the generator
+    early), the model holds the weights of its best val/acc epoch (the initial weights if no epoch
+    finished cleanly). `norm` defaults to `input_norm(cfg.normalize, train.x)`; evaluate later with the
+    same one. Seed the model's initialisation yourself (e.g. `build_model(cfg, seed=...)`): `fit` seeds
+    the batch order, dropout, augmentation and mixing with `cfg.seed`.
     """
     _check_train(cfg)  # bad settings fail at the call, not at the first next()
     if len(train) == 0 or len(val) == 0:
         raise UserError(f"need non-empty train and val splits, got {len(train)} and {len(val)}")
+    resolve_amp(cfg.amp, train.x.device)  # an impossible precision fails at the call too
     return _fit_epochs(model, train, val, cfg, norm)
 
 
 def _fit_epochs(model: nn.Module, train: DeviceSplit, val: DeviceSplit, cfg: TrainConfig,
                 norm: Norm | None) -> Iterator[EpochResult]:
-    torch.manual_seed(cfg.seed)
-    norm = norm or input_norm(cfg.normalize, train.x)
-    steps_per_epoch = max(1, len(train) // cfg.batch_size)
-    tr = _make_trainer(model, train, cfg, norm, total_steps=cfg.epochs * steps_per_epoch)
-    best_state = _snapshot(model)
+    device = train.x.device
+    with deterministic_mode(cfg.deterministic, device):
+        torch.manual_seed(cfg.seed)
+        steps_per_epoch = max(1, len(train) // cfg.batch_size)
+        best_state = None
+        try:
+            norm = norm or input_norm(cfg.normalize, train.x)
+            tr = _make_trainer(model, train, cfg, norm, total_steps=cfg.epochs * steps_per_epoch)
+            best_state = _snapshot(model)
+        except Exception as e:  # noqa: BLE001 - only out-of-memory becomes a result; the rest propagates
+            if not is_oom(e):
+                raise
+            message = f"out of memory before the first epoch: {_first_line(e)}"
+        else:
+            message = None
+        if message:
+            free_cached_memory(device)
+            yield EpochResult(0, {**dict.fromkeys(METRIC_KEYS, math.nan), "time/epoch_s": 0.0}, 0.0, 0, "oom", message)
+            return
+        try:
+            yield from _epochs(tr, train, val, cfg, best_state)
+        finally:
+            model.load_state_dict(best_state)
+            model.eval()
+
+
+def _epochs(tr: _Trainer, train: DeviceSplit, val: DeviceSplit, cfg: TrainConfig,
+            best_state: dict) -> Iterator[EpochResult]:
     best_acc, best_epoch, stale = -1.0, 0, 0
-    try:
-        for epoch in range(1, cfg.epochs + 1):
-            metrics, problem = _run_epoch(tr, train, val, epoch)
-            if problem:
-                yield EpochResult(epoch, metrics, max(best_acc, 0.0), best_epoch, *problem)
-                return
-            if metrics["val/acc"] > best_acc:
-                best_acc, best_epoch, stale, best_state = metrics["val/acc"], epoch, 0, _snapshot(model, best_state)
-            else:
-                stale += 1
-            if tr.sched is not None and not tr.sched_per_step:
-                tr.sched.step(metrics["val/acc"])
-            stop, message = None, ""
-            if epoch == cfg.epochs:
-                stop, message = "done", f"finished {epoch} epochs"
-            elif cfg.patience > 0 and stale >= cfg.patience:
-                stop, message = "early_stop", f"no val/acc gain for {stale} epochs"
-            if stop:
-                message += f"; best val/acc {best_acc:.4f} at epoch {best_epoch}"
-            yield EpochResult(epoch, metrics, best_acc, best_epoch, stop, message)
-            if stop:
-                return
-    finally:
-        model.load_state_dict(best_state)
-        model.eval()
+    for epoch in range(1, cfg.epochs + 1):
+        metrics, problem = _run_epoch(tr, train, val, epoch)
+        if problem:
+            yield EpochResult(epoch, metrics, max(best_acc, 0.0), best_epoch, *problem)
+            return
+        if metrics["val/acc"] > best_acc:
+            best_acc, best_epoch, stale = metrics["val/acc"], epoch, 0
+            _snapshot(tr.model, best_state)
+        else:
+            stale += 1
+        if tr.sched is not None and not tr.sched_per_step:
+            tr.sched.step(metrics["val/acc"])
+        stop, message = None, ""
+        if epoch == cfg.epochs:
+            stop, message = "done", f"finished {epoch} epochs"
+        elif cfg.patience > 0 and stale >= cfg.patience:
+            stop, message = "early_stop", f"no val/acc gain for {stale} epochs"
+        if stop:
+            message += f"; best val/acc {best_acc:.4f} at epoch {best_epoch}"
+        yield EpochResult(epoch, metrics, best_acc, best_epoch, stop, message)
+        if stop:
+            return
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def _snapshot(model: nn.Module, into: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
@@ -295,13 +318,16 @@ def _run_epoch(tr: _Trainer, train: DeviceSplit, val: DeviceSplit, epoch: int):
     """Train one epoch and validate; return (metrics, None) or (metrics, (stop, message))."""
     metrics = dict.fromkeys(METRIC_KEYS, math.nan)
     t0 = time.perf_counter()
+    problem = None
     try:
         problem = _train_and_validate(tr, train, val, epoch, metrics)
-    except torch.cuda.OutOfMemoryError as e:
-        problem = ("oom", f"out of memory at epoch {epoch} (batch size {tr.cfg.batch_size}): "
-                          f"{str(e).splitlines()[0]}")
+    except Exception as e:  # noqa: BLE001 - out of memory on any device becomes a result, the rest propagates
+        if not is_oom(e):
+            raise
+        problem = ("oom", f"out of memory at epoch {epoch} (batch size {tr.cfg.batch_size}): {_first_line(e)}")
     if problem and problem[0] == "oom":  # outside the except block: the traceback no longer pins memory
-        torch.cuda.empty_cache()
+        tr.opt.zero_grad(set_to_none=True)
+        free_cached_memory(tr.device)
     metrics["time/epoch_s"] = time.perf_counter() - t0
     return metrics, problem
 
@@ -317,8 +343,7 @@ def _train_and_validate(tr: _Trainer, train: DeviceSplit, val: DeviceSplit, epoc
         return "diverged", f"train loss is {loss_sum / seen} at epoch {epoch}"
     if not math.isfinite(weight_l2):
         return "diverged", f"weight norm is {weight_l2} at epoch {epoch}"
-    result = evaluate(tr.net, val, tr.norm, batch_size=tr.cfg.eval_batch_size, tta=tr.cfg.tta,
-                      label_smoothing=tr.cfg.label_smoothing, amp=tr.cfg.amp)
+    result = evaluate_as_trained(tr.model, val, tr.norm, tr.cfg)  # eager module: no compiled eval graphs
     metrics.update({"val/loss": result["loss"], "val/acc": result["acc"], "val/macro_f1": result["macro_f1"]})
     return None
 
@@ -348,25 +373,29 @@ def train_throughput(model: nn.Module, train: DeviceSplit, cfg: TrainConfig, *, 
         raise UserError(f"steps must be >= 1, got {steps}")
     norm = norm or input_norm(cfg.normalize, train.x)
     saved = _snapshot(model)
-    tr = _make_trainer(model, train, cfg, norm, total_steps=warmup + steps)
-    tr.net.train()
-    stats = torch.zeros(2, device=tr.device)
     batch_size = min(cfg.batch_size, len(train))
 
     def batches() -> Iterator[torch.Tensor]:
         while True:
-            yield from _epoch_batches(len(train), cfg.batch_size, tr.device)
-    it = batches()
+            yield from _epoch_batches(len(train), cfg.batch_size, train.x.device)
     try:
-        for _ in range(warmup):
-            tr.step(train, next(it), stats, measure=False)
-        _sync(tr.device)
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            tr.step(train, next(it), stats, measure=False)
-        _sync(tr.device)
-        elapsed = time.perf_counter() - t0
+        with deterministic_mode(cfg.deterministic, train.x.device):
+            tr = _make_trainer(model, train, cfg, norm, total_steps=warmup + steps)
+            tr.net.train()
+            stats, it = torch.zeros(2, device=tr.device), batches()
+            t_compile = time.perf_counter()
+            for _ in range(warmup):
+                tr.step(train, next(it), stats, measure=False)
+            sync(tr.device)
+            warmup_s = time.perf_counter() - t_compile
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                tr.step(train, next(it), stats, measure=False)
+            sync(tr.device)
+            elapsed = time.perf_counter() - t0
     finally:
         model.load_state_dict(saved)
     return {"train_img_per_s": steps * batch_size / elapsed, "step_ms": 1000 * elapsed / steps,
-            "steps": steps, "batch_size": batch_size, "device": str(tr.device)}
+            "warmup_s": warmup_s, "steps": steps, "batch_size": batch_size, "device": str(tr.device),
+            "precision": "bf16 autocast" if tr.amp == torch.bfloat16 else "fp32",
+            "channels_last": tr.channels_last}
