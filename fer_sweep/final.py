@@ -6,22 +6,22 @@ import dataclasses
 import json
 import statistics
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
-from fer_sweep import tracking
-from fer_sweep.config import EMOTIONS, UserError
+from fer_sweep import ensemble, tracking
+from fer_sweep.artifacts import run_config_json
+from fer_sweep.config import EMOTIONS, EpochResult, UserError
 from fer_sweep.data import Splits
 from fer_sweep.models import build_model
 from fer_sweep.plots import save_confusion_png
 from fer_sweep.space import sample_params, to_run_config
 from fer_sweep.spec import SweepSpec
 from fer_sweep.summary import write_atomic
-from fer_sweep.evaluate import evaluate
-from fer_sweep.train import fit, input_norm, pick_device, to_device
+from fer_sweep.train import evaluate_as_trained, fit, input_norm, pick_device, to_device
 
 
 def pick_winner(study: optuna.Study) -> FrozenTrial:
@@ -38,10 +38,14 @@ def winner_info(t: FrozenTrial) -> dict[str, Any]:
 
 
 def retrain_best(spec: SweepSpec, study: optuna.Study, folder: Path, splits: Splits, *, device: str = "auto",
-                 epochs: int | None = None, seeds: int = 1, wandb_mode: str = "disabled") -> dict[str, Any]:
+                 epochs: int | None = None, seeds: int | None = None, wandb_mode: str = "disabled",
+                 on_epoch: Callable[[int, EpochResult, int], None] | None = None) -> dict[str, Any]:
     """Retrain the winner K times (seeds), early-stopped on validation; evaluate each once on test; save the
-    seed with the best validation accuracy to <folder>/final/. Returns metrics.json's content."""
+    seed with the best validation accuracy to <folder>/final/. Returns metrics.json's content.
+    `on_epoch(seed, result, epochs)` sees every epoch of every seed (progress of a long retrain). `epochs` and
+    `seeds` default to the spec's `best:` section (else the sweep's epochs, 1 seed)."""
     winner = pick_winner(study)
+    epochs, seeds = epochs or spec.best.epochs or None, seeds or spec.best.seeds
     # Replay through the same two functions as the sweep, so the sweep and the retrain cannot drift.
     params = sample_params(optuna.trial.FixedTrial(winner.params), spec)
     cfg = to_run_config(params, spec, epochs=epochs)
@@ -49,23 +53,29 @@ def retrain_best(spec: SweepSpec, study: optuna.Study, folder: Path, splits: Spl
     train, val = to_device(splits.train.x, splits.train.y, dev), to_device(splits.val.x, splits.val.y, dev)
     test = None if splits.test is None else to_device(splits.test.x, splits.test.y, dev)
     norm = input_norm(cfg.train.normalize, train.x)
-    runs, best_state, chosen = [], None, 0
+    runs, best_state, chosen, kept = [], None, 0, []
     for k in range(seeds):
         train_cfg = dataclasses.replace(cfg.train, seed=cfg.train.seed + k)
         model = build_model(cfg.model, seed=train_cfg.seed)
         last = None
         for last in fit(model, train, val, train_cfg, norm=norm):
-            pass
-        val_m = evaluate(model, val, norm, batch_size=train_cfg.eval_batch_size, tta=train_cfg.tta)
-        test_m = None if test is None else evaluate(model, test, norm, batch_size=train_cfg.eval_batch_size,
-                                                    tta=train_cfg.tta)
+            if on_epoch:
+                on_epoch(train_cfg.seed, last, train_cfg.epochs)
+        val_m = evaluate_as_trained(model, val, norm, train_cfg)
+        test_m = None if test is None else evaluate_as_trained(model, test, norm, train_cfg)
         runs.append({"seed": train_cfg.seed, "epochs": last.epoch, "best_epoch": last.best_epoch,
                      "stop": last.stop, "message": last.message, "val": val_m, "test": test_m})
         if best_state is None or val_m["acc"] > runs[chosen]["val"]["acc"]:
             best_state = {kk.removeprefix("_orig_mod."): v.detach().cpu().clone() for kk, v in model.state_dict().items()}
             chosen = len(runs) - 1
+        if seeds > 1:  # every seed is kept: their average is reported as an ensemble of seeds (final/seeds/)
+            kept.append(ensemble.seed_model(model, cfg.model, train_cfg, norm, val, test))
     metrics = _metrics(winner, runs, chosen, splits)
+    if kept:
+        metrics["seeds_ensemble"] = ensemble.seeds_metrics(kept, val, test)
     _save(folder / "final", best_state, cfg, params, norm, spec, winner, metrics)
+    ensemble.save_seeds(folder / "final" / "seeds", kept, run_config_json(cfg, norm, params, spec, winner.number),
+                        metrics.get("seeds_ensemble"))
     _log_final(spec, folder, cfg, metrics, wandb_mode)
     return metrics
 

@@ -14,7 +14,7 @@ from optuna.trial import FrozenTrial
 from fer_sweep import plots
 from fer_sweep.config import UserError
 from fer_sweep.spec import SweepSpec, decode_choice
-from fer_sweep.summary import is_finished, outcome, status, trial_row, write_atomic
+from fer_sweep.summary import IMPORTANCE_MIN_TRIALS, importance_warning, is_finished, outcome, status, trial_row, write_atomic
 
 HTML_NAME = "report.html"
 TOP_CURVES = 8  # learning curves drawn in colour; the other complete trials are faint grey
@@ -36,11 +36,13 @@ def build_report(spec: SweepSpec, study: optuna.Study, folder: Path, *,
 
     st = status(study, spec.trials, int(spec.train.get("epochs", 15)))
     plots.save_history_png(trials, png("history"), title=f"{spec.study}: optimization history")
-    imp = st["importances"]
+    imp, basis = st["importances"], st["importance_basis"]
     if imp:
-        plots.save_importances_png(imp, png("importances"))
+        plots.save_importances_png(imp, png("importances"), title=f"parameter importances: {basis['complete_trials']} "
+                                   "complete trials" + ("" if basis["reliable"] else " (too few: unreliable)"),
+                                   reliable=basis["reliable"])
     else:
-        skipped["importances"] = "needs at least 4 complete trials that differ in some parameter"
+        skipped["importances"] = f"needs at least {IMPORTANCE_MIN_TRIALS} complete trials that differ in some parameter"
     if axes:
         plots.save_parallel_png(trials, axes, png("parallel"))
         plots.save_slices_png(trials, axes, png("slices"))
@@ -58,10 +60,14 @@ def build_report(spec: SweepSpec, study: optuna.Study, folder: Path, *,
     if data_info:
         counts = {name: (part or {}).get("classes") for name, part in data_info["splits"].items()}
         plots.save_class_counts_png(counts, png("classes"), title=f"class distribution: {data_info['source']}")
-    page = render_html(spec, st, figures, skipped, final, data_info)
+    ensemble = _final(folder, "ensemble.json")  # `best --ensemble K`
+    if ensemble:
+        plots.save_confusion_png(ensemble["confusion"], png("ensemble"), title=f"ensemble of "
+                                 f"{len(ensemble['members'])} models on {ensemble['split']}")
+    page = render_html(spec, st, figures, skipped, final, data_info, ensemble=ensemble)
     path = folder / HTML_NAME
     write_atomic(path, page)
-    return {"html": path, "figures": figures, "skipped": skipped, "trials": len(trials)}
+    return {"html": path, "figures": figures, "skipped": skipped, "trials": len(trials), "importance_basis": basis}
 
 
 def _trial(t: FrozenTrial, spec: SweepSpec) -> dict[str, Any]:
@@ -86,8 +92,8 @@ def choice_label(name: str, value) -> str:
     return str(value)
 
 
-def _final(folder: Path) -> Optional[dict]:
-    path = folder / "final" / "metrics.json"
+def _final(folder: Path, name: str = "metrics.json") -> Optional[dict]:
+    path = folder / "final" / name
     try:
         return json.loads(path.read_text()) if path.is_file() else None
     except (OSError, ValueError):
@@ -113,10 +119,13 @@ CAPTIONS = {
     "importances": "Parameter importances (fANOVA over complete trials).",
     "parallel": "Parallel coordinates: each line a trial; complete trials coloured by validation accuracy, pruned dashed.",
     "slices": "Per-parameter slices: validation accuracy against each searched parameter.",
-    "curves": "Learning curves: validation accuracy per epoch; pruned trials dashed, ending where they were stopped.",
+    "curves": "Learning curves: validation accuracy per epoch; pruned trials dashed, ending in × at the epoch they were "
+              "stopped (a trial pruned after its first epoch is its × alone).",
     "confusion": "Final model: confusion matrix (rows true class, columns predicted; shading is recall share).",
     "f1": "Final model: per-class precision, recall and F1.",
     "classes": "Class distribution of the study's data, per split.",
+    "ensemble": "Ensemble: confusion matrix of the weighted average of its members (rows true class, columns "
+                "predicted).",
 }
 STYLE = """body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:2em auto;max-width:1100px;color:#222}
 h1{margin-bottom:.2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
@@ -131,6 +140,11 @@ def _e(x: Any) -> str:
 
 def _short(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _param(name: str, value) -> str:
+    """A parameter value as the figures label it: conv 16-32-64, floats to 4 significant digits."""
+    return choice_label(name, value) if name == "conv" else _short(value)
 
 
 def _pct(x) -> str:
@@ -155,7 +169,7 @@ def _leaderboard(st: dict) -> str:
     rows = st["leaderboard"]
     params = list(dict.fromkeys(k for r in rows for k in r if k.startswith("params.")))
     body = [[r["number"], r["state"], _pct(r["val_acc"]), r["epochs"], r["seconds"],
-             *[round(r.get(p), 4) if isinstance(r.get(p), float) else r.get(p) for p in params]] for r in rows]
+             *[_param(p.removeprefix("params."), r.get(p)) for p in params]] for r in rows]
     return _table(["#", "state", "val acc", "epochs", "seconds", *[p.removeprefix("params.") for p in params]], body)
 
 
@@ -177,8 +191,49 @@ def _final_section(final: dict) -> str:
     return head + notes + per
 
 
+def _seeds_paragraph(final: dict) -> str:
+    e, split = final["seeds_ensemble"], final["split"]
+    return (f'<p id="seeds-ensemble">Average of the {len(e["seeds"])} retrained seeds (an ensemble of seeds, saved in '
+            f"final/{_e(e['path'])}/): <b>{_e(split)} accuracy {_pct(e.get(split + '/acc'))}</b>, macro-F1 "
+            f"{_pct(e.get(split + '/macro_f1'))}, val accuracy {_pct(e.get('val/acc'))}.</p>")
+
+
+def _ensemble_section(e: dict, final: Optional[dict]) -> str:
+    """The ensemble next to the single winner's kept model (and the retrained winner and its seeds' average, when
+    `best` ran), then its members and weights."""
+    split, s = e["split"], e["single"]
+    rows = [[f"single winner's kept model (trial {s['trial']})", _pct(s["val/acc"]), _pct(s.get(split + "/acc")),
+             _pct(s.get(split + "/macro_f1"))],
+            [f"ensemble: {len(e['members'])} model(s), {e['picks']} pick(s)", _pct(e["val/acc"]),
+             _pct(e.get(split + "/acc")), _pct(e.get(split + "/macro_f1"))]]
+    if final and final.get("split") == split:
+        rows.append([f"retrained winner (mean of {final['seeds']} seed(s))", _pct(final["val/acc"]["mean"]),
+                     _pct((final.get(split + "/acc") or {}).get("mean")),
+                     _pct((final.get(split + "/macro_f1") or {}).get("mean"))])
+        if final.get("seeds_ensemble"):
+            se = final["seeds_ensemble"]
+            rows.append([f"average of the {len(se['seeds'])} retrained seeds", _pct(se.get("val/acc")),
+                         _pct(se.get(split + "/acc")), _pct(se.get(split + "/macro_f1"))])
+    head = (f'<p id="ensemble">Members and weights chosen on validation only (greedy forward selection with '
+            f"replacement on {_e(e['criterion'])}, over {_e(len(e['candidates']))} kept trial models), then tested "
+            f"once on {_e(split)} ({_e(e.get('n_' + split))} faces).</p>")
+    compare = _table(["model", "val acc", f"{split} acc", f"{split} macro-F1"], rows)
+    members = _table(["trial", "weight", "picks", "val acc", f"{split} acc"],
+                     [[m["trial"], f"{m['weight']:.3f}", m["picks"], _pct(m["val/acc"]), _pct(m.get(split + "/acc"))]
+                      for m in e["members"]], left=0)
+    notes = "".join(f'<p class="note">note: {_e(n)}</p>' for n in e.get("notes", []))
+    return head + compare + members + notes
+
+
+def _importance_note(basis: dict) -> str:
+    n = basis["complete_trials"]
+    if basis["reliable"]:
+        return f'<p id="importance-basis">The importances below rest on {_e(n)} complete trials.</p>'
+    return f'<p class="note" id="importance-basis">{_e(importance_warning(basis).capitalize())}.</p>'
+
+
 def render_html(spec: SweepSpec, st: dict, figures: dict[str, Path], skipped: dict[str, str],
-                final: Optional[dict], data_info: Optional[dict]) -> str:
+                final: Optional[dict], data_info: Optional[dict], ensemble: Optional[dict] = None) -> str:
     """The whole page as one string: tables, and every figure inlined as a base64 PNG."""
     c = st["counts"]
     best = st.get("best")
@@ -189,19 +244,26 @@ def render_html(spec: SweepSpec, st: dict, figures: dict[str, Path], skipped: di
              f"epochs trained {_e(st['epochs_trained'])} of {_e(st['epochs_budget'])} unpruned</p>"]
     if best:
         parts.append(f"<p>Best trial: <b>#{_e(best['number'])}</b>, val acc <b>{_pct(best['val_acc'])}</b> "
-                     f"({_e(', '.join(f'{k}={_short(v)}' for k, v in best['params'].items()))})</p>")
+                     f"({_e(', '.join(f'{k}={_param(k, v)}' for k, v in best['params'].items()))})</p>")
     parts += ["<h2>Top trials</h2>", _leaderboard(st), "<h2>Search</h2>"]
     sections = [("Search", ("history", "importances", "parallel", "slices", "curves")),
-                ("Final model", ("confusion", "f1")), ("Data", ("classes",))]
+                ("Final model", ("confusion", "f1")), *([("Ensemble", ("ensemble",))] if ensemble else []),
+                ("Data", ("classes",))]
     for title, names in sections:
         if title != "Search":
             parts.append(f"<h2>{_e(title)}</h2>")
         if title == "Final model" and final:
             parts.append(_final_section(final))
+            if final.get("seeds_ensemble"):
+                parts.append(_seeds_paragraph(final))
+        if title == "Ensemble":
+            parts.append(_ensemble_section(ensemble, final))
         if title == "Data" and data_info:
             shown = set(final.get("notes", [])) if final else set()
             parts.extend(f'<p class="note">note: {_e(n)}</p>' for n in data_info.get("notes", []) if n not in shown)
         for name in names:
+            if name == "importances" and name in figures:
+                parts.append(_importance_note(st["importance_basis"]))
             if name in figures:
                 parts.append(_figure(name, figures[name]))
             elif name in skipped:
