@@ -27,3 +27,52 @@ def write_section(title: str, body: str) -> None:
     pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
     text = pattern.sub(lambda _: section + "\n", text) if pattern.search(text) else text.rstrip() + "\n\n" + section
     RESULTS.write_text(text.rstrip() + "\n")
+
+
+DEV_FILE = Path(__file__).resolve().parents[2] / "shared" / "data" / "fer2013-dev.csv.gz"
+
+
+def default_data() -> str:
+    """FER2013_CSV, else the shared dev copy beside the checkout."""
+    return os.environ.get("FER2013_CSV") or str(DEV_FILE)
+
+
+def write_icml_slice(source: str, out: Path, n_train: int, n_val: int, seed: int = 0) -> dict:
+    """A smaller FER2013 file in the icml layout from any layout fer-sweep reads: n_train Training rows
+    (stratified random sample, fixed seed) and n_val PublicTest rows (or, where the source has no
+    PublicTest rows, n_val further rows of the rest). Returns the counts written."""
+    import numpy as np
+
+    from fer_sweep.data import read_faces
+
+    faces = read_faces(source)
+    if faces.y is None:
+        raise SystemExit(f"{source}: unlabeled data cannot be sliced for a benchmark")
+    rng = np.random.default_rng(seed)
+    usage = faces.usage if faces.usage is not None else np.full(len(faces.y), "Training")
+    train_pool = np.flatnonzero(usage == "Training")
+    train = _stratified(faces.y, train_pool, n_train, rng)
+    val_pool = np.flatnonzero(usage == "PublicTest")
+    if len(val_pool) == 0:
+        val_pool = np.setdiff1d(train_pool, train)
+    val = _stratified(faces.y, val_pool, n_val, rng)
+    rows = [f"{faces.y[i]},Training,{' '.join(map(str, faces.x[i].reshape(-1)))}" for i in train]
+    rows += [f"{faces.y[i]},PublicTest,{' '.join(map(str, faces.x[i].reshape(-1)))}" for i in val]
+    import gzip
+
+    with gzip.open(out, "wt") as f:
+        f.write("emotion, Usage, pixels\n" + "\n".join(rows) + "\n")
+    return {"train": len(train), "val": len(val)}
+
+
+def _stratified(y, pool, n: int, rng):
+    """n rows of pool, each class in proportion (largest remainder), drawn at random; sorted."""
+    import numpy as np
+
+    n = min(n, len(pool))
+    classes, counts = np.unique(y[pool], return_counts=True)
+    shares = counts * n / counts.sum()
+    take = np.floor(shares).astype(int)
+    take[np.argsort(-(shares - take))[: n - take.sum()]] += 1
+    picked = [rng.choice(pool[y[pool] == c], size=k, replace=False) for c, k in zip(classes, take)]
+    return np.sort(np.concatenate(picked))

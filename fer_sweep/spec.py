@@ -12,24 +12,27 @@ from typing import Any, Mapping
 import yaml
 
 from fer_sweep.config import (
-    ARCHS, HEADS, NORMALIZATIONS, NORMS, OPTIMIZERS, POOLINGS, SCHEDULES, ModelConfig, TrainConfig,
+    AMP_MODES, ARCHS, HEADS, NORMALIZATIONS, NORMS, OPTIMIZERS, POOLINGS, SCHEDULES, ModelConfig, TrainConfig,
     UserError,
 )
 
 SAMPLERS = ("random", "tpe")
-PRUNERS = ("median", "hyperband", "none")
+PRUNERS = ("median", "hyperband", "asha", "none")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
+KEEP = 10  # trial models kept by default (~5 MB each for the shipped specs' CNNs: README, "Ensembles")
 TOP_KEYS = ("study", "data", "splits", "trials", "seed", "sampler", "pruner", "wandb", "model",
-            "train", "space")
+            "train", "space", "best", "keep")
 NAMED = {"arch": ARCHS, "norm": NORMS, "pooling": POOLINGS, "head": HEADS, "optimizer": OPTIMIZERS,
-         "schedule": SCHEDULES, "normalize": NORMALIZATIONS}
+         "schedule": SCHEDULES, "normalize": NORMALIZATIONS, "amp": AMP_MODES}
 # (min, max, max inclusive) for numeric settings; min is always inclusive.
 BOUNDS = {"dropout": (0, 1, False), "stage_dropout": (0, 1, False), "fc_units": (0, None, True),
           "depth": (1, 8, True), "epochs": (1, None, True), "batch_size": (1, None, True),
           "lr": (1e-12, None, True), "weight_decay": (0, None, True), "momentum": (0, 1, False),
           "warmup_epochs": (0, None, True), "label_smoothing": (0, 1, False), "grad_clip": (0, None, True),
           "patience": (0, None, True), "aug_translate_px": (0, 24, True), "aug_rotate_deg": (0, 180, True),
-          "aug_scale": (0, 1, False), "aug_erase_p": (0, 1, True), "eval_batch_size": (1, None, True)}
+          "aug_scale": (0, 1, False), "aug_erase_p": (0, 1, True), "eval_batch_size": (1, None, True),
+          "mixup_alpha": (0, None, True), "cutmix_alpha": (0, None, True), "mix_prob": (0, 1, True),
+          "tta_shift_px": (0, 8, True)}
 MODEL_FIELDS = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
 TRAIN_FIELDS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 
@@ -64,8 +67,16 @@ class PrunerSpec:
     type: str = "median"
     startup_trials: int = 5  # median: trials finished before pruning starts
     warmup_epochs: int = 2  # median: epochs a trial runs before it can be pruned
-    min_epochs: int = 1  # hyperband: smallest budget
-    reduction_factor: int = 3  # hyperband
+    min_epochs: int = 1  # hyperband, asha: epochs of the first rung (the smallest budget)
+    reduction_factor: int = 3  # hyperband, asha: 1/reduction_factor of a rung's trials go on to the next
+
+
+@dataclass(frozen=True)
+class BestSpec:
+    """How `fer-sweep best` retrains the winner unless its flags say otherwise."""
+
+    epochs: int = 0  # epochs of the retrain (0 = the sweep's `train.epochs`)
+    seeds: int = 1  # seeds retrained; test accuracy is reported as mean ± std
 
 
 @dataclass(frozen=True)
@@ -89,7 +100,9 @@ class SweepSpec:
     model: Mapping[str, Any]  # fixed ModelConfig fields
     train: Mapping[str, Any]  # fixed TrainConfig fields
     space: tuple[ParamSpec, ...]
+    best: BestSpec
     resolved: Mapping[str, Any]  # the spec as a plain dict with overrides applied (saved as spec.yaml)
+    keep: int = KEEP  # trial models kept for ensembles: the best `keep` by val accuracy (0 = none; artifacts.py)
 
 
 def load_spec(path: str | Path, *, overrides: Mapping[str, Any] | None = None,
@@ -134,6 +147,7 @@ def parse_spec(raw: Mapping[str, Any], where: str, *, check_data: bool = True) -
     if not isinstance(study, str) or not study or any(c in study for c in "/\\ "):
         fail("study", f"must be a name without spaces or slashes, got {study!r}")
     trials = _number(raw.get("trials", 20), "trials", fail, is_int=True, low=1)
+    keep = _number(raw.get("keep", KEEP), "keep", fail, is_int=True, low=0)
     seed = _number(raw.get("seed", 0), "seed", fail, is_int=True, low=0)
     sampler = raw.get("sampler", "random")
     if sampler not in SAMPLERS:
@@ -145,7 +159,7 @@ def parse_spec(raw: Mapping[str, Any], where: str, *, check_data: bool = True) -
         path=where, study=study, data=data, trials=trials, seed=seed, sampler=sampler,
         splits=_record(SplitOptions, raw.get("splits"), "splits", fail),
         pruner=_pruner(raw.get("pruner"), fail), wandb=_wandb(raw.get("wandb"), fail),
-        model=model, train=train, space=space, resolved=dict(raw))
+        model=model, train=train, space=space, best=_best(raw.get("best"), fail), resolved=dict(raw), keep=keep)
 
 
 def _no_unknown(section: Mapping, known, prefix: str, fail) -> None:
@@ -176,6 +190,8 @@ def check_value(name: str, value, key: str, fail, default=None):
         if not ok:
             fail(key, f"expected a non-empty list of [channels, kernel] pairs of positive integers, got {value!r}")
         return tuple(tuple(s) for s in value)
+    if name == "amp" and isinstance(value, bool):  # older specs: true/false = auto/off
+        return "auto" if value else "off"
     if isinstance(default, bool):
         if not isinstance(value, bool):
             fail(key, f"expected true or false, got {value!r}")
@@ -279,6 +295,13 @@ def _pruner(section, fail) -> PrunerSpec:
         fail("pruner.type", f"unknown pruner {spec.type!r} (known: {', '.join(PRUNERS)})")
     if spec.min_epochs < 1 or spec.reduction_factor < 2:
         fail("pruner", "min_epochs must be >= 1 and reduction_factor >= 2")
+    return spec
+
+
+def _best(section, fail) -> BestSpec:
+    spec = _record(BestSpec, section, "best", fail)
+    if spec.seeds < 1:
+        fail("best.seeds", f"must be >= 1, got {spec.seeds}")
     return spec
 
 

@@ -24,17 +24,20 @@ import yaml
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
-from fer_sweep import tracking
+from fer_sweep import artifacts, tracking
 from fer_sweep.config import UserError
+from fer_sweep.device import is_oom
 from fer_sweep.models import build_model
 from fer_sweep.space import sample_configs, sample_params, to_run_config
-from fer_sweep.spec import SweepSpec, dump_spec, parse_spec
+from fer_sweep.spec import PrunerSpec, SweepSpec, dump_spec, parse_spec
 from fer_sweep.store import STORAGE_NOTE, folder_lock, mask_url, open_storage, study_dir
 from fer_sweep.summary import OUTCOME, TICKET, is_finished, write_atomic, write_trials_csv
 from fer_sweep.train import DeviceSplit, fit, input_norm
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 SAME_STUDY_KEYS = ("data", "splits", "seed", "sampler", "model", "train", "space")  # may not change on resume
+OOM_RETRIES = "oom_retries"  # user attr of a re-queued ticket: how often it ran out of memory on a shared GPU
+MAX_OOM_RETRIES = 2  # then an OOM is the configuration's own verdict ("oom", finished)
 
 
 @dataclass
@@ -50,6 +53,7 @@ class Worker:
     name: str = "w0"
     on_epoch: Callable[[int, Any], None] | None = None  # (trial number, EpochResult) for the live view
     norms: dict = field(default_factory=dict)
+    shared_device: bool = False  # other workers train on this GPU too: an OOM may be theirs, so it is retried
 
     def norm(self, mode: str) -> tuple[float, float]:
         if mode not in self.norms:
@@ -64,19 +68,33 @@ def make_sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
 
 
 def make_pruner(spec: SweepSpec) -> optuna.pruners.BasePruner:
-    p, epochs = spec.pruner, int(spec.train.get("epochs", 15))
+    return pruner_for(spec.pruner, int(spec.train.get("epochs", 15)))
+
+
+def pruner_for(p: PrunerSpec, epochs: int) -> optuna.pruners.BasePruner:
+    """The Optuna pruner of a spec's `pruner` section, for trials of at most `epochs` epochs."""
     if p.type == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=p.startup_trials, n_warmup_steps=p.warmup_epochs)
     if p.type == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=p.min_epochs, max_resource=max(epochs, p.min_epochs + 1),
                                               reduction_factor=p.reduction_factor)
+    if p.type == "asha":
+        # Asynchronous successive halving: rungs at min_epochs * reduction_factor**k epochs; at each rung a
+        # trial goes on only if it is in the top 1/reduction_factor of the trials that reached that rung so
+        # far. No brackets and no waiting for a full cohort, so K workers never idle (Li et al. 2020).
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=p.min_epochs, reduction_factor=p.reduction_factor,
+                                                      min_early_stopping_rate=0)
     return optuna.pruners.NopPruner()
 
 
 def open_study(spec: SweepSpec, folder: Path, storage_url: str | None, heartbeat_s: int = 30) -> optuna.Study:
     storage = open_storage(folder, storage_url, heartbeat_s=heartbeat_s, on_stale=requeue)
-    return optuna.create_study(study_name=spec.study, storage=storage, direction="maximize",
-                               sampler=make_sampler(spec), pruner=make_pruner(spec), load_if_exists=True)
+    try:  # load an existing study: create_study would append another create record to a journal each time
+        storage.get_study_id_from_name(spec.study)
+    except KeyError:
+        return optuna.create_study(study_name=spec.study, storage=storage, direction="maximize",
+                                   sampler=make_sampler(spec), pruner=make_pruner(spec), load_if_exists=True)
+    return optuna.load_study(study_name=spec.study, storage=storage, sampler=make_sampler(spec), pruner=make_pruner(spec))
 
 
 def prepare_study(spec: SweepSpec, results: Path, storage_url: str | None, heartbeat_s: int = 30) -> optuna.Study:
@@ -118,10 +136,11 @@ def ensure_tickets(study: optuna.Study, spec: SweepSpec) -> int:
     return len(missing)
 
 
-def requeue(study: optuna.Study, failed: FrozenTrial) -> None:
-    """Enqueue a dead worker's trial again with the same configuration (also Optuna's stale-trial callback)."""
+def requeue(study: optuna.Study, failed: FrozenTrial, **attrs: Any) -> None:
+    """Enqueue a dead worker's trial again with the same configuration (also Optuna's stale-trial callback);
+    `attrs` are extra user attrs of the new ticket."""
     params = failed.system_attrs.get("fixed_params") or failed.params
-    study.enqueue_trial(params, user_attrs={TICKET: failed.user_attrs.get(TICKET), "retry_of": failed.number},
+    study.enqueue_trial(params, user_attrs={TICKET: failed.user_attrs.get(TICKET), "retry_of": failed.number, **attrs},
                         skip_if_exists=False)
 
 
@@ -222,17 +241,29 @@ def run_trial(w: Worker, trial: optuna.Trial) -> str:
                 elif result.stop is None and trial.should_prune():
                     outcome_, message = "pruned", f"pruned at epoch {result.epoch}"
                     break
-    except KeyboardInterrupt:
-        _finish(w, trial, run, result, "interrupted", "Ctrl-C", time.perf_counter() - start, train_s)
+            if outcome_ in ("complete", "pruned"):  # its best-epoch model, for ensembles (spec `keep`)
+                artifacts.save_trial_model(w, trial, model, cfg, params, result)
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (preemption) raised as Terminated("SIGTERM") by the caller
+        _finish(w, trial, run, result, "interrupted", str(e) or "Ctrl-C", time.perf_counter() - start, train_s)
         requeue(w.study, w.study._storage.get_trial(trial._trial_id))
         raise
     except UserError as e:
         outcome_, message = "error", str(e)
     except Exception as e:  # a bug in one configuration must not end the sweep: record it, go on
-        outcome_, message = "error", f"{type(e).__name__}: {e}"
-        with open(w.folder / "errors.log", "a") as log:
-            log.write(f"trial {trial.number}:\n{traceback.format_exc()}\n")
+        if is_oom(e):  # e.g. building a model too big for memory, before `fit` (which reports its own OOMs)
+            outcome_, message = "oom", f"out of memory: {str(e).strip().splitlines()[0][:300]}"
+        else:
+            outcome_, message = "error", f"{type(e).__name__}: {e}"
+            with open(w.folder / "errors.log", "a") as log:
+                log.write(f"trial {trial.number}:\n{traceback.format_exc()}\n")
+    retries = int(trial.user_attrs.get(OOM_RETRIES, 0))
+    retry = outcome_ == "oom" and w.shared_device and retries < MAX_OOM_RETRIES
+    if retry:  # a neighbour on the same GPU may have taken the memory: not this configuration's verdict
+        outcome_, message = "oom_retry", f"{message}; the GPU is shared with other workers: re-queued"
     _finish(w, trial, run, result, outcome_, message, time.perf_counter() - start, train_s)
+    artifacts.prune_trial_models(w.study, w.folder, w.spec.keep)  # after the verdict: see artifacts.py
+    if retry:
+        requeue(w.study, w.study._storage.get_trial(trial._trial_id), **{OOM_RETRIES: retries + 1})
     return outcome_
 
 
