@@ -25,7 +25,12 @@ sweep: install
 	$(VENV)/bin/fer-sweep run sweeps/quickstart.yaml --wandb offline
 	$(VENV)/bin/fer-sweep best --study quickstart
 
+# Real-data tests read FER2013_CSV; unset, it defaults to the shared dev copy where that file exists.
+FER2013_DEV ?= ../shared/data/fer2013-dev.csv.gz
+
 test: install
+	@if [ -z "$$FER2013_CSV" ] && [ -f "$(FER2013_DEV)" ]; then export FER2013_CSV="$(abspath $(FER2013_DEV))"; \
+	  echo "FER2013_CSV=$$FER2013_CSV (real-data tests run)"; fi; \
 	$(PY) -m pytest -q
 
 bench: install
@@ -33,7 +38,11 @@ bench: install
 	$(PY) benchmarks/bench_trainer.py
 	$(PY) benchmarks/bench_pruning.py
 	$(PY) benchmarks/bench_workers.py
-	$(PY) benchmarks/bench_realdata.py
+	$(PY) benchmarks/bench_precision.py
+	$(PY) benchmarks/bench_launches.py
+# The real-data accuracy runs take hours on a CPU; run them one at a time:
+#   $(PY) benchmarks/bench_accuracy.py sweeps/residual.yaml --seeds 1
+#   $(PY) benchmarks/bench_accuracy.py sweeps/strong.yaml
 
 clean:
 	rm -rf $(VENV) results/*/ .pytest_cache

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 from pathlib import Path
-from typing import Annotated, Iterator, Optional
+from typing import Annotated, Any, Iterator, Mapping, Optional
 
 import typer
 from rich.console import Console
@@ -31,21 +32,65 @@ Wandb = Annotated[Optional[str], typer.Option("--wandb", help="auto | online | o
 
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
-    """Known user errors end as one line on stderr and exit code 2; Ctrl-C as exit code 130."""
+    """Known user errors end as one line on stderr and exit code 2; Ctrl-C as exit code 130, SIGTERM (how
+    clusters preempt a job; `run` treats it like Ctrl-C) as 143, the codes a shell gives those signals."""
     try:
         yield
     except UserError as e:
         err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2)
-    except KeyboardInterrupt:
-        err.print("interrupted: the running trial was re-queued; run the same command again to resume")
-        raise typer.Exit(130)
+    except KeyboardInterrupt as e:
+        how = "terminated (SIGTERM)" if getattr(e, "exit_code", 130) == 143 else "interrupted"
+        err.print(f"{how}: the running trial was re-queued; run the same command again to resume")
+        raise typer.Exit(getattr(e, "exit_code", 130))
 
 
 def _check_choice(value: str, allowed: tuple[str, ...], flag: str) -> str:
     if value not in allowed:
         raise UserError(f"{flag}: unknown value {value!r} (known: {', '.join(allowed)})")
     return value
+
+
+@contextlib.contextmanager
+def flags_named(where: str, flags: Mapping[str, Any]) -> Iterator[None]:
+    """A spec error about a setting that came from a flag names the flag (`--data: file not found: x`), not
+    the spec file the setting would otherwise have come from."""
+    from fer_sweep.spec import SpecError
+
+    try:
+        yield
+    except SpecError as e:
+        for key, value in flags.items():
+            prefix = f"{where}: {key}: "
+            if value is not None and str(e).startswith(prefix):
+                raise UserError(f"--{key}: {str(e)[len(prefix):]}") from None
+        raise
+
+
+def check_device(device: str, flag: str = "--device") -> None:
+    """A bad or unavailable device ends the command before it writes anything."""
+    from fer_sweep.device import pick_device
+
+    try:
+        pick_device(device)
+    except UserError as e:
+        raise UserError(f"{flag}: {e}") from None
+
+
+def _check_run_flags(device: str, gpus: Optional[list[str]], results: Path, storage: Optional[str]) -> None:
+    """Every flag of `run` that the spec does not check, checked before the study folder is written."""
+    if gpus is not None and not gpus:
+        raise UserError("--gpus: expected GPU indices such as 0,1")
+    check_device("cuda" if gpus else device, "--gpus" if gpus else "--device")
+    if results.exists() and not results.is_dir():
+        raise UserError(f"--results {results}: not a folder")
+    if storage:
+        from fer_sweep.store import open_storage
+
+        try:  # a URL storage writes nothing here; a bad URL or an unreachable server ends the command
+            open_storage(results, storage)
+        except UserError as e:
+            raise UserError(f"--{e}") from None  # "--storage postgresql://fer:***@host/db: cannot open (...)"
 
 
 @app.command()
@@ -69,19 +114,24 @@ def run(
 
     from fer_sweep import report, runner, tracking
     from fer_sweep.spec import WANDB_MODES, load_spec
+    from fer_sweep.worker import interrupting
 
-    with user_errors():
-        spec = load_spec(spec_path, overrides={"trials": trials, "data": data, "study": study, "seed": seed})
+    with user_errors(), interrupting(signal.SIGTERM):  # preemption (SIGTERM) is handled like Ctrl-C
+        flags = {"trials": trials, "data": data, "study": study, "seed": seed}
+        with flags_named(str(spec_path), flags):
+            spec = load_spec(spec_path, overrides=flags)
         mode = tracking.resolve_mode(_check_choice(wandb or spec.wandb.mode, WANDB_MODES, "--wandb"))
+        gpu_list = [g.strip() for g in gpus.split(",") if g.strip()] if gpus is not None else None
         if _check_choice(backend, ("optuna", "wandb"), "--backend") == "wandb":
             from fer_sweep.wandb_sweeps import run_wandb_sweep
 
             if workers > 1 or gpus or storage:
                 raise UserError("--workers, --gpus and --storage apply to --backend optuna (with W&B, start more agents)")
+            _check_run_flags(device, None, results, None)
             done = run_wandb_sweep(spec, results=results, wandb_mode=mode, device=device)
             out.print(f"W&B sweep {done['sweep_id']} ({done['project']}): {done['runs']} runs; config {done['config']}")
             return
-        gpu_list = [g.strip() for g in gpus.split(",") if g.strip()] if gpus else None
+        _check_run_flags(device, gpu_list, results, storage)
         if workers > 1 and spec.pruner.type == "median" and spec.pruner.startup_trials < workers:
             err.print(f"[yellow]warning:[/yellow] pruner.startup_trials={spec.pruner.startup_trials} is below "
                       f"--workers {workers}: early trials will be pruned against too few finished trials")
@@ -89,7 +139,9 @@ def run(
         with Live(view, console=err, refresh_per_second=2, transient=True, redirect_stdout=False):
             snap = runner.run_sweep(spec, results=results, storage_url=storage, workers=max(workers, len(gpu_list or [])),
                                     gpus=gpu_list, device=device, wandb_mode=mode, on_update=view.update,
-                                    on_epoch=view.epoch)
+                                    on_epoch=view.epoch,
+                                    on_start=lambda: err.print(run_header(spec, device, gpu_list, workers),
+                                                               highlight=False))
         folder = results / spec.study
         out.print(report.leaderboard(snap["leaderboard"], f"{spec.study}: top trials"))
         out.print(report.counts_line(snap))
@@ -97,6 +149,18 @@ def run(
         out.print(f"results: {folder}/ (trials.csv, spec.yaml); next: fer-sweep best --study {spec.study} --results {results}")
         if mode == "offline":
             out.print(tracking.sync_hint(folder))
+
+
+def run_header(spec, device: str, gpus: Optional[list[str]], workers: int) -> str:
+    """The line `run` starts with: what runs where, and in which precision (with the CPU's capability)."""
+    from fer_sweep.device import pick_device
+    from fer_sweep.precision import precision
+
+    dev = pick_device("cuda" if gpus else device)
+    amp = spec.train.get("amp", "auto")
+    where = f"{len(gpus)} GPU(s) {','.join(gpus)}" if gpus else str(dev)
+    return (f"{spec.study}: {spec.trials} trials on {spec.data}, {max(workers, len(gpus or []))} worker(s) on "
+            f"{where}; precision: {precision(amp, dev).describe()}")
 
 
 def _open(results: Path, study: Optional[str], storage: Optional[str]):
@@ -128,34 +192,74 @@ def status(study: Study = None, results: Results = Path("results"), storage: Sto
 def best(
     study: Study = None, results: Results = Path("results"), storage: Storage = None,
     retrain: Annotated[bool, typer.Option("--retrain/--no-retrain", help="Retrain and test the winner.")] = True,
-    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Epochs for the retrain (default: the sweep's).")] = None,
-    seeds: Annotated[int, typer.Option("--seeds", min=1, help="Retrain with K seeds and report mean ± std.")] = 1,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Epochs for the retrain (default: the "
+                                                  "spec's best.epochs, else the sweep's).")] = None,
+    seeds: Annotated[Optional[int], typer.Option("--seeds", min=1, help="Retrain with K seeds and report mean ± std "
+                                                 "(default: the spec's best.seeds, else 1).")] = None,
     data: Annotated[Optional[str], typer.Option("--data", help="Data for the retrain (default: the sweep's).")] = None,
     device: Device = "auto", wandb: Wandb = None, as_json: Json = False,
+    ensemble: Annotated[Optional[int], typer.Option("--ensemble", min=1, help="Instead of the retrain: combine the "
+                                                    "kept trial models, up to K picks chosen on validation (greedy, "
+                                                    "with replacement), test once, save to final/ensemble.json.")] = None,
 ) -> None:
     """Print the winner; retrain it, test it once on the test split, save it to <results>/<study>/final/."""
     from fer_sweep import final, report, runner, tracking
     from fer_sweep.spec import WANDB_MODES, parse_spec
 
     with user_errors():
+        if wandb is not None:
+            _check_choice(wandb, WANDB_MODES, "--wandb")
+        if ensemble is not None and (epochs or seeds):
+            raise UserError("--ensemble combines the kept trial models without training: --epochs and --seeds "
+                            "belong to the retrain (run `best` without --ensemble)")
+        if retrain or ensemble:
+            check_device(device)
         spec, st, folder = _open(results, study, storage)
+        if data and (retrain or ensemble):
+            with flags_named(spec.path, {"data": data}):
+                spec = parse_spec({**spec.resolved, "data": data}, spec.path)
         info = final.winner_info(final.pick_winner(st))
         if not as_json:
             out.print(report.winner_panel(info))
+        if ensemble is not None:
+            return _best_ensemble(spec, st, folder, ensemble, device, as_json)
         if not retrain:
             if as_json:
                 print(json.dumps({"winner": info}, indent=2))
             return
-        if data:
-            spec = parse_spec({**spec.resolved, "data": data}, spec.path)
         mode = tracking.resolve_mode(_check_choice(wandb or spec.wandb.mode, WANDB_MODES, "--wandb"))
         metrics = final.retrain_best(spec, st, folder, runner.load_data(spec), device=device, epochs=epochs,
-                                     seeds=seeds, wandb_mode=mode)
+                                     seeds=seeds, wandb_mode=mode, on_epoch=_retrain_progress)
     if as_json:
         print(json.dumps(metrics, indent=2))
     else:
         out.print(report.final_view(metrics))
-        out.print(f"saved: {folder / 'final'}/ (model.pt, config.json, metrics.json, confusion.png)")
+        if "seeds_ensemble" in metrics:
+            out.print(report.seeds_ensemble_line(metrics), highlight=False)
+        out.print(f"saved: {folder / 'final'}/ (model.pt, config.json, metrics.json, confusion.png"
+                  f"{'; seeds/: every seed, an ensemble folder' if 'seeds_ensemble' in metrics else ''})")
+
+
+def _best_ensemble(spec, st, folder: Path, picks: int, device: str, as_json: bool) -> None:
+    """`best --ensemble K`: the kept trial models combined (no training), tested once, saved into final/."""
+    from fer_sweep import ensemble, report, runner
+
+    built = ensemble.build_ensemble(spec, st, folder, runner.load_data(spec), picks=picks, device=device)
+    path = ensemble.save_ensemble(folder / "final", built)
+    if as_json:
+        print(json.dumps(built["info"], indent=2))
+        return
+    out.print(report.ensemble_view(built["info"]))
+    out.print(f"saved: {path.parent}/ (ensemble.json, members/, ensemble-confusion.png); "
+              f"predict with: fer-sweep predict {path.parent} --data ...", highlight=False)
+
+
+def _retrain_progress(seed: int, r, epochs: int) -> None:
+    """One stderr line per retrain epoch (a CPU retrain can take an hour; benchmarks parse these lines)."""
+    m = r.metrics
+    err.print(f"best: seed {seed} epoch {r.epoch}/{epochs}: train/acc {m['train/acc']:.4f} "
+              f"val/acc {m['val/acc']:.4f} ({m['time/epoch_s']:.0f} s)" + (f"; {r.message}" if r.stop else ""),
+              highlight=False)
 
 
 @app.command()
@@ -168,18 +272,23 @@ def bench(
     conv: Annotated[str, typer.Option("--conv", help="Stage widths, kernel 3, e.g. 32,64,128.")] = "32,64,128",
     norm: Annotated[str, typer.Option("--norm", help="batch | layer | none")] = "batch",
     pooling: Annotated[str, typer.Option("--pooling", help="max | avg | none")] = "max",
+    amp: Annotated[str, typer.Option("--amp", help="Precision: auto (bf16 on CUDA and on CPUs with native bf16) "
+                                     "| bf16 | off (fp32).")] = "auto",
+    compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the training step "
+                                           "(the warm-up then includes compile time).")] = False,
 ) -> None:
     """Train images/s of one model (default: the seeds' best residual CNN) on this machine."""
     from fer_sweep.bench import run_bench
 
     with user_errors():
         result = run_bench(data=data, steps=steps, batch_size=batch_size, device=device, arch=arch, conv=conv,
-                           norm=norm, pooling=pooling)
+                           norm=norm, pooling=pooling, amp=amp, compile=compile_)
     if as_json:
         print(json.dumps(result, indent=2))
     else:
         out.print(f"{result['model']} on {result['device']}, batch {result['batch_size']}, {result['steps']} steps: "
                   f"[bold]{result['train_img_per_s']:,.0f} train images/s[/bold] ({result['step_ms']:.2f} ms/step)")
+        out.print(f"precision: {result['precision_detail']}; channels_last: {result['channels_last']}", highlight=False)
 
 
 @data_app.command("info")

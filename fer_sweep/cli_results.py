@@ -1,4 +1,4 @@
-"""Result commands of the CLI: `report`, `predict`, `export-wandb`, `sync`, `dashboard` (registered on cli.app)."""
+"""Result commands of the CLI: `report`, `predict`, `export`, `export-wandb`, `sync`, `dashboard` (on cli.app)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ def report(study: Study = None, results: Results = Path("results"), storage: Sto
         done = build_report(spec, st, folder, top=top)
     if as_json:
         print(json.dumps({"html": str(done["html"]), "figures": {k: str(v) for k, v in done["figures"].items()},
-                          "skipped": done["skipped"], "trials": done["trials"]}, indent=2))
+                          "skipped": done["skipped"], "trials": done["trials"],
+                          "importance_basis": done["importance_basis"]}, indent=2, default=str))
         return
     out.print(f"report: {done['html']} ({len(done['figures'])} figures, {done['trials']} trials); "
               f"PNGs beside it: {', '.join(p.name for p in done['figures'].values())}")
@@ -39,21 +40,29 @@ def predict(
     model_dir: Annotated[Path, typer.Argument(metavar="MODEL_DIR", help="Folder with model.pt + config.json "
                                               "(results/<study>/final, or the study folder).")],
     data: Annotated[str, typer.Option("--data", help="FER2013 file/folder in any layout (also unlabeled test.csv), "
-                                      "or 'synthetic'.")],
-    out_path: Annotated[Path, typer.Option("--out", help="CSV to write: id,emotion[,class probabilities].")],
+                                      "'synthetic', or photos: an image file or a folder of them.")],
+    out_path: Annotated[Path, typer.Option("--out", help="CSV to write: id,emotion[,class probabilities]; for "
+                                           "photos one row per face: file,face,x,y,w,h,angle,emotion,emotion_name.")],
     tta: Annotated[Optional[bool], typer.Option("--tta/--no-tta", help="Flip test-time augmentation "
                                                 "(default: as `best` evaluated the model).")] = None,
     proba: Annotated[bool, typer.Option("--proba", help="Add one probability column per class.")] = False,
     split: Annotated[str, typer.Option("--split", help="all rows of the file, or the train | val | test split "
                                        "`best` used (from config.json's split options).")] = "all",
+    annotate: Annotated[Optional[Path], typer.Option("--annotate", help="Photos: write a copy of each photo here "
+                                                     "with every face's box and emotion drawn.")] = None,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:K")] = "auto",
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Faces per forward pass.")] = None,
     as_json: Json = False,
 ) -> None:
-    """Predict every face of a file with a saved model; prints accuracy where the data has labels."""
+    """Predict every face of a FER2013 file, or of the faces found in photos, with a saved model."""
     from fer_sweep import predict as prediction
+    from fer_sweep.faces import is_photo_source
 
+    if is_photo_source(data):
+        return _predict_photos(model_dir, data, out_path, tta, proba, split, annotate, device, batch_size, as_json)
     with user_errors():
+        if annotate is not None:
+            raise UserError(f"--annotate: only for photos ({data} is FER2013 data: its faces are already 48x48 crops)")
         pred = prediction.predict(model_dir, data, split=split, tta=tta, device=device, batch_size=batch_size)
         prediction.write_csv(pred, out_path, proba=proba)
     info = {**prediction.summary(pred), "out": str(out_path)}
@@ -66,6 +75,63 @@ def predict(
         out.print(f"accuracy: [bold]{100 * info['acc']:.2f}%[/bold] on {info['n']} labelled faces", highlight=False)
     else:
         out.print("no labels in this data: no accuracy", highlight=False)
+
+
+def _predict_photos(model_dir: Path, data: str, out_path: Path, tta: Optional[bool], proba: bool, split: str,
+                    annotate: Optional[Path], device: str, batch_size: Optional[int], as_json: bool) -> None:
+    """`predict` on ordinary photos: faces found, cropped and classified; unreadable files warned about."""
+    from rich.markup import escape
+
+    from fer_sweep import predict as prediction
+
+    with user_errors():
+        if split != "all":
+            raise UserError(f"--split {split}: photos have no splits (use --split all)")
+        pred = prediction.predict_photos(model_dir, data, tta=tta, device=device, batch_size=batch_size)
+        prediction.write_photo_csv(pred, out_path, proba=proba)
+        annotated = prediction.write_annotated(pred, annotate) if annotate is not None else []
+    for line in pred.unreadable:
+        err.print(f"[yellow]skipped:[/yellow] {escape(line)}", highlight=False)
+    info = {**prediction.photo_summary(pred), "out": str(out_path), "annotated": str(annotate) if annotate else None}
+    if as_json:
+        print(json.dumps(info, indent=2))
+        return
+    out.print(f"wrote {info['faces']} faces from {info['photos']} photos to {out_path} "
+              f"(tta {'on' if info['tta'] else 'off'})", highlight=False)
+    found = ", ".join(f"{name} {n}" for name, n in info["predicted"].items() if n)
+    if found:
+        out.print(f"emotions: {found}", highlight=False)
+    if annotated:
+        out.print(f"annotated copies: {len(annotated)} in {annotate}", highlight=False)
+    out.print(f"photos with no face: {info['no_face']}" + (f"; unreadable files skipped: {info['unreadable']}"
+                                                          if info["unreadable"] else ""), highlight=False)
+
+
+@app.command()
+def export(
+    model_dir: Annotated[Path, typer.Argument(metavar="MODEL_DIR", help="Folder with model.pt + config.json "
+                                              "(results/<study>/final, or the study folder); not an ensemble.")],
+    onnx_path: Annotated[Path, typer.Option("--onnx", help="ONNX file to write.")],
+    as_json: Json = False,
+) -> None:
+    """Write the model as ONNX (normalised N x 1 x 48 x 48 faces in, 7 logits out), checked with onnxruntime."""
+    from fer_sweep.export import export_onnx
+
+    with user_errors():
+        done = export_onnx(model_dir, onnx_path)
+    if as_json:
+        print(json.dumps(done, indent=2))
+    else:
+        meta = done["metadata"]
+        out.print(f"wrote {done['path']} ({done['bytes'] / 1024:.0f} KiB, ONNX opset {done['opset']}): input "
+                  f"N x 1 x 48 x 48 float, (pixel - {float(meta['norm_mean']):g}) / {float(meta['norm_std']):g}; "
+                  f"output 7 logits ({', '.join(json.loads(meta['classes']))})", highlight=False)
+        out.print(f"onnxruntime vs torch on {done['checked_faces']} faces: max abs logit difference "
+                  f"{done['max_abs_diff']:.3g}", highlight=False)
+    if not done["ok"]:
+        err.print(f"[red]error:[/red] the ONNX file's logits differ from torch's by {done['max_abs_diff']:.3g} "
+                  f"(more than {done['tolerance']:g})", highlight=False)
+        raise typer.Exit(1)
 
 
 @app.command("export-wandb")

@@ -51,6 +51,13 @@ COMPLETE, PRUNED, FAILED = "tab:blue", "tab:orange", "tab:red"
 TOP_COLORS = ("tab:blue", "tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "black")
 
 
+def _legend_above(ax, title: str, ncol: int) -> None:
+    """Legend in one row between the title and the axes, where it can cover no bar (the tallest is often the
+    last class, neutral, where a legend inside the axes would sit)."""
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=ncol, fontsize=8, frameon=False)
+    ax.set_title(title, pad=22)
+
+
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path)
@@ -85,12 +92,13 @@ def save_history_png(trials: Sequence[dict], path: Path, title: str = "") -> Pat
     return _save(fig, path)
 
 
-def save_importances_png(importances: dict, path: Path, title: str = "") -> Path:
-    """Horizontal bars of parameter importances, largest on top."""
+def save_importances_png(importances: dict, path: Path, title: str = "", reliable: bool = True) -> Path:
+    """Horizontal bars of parameter importances, largest on top; hatched and pale when they rest on too few trials."""
     plt = _pyplot()
     items = sorted(importances.items(), key=lambda kv: kv[1])
     fig, ax = plt.subplots(figsize=(6.5, 0.45 * len(items) + 1.4), dpi=110)
-    ax.barh([k for k, _ in items], [v for _, v in items], color=COMPLETE)
+    ax.barh([k for k, _ in items], [v for _, v in items], color=COMPLETE, alpha=1.0 if reliable else 0.45,
+            hatch=None if reliable else "//", edgecolor=COMPLETE)
     for i, (_, v) in enumerate(items):
         ax.text(v, i, f" {v:.3f}", va="center", fontsize=8)
     ax.set_xlim(0, max([v for _, v in items] + [1e-9]) * 1.2)
@@ -189,7 +197,9 @@ def save_slices_png(trials: Sequence[dict], axes: Sequence[dict], path: Path, ti
         ax.grid(alpha=0.3)
     for k in range(len(axes), rows * cols):
         grid[k // cols][k % cols].axis("off")
-    grid[0][0].legend(fontsize=7)
+    handles, labels = grid[0][0].get_legend_handles_labels()
+    if handles:  # one legend for all panels, above them: inside a panel it covers points
+        fig.legend(handles, labels, loc="upper right", ncol=len(handles), fontsize=8, frameon=False)
     fig.suptitle(title or "parameter slices")
     return _save(fig, path)
 
@@ -198,7 +208,7 @@ def save_curves_png(trials: Sequence[dict], path: Path, top: int = 8, title: str
     """Val accuracy per epoch of the top complete trials (coloured), other complete ones faint, and every
     pruned trial dashed, ending in a cross at the epoch it was pruned."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7.5, 4.4), dpi=110)
+    fig, ax = plt.subplots(figsize=(9.0, 4.4), dpi=110)
     complete = sorted((t for t in trials if t["state"] == "complete" and t["curve"]),
                       key=lambda t: -(t["value"] or 0))
     for t in complete[top:]:
@@ -206,17 +216,23 @@ def save_curves_png(trials: Sequence[dict], path: Path, top: int = 8, title: str
     for k, t in enumerate(complete[:top]):  # colours other than the pruned trials' orange
         ax.plot(*zip(*t["curve"]), marker="o", ms=3, lw=1.6, color=TOP_COLORS[k % len(TOP_COLORS)],
                 label=f"#{t['number']} ({100 * (t['value'] or 0):.1f}%)")
-    first = True
-    for t in (t for t in trials if t["state"] == "pruned" and t["curve"]):
+    pruned = [t for t in trials if t["state"] == "pruned" and t["curve"]]
+    for t in pruned:  # drawn over the others: a trial pruned after its first epoch is its × alone
         xs, ys = zip(*t["curve"])
-        ax.plot(xs, ys, color=PRUNED, ls="--", lw=1.0, alpha=0.8, label="pruned" if first else None)
-        ax.scatter(xs[-1:], ys[-1:], color=PRUNED, marker="x", zorder=3)
-        first = False
+        ax.plot(xs, ys, color=PRUNED, ls="--", lw=1.2, alpha=0.9, zorder=4)
+        ax.plot(xs[-1:], ys[-1:], color=PRUNED, marker="x", ms=7, mew=2, ls="none", zorder=5)
+    handles, labels = ax.get_legend_handles_labels()
+    if pruned:  # the legend shows what a pruned trial looks like: dashes ending in ×, or the × alone
+        from matplotlib.lines import Line2D
+
+        handles.append((Line2D([], [], color=PRUNED, ls="--", lw=1.2), Line2D([], [], color=PRUNED, marker="x",
+                                                                              ms=7, mew=2, ls="none")))
+        labels.append(f"pruned ({len(pruned)}): × at the epoch it stopped")
     ax.set_xlabel("epoch")
     ax.set_ylabel("val accuracy")
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best", ncol=2)
+    ax.legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     ax.set_title(title or f"learning curves: top {min(top, len(complete))} trials and pruned ones")
     return _save(fig, path)
 
@@ -233,8 +249,7 @@ def save_f1_png(per_class: Sequence[dict], path: Path, title: str = "") -> Path:
     ax.set_xticks(x, [f"{r['class']}\n(n={r['support']})" for r in per_class], fontsize=8)
     ax.set_ylim(0, 1.05)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title(title or "per-class precision, recall and F1")
+    _legend_above(ax, title or "per-class precision, recall and F1", ncol=3)
     return _save(fig, path)
 
 
@@ -253,6 +268,5 @@ def save_class_counts_png(splits: dict, path: Path, title: str = "") -> Path:
     ax.set_xticks(x, EMOTIONS)
     ax.set_ylabel("images")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title(title or "class distribution")
+    _legend_above(ax, title or "class distribution", ncol=max(len(names), 1))
     return _save(fig, path)

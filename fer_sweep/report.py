@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping
 
-from rich.console import Group
+from rich import box
+from rich.cells import cell_len
+from rich.console import Console, ConsoleOptions, Group, RenderResult
+from rich.measure import Measurement
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -18,12 +21,11 @@ def _pct(x) -> str:
 
 
 def short(name: str, value: Any) -> str:
-    """A parameter value as a person reads it: conv [[16,3],[32,3]] -> 16-32 (k3), floats to 4 digits."""
+    """A parameter value as a person reads it: conv [[16,3],[32,5]] -> 16-32k5 (kernel shown when not 3, as in
+    the HTML report), floats to 3 significant digits (0.00123, 1e-05): the CSV and JSON keep every digit."""
     if name.removeprefix("params.") == "conv" and isinstance(value, str) and value.startswith("[["):
-        stages = json.loads(value)
-        kernels = {k for _, k in stages}
-        return "-".join(str(c) for c, _ in stages) + (f" k{kernels.pop()}" if len(kernels) == 1 else f" k{[k for _, k in stages]}")
-    return str(round(value, 4) if isinstance(value, float) else value)
+        return "-".join(str(c) if k == 3 else f"{c}k{k}" for c, k in json.loads(value))
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def _params(params: Mapping[str, Any]) -> str:
@@ -74,7 +76,7 @@ class LiveView:
     def __rich__(self) -> Panel:
         table = Table(expand=True, box=None)
         for col in ("trial", "worker", "epoch", "val acc", "params"):
-            table.add_column(col)
+            table.add_column(col, overflow="fold")  # wraps at the spaces between params, never an ellipsis
         for r in self.snap["running"]:
             res = self.epochs.get(r["number"])
             epoch = res.epoch if res else r["epoch"]
@@ -84,17 +86,71 @@ class LiveView:
                      title=f"fer-sweep: {self.snap['study']}")
 
 
-def leaderboard(rows: list[Mapping[str, Any]], title: str) -> Table:
-    table = Table(title=title)
-    params = list(dict.fromkeys(k for r in rows for k in r if k.startswith("params.")))
-    for col in ("#", "state", "val acc", "epochs", "seconds", *[p.removeprefix("params.") for p in params]):
-        fixed = col in ("#", "state", "val acc", "epochs", "seconds")
-        table.add_column(col, justify="right" if fixed and col != "state" else "left", no_wrap=fixed)
-    for r in rows:
-        cells = [r.get(p) for p in params]
-        table.add_row(str(r["number"]), r["state"], _pct(r["val_acc"]), str(r["epochs"]), str(r["seconds"]),
-                      *[short(p, v) for p, v in zip(params, cells)])
-    return table
+def leaderboard(rows: list[Mapping[str, Any]], title: str) -> "Leaderboard":
+    return Leaderboard(rows, title)
+
+
+class Leaderboard:
+    """The top-trials table, laid out for the width it is printed at, never cutting a number into an ellipsis.
+
+    Layouts by priority: one column per parameter with full headers; then without the seconds column, in
+    columns exactly as wide as their widest value, with headers that wrap (an 80-column terminal and
+    cnn.yaml's six parameters); then all parameters as `name=value` pairs in one column that wraps between
+    pairs (specs that search many parameters). Only below ~50 columns may a long pair be folded.
+    """
+
+    def __init__(self, rows: list[Mapping[str, Any]], title: str):
+        self.rows, self.title = rows, title
+        self.params = list(dict.fromkeys(k for r in rows for k in r if k.startswith("params.")))
+
+    def _fixed(self, r: Mapping[str, Any]) -> list[str]:
+        return [str(r["number"]), r["state"], _pct(r["val_acc"]), str(r["epochs"])]
+
+    def wide(self) -> Table:
+        table = Table(title=self.title)
+        for col in ("#", "state", "val acc", "epochs", "seconds", *[p.removeprefix("params.") for p in self.params]):
+            table.add_column(col, justify="right" if col in ("#", "val acc", "epochs", "seconds") else "left",
+                             no_wrap=True)
+        for r in self.rows:
+            seconds = "-" if r.get("seconds") is None else f"{float(r['seconds']):.0f}"
+            table.add_row(*self._fixed(r), seconds, *[short(p, r.get(p)) for p in self.params])
+        return table
+
+    def _narrow(self, **kwargs) -> Table:
+        return Table(title=self.title, box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False, **kwargs)
+
+    def compact(self, wrap_headers: bool = True) -> Table:
+        headers = ["#", "state", "val acc", "ep", *[p.removeprefix("params.").replace("_", " ") for p in self.params]]
+        rows = [[*self._fixed(r), *[short(p, r.get(p)) for p in self.params]] for r in self.rows]
+        table = self._narrow()
+        for k, header in enumerate(headers):  # as wide as the widest value (or header word): values never wrap
+            width = max([cell_len(row[k]) for row in rows] + [cell_len(w) for w in (header.split() if wrap_headers
+                                                                                    else [header])])
+            table.add_column(header, justify="left" if k == 1 or k >= 4 else "right", width=width, overflow="fold")
+        for row in rows:
+            table.add_row(*row)
+        return table
+
+    def stacked(self) -> Table:
+        table = self._narrow(show_lines=True)
+        for k, header in enumerate(("#", "state", "val acc", "ep")):
+            table.add_column(header, justify="left" if k == 1 else "right", no_wrap=True)
+        table.add_column("params", overflow="fold")  # the one column that wraps: between pairs
+        for r in self.rows:
+            table.add_row(*self._fixed(r), "  ".join(f"{p.removeprefix('params.')}={short(p, r.get(p))}"
+                                                     for p in self.params))
+        return table
+
+    def layout(self, console: Console, width: int) -> Table:
+        """The first layout that fits `width` columns without cutting a value."""
+        unbounded = console.options.update_width(10_000)
+        for table in (self.wide(), self.compact(wrap_headers=False), self.compact()):
+            if Measurement.get(console, unbounded, table).maximum <= width:
+                return table
+        return self.stacked()
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield self.layout(console, options.max_width)
 
 
 def status_view(st: Mapping[str, Any]) -> Group:
@@ -103,12 +159,17 @@ def status_view(st: Mapping[str, Any]) -> Group:
                              f"unpruned budget ({_pct(st['epochs_trained'] / max(st['epochs_budget'], 1))})"),
                         leaderboard(st["leaderboard"], f"top {len(st['leaderboard'])} trials of {st['study']}")]
     if st.get("importances"):
-        imp = Table(title="parameter importances (fANOVA, complete trials)")
+        basis = st.get("importance_basis") or {}
+        imp = Table(title=f"parameter importances (fANOVA over {basis.get('complete_trials', '?')} complete trials)")
         imp.add_column("param")
         imp.add_column("importance", justify="right")
         for k, v in st["importances"].items():
             imp.add_row(k, f"{v:.3f}")
         parts.append(imp)
+        if basis and not basis["reliable"]:
+            from fer_sweep.summary import importance_warning
+
+            parts.append(Text(importance_warning(basis), style="yellow"))
     return Group(*parts)
 
 
@@ -140,3 +201,35 @@ def final_view(m: Mapping[str, Any]) -> Group:
         conf.add_row(name, *map(str, row))
     notes = [Text(f"note: {n}", style="yellow") for n in m.get("notes", [])]
     return Group(head, *notes, per, conf)
+
+
+def seeds_ensemble_line(m: Mapping[str, Any]) -> str:
+    """`best --seeds K`: the seeds' average, beside their mean ± std."""
+    e, split = m["seeds_ensemble"], m["split"]
+    return (f"average of the {len(e['seeds'])} seeds (ensemble, final/{e['path']}/): {split} acc "
+            f"{_pct(e.get(split + '/acc'))}, macro-F1 {_pct(e.get(split + '/macro_f1'))}  "
+            f"(val acc {_pct(e.get('val/acc'))})")
+
+
+def ensemble_view(e: Mapping[str, Any]) -> Group:
+    """`best --ensemble K`: the ensemble next to the single winner's kept model on test, and its members."""
+    split, s = e["split"], e["single"]
+    head = Table(title=f"on {split} ({e.get('n_' + split, '?')} faces); chosen on validation only")
+    for col in ("model", f"{split} acc", f"{split} macro-F1", "val acc"):
+        head.add_column(col, justify="left" if col == "model" else "right")
+    head.add_row(f"single winner's kept model (trial {s['trial']})", _pct(s.get(split + "/acc")),
+                 _pct(s.get(split + "/macro_f1")), _pct(s["val/acc"]))
+    head.add_row(f"ensemble: {_count(len(e['members']), 'model')}, {_count(e['picks'], 'pick')}",
+                 _pct(e.get(split + "/acc")), _pct(e.get(split + "/macro_f1")), _pct(e["val/acc"]), style="bold")
+    members = Table(title=f"members (greedy on {e['criterion']}, with replacement; {len(e['candidates'])} kept models)")
+    for col in ("trial", "weight", "picks", "val acc", f"{split} acc"):
+        members.add_column(col, justify="right")
+    for m in e["members"]:
+        members.add_row(str(m["trial"]), f"{m['weight']:.3f}", str(m["picks"]), _pct(m["val/acc"]),
+                        _pct(m.get(split + "/acc")))
+    notes = [Text(f"note: {n}", style="yellow") for n in e.get("notes", [])]
+    return Group(head, members, *notes, Text(f"{e['seconds']:.1f} s, no training"))
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"

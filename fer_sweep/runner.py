@@ -72,14 +72,17 @@ def make_worker(spec: SweepSpec, study: optuna.Study, folder: Path, *, device: s
 def run_sweep(spec: SweepSpec, *, results: Path, storage_url: str | None = None, workers: int = 1,
               gpus: list[str] | None = None, device: str = "auto", wandb_mode: str = "offline",
               heartbeat_s: int = 30, on_update: Callable[[dict], None] | None = None,
-              on_epoch: Callable | None = None) -> dict[str, Any]:
-    """Run the sweep to `spec.trials` finished trials (resuming whatever is there); returns the snapshot."""
+              on_epoch: Callable | None = None, on_start: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Run the sweep to `spec.trials` finished trials (resuming whatever is there); returns the snapshot.
+    `on_start` is called once every input has been checked and the study is open (the run header)."""
     folder = study_dir(results, spec.study)
     for k in range(workers if gpus else 0):  # a bad --gpus fails here, before anything is written
         worker_env(os.environ, k, workers, gpus, os.cpu_count() or 1)
     splits = load_data(spec)  # unreadable data or a bad device end here too, before the study folder is written
     pick_device("cuda" if gpus else device)  # (K workers then read the data from the parse cache this filled)
     study = prepare_study(spec, results, storage_url, heartbeat_s)
+    if on_start:
+        on_start()
     max_epochs = int(spec.train.get("epochs", 15))
     update = (lambda: on_update(snapshot(study, spec.trials, max_epochs))) if on_update else None
     if workers == 1 and not gpus:

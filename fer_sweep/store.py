@@ -70,7 +70,7 @@ def open_storage(folder: Path, url: str | None, *, heartbeat_s: int = 30,
 def folder_lock(folder: Path) -> Iterator[None]:
     """An exclusive lock between processes on this machine (guards study creation and the ticket queue)."""
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "w") as handle:
+    with open(folder / ".lock", "a") as handle:  # "a": taking the lock leaves the file as it was
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

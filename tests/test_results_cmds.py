@@ -85,6 +85,8 @@ def test_report_writes_self_contained_html_and_every_figure(study):
     result = invoke("report", "--results", study["results"], "--json")
     done = json.loads(result.stdout)
     assert done["html"] == str(study["folder"] / "report.html") and done["trials"] == 6
+    assert done["importance_basis"] == {"complete_trials": done["importance_basis"]["complete_trials"],
+                                        "reliable_from": 20, "reliable": False}  # 6 trials: flagged unreliable
     assert set(done["figures"]) == {"history", "importances", "parallel", "slices", "curves", "confusion", "f1",
                                     "classes"}, done["skipped"]
     for path in done["figures"].values():

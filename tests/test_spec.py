@@ -31,7 +31,8 @@ def test_seed_grids_are_exactly_the_documented_grid(name, arch):
     spec = load_spec(ROOT / "sweeps" / f"{name}.yaml", check_data=False)
     space = {p.name: p for p in spec.space}
     assert spec.data == "data/icml_face_data.csv" and spec.model == {"arch": arch}
-    assert spec.train == {"optimizer": "adam", "epochs": 15, "patience": 5}
+    # the notebooks' training, plus flips and flip TTA (fixed settings, not searched)
+    assert spec.train == {"optimizer": "adam", "epochs": 15, "patience": 5, "aug_flip": True, "tta": True}
     assert set(space) == {"conv", "dropout", "norm", "pooling", "batch_size", "lr"}
     convs = {to_run_config({"conv": c}, spec).model.conv for c in space["conv"].choices}
     assert convs == {((16, 3), (32, 3), (64, 3)), ((32, 3), (64, 3), (128, 3))}

@@ -71,6 +71,8 @@ def test_run_writes_one_trials_csv_row_per_trial(swept):
         assert 1 <= int(r["epochs"]) <= 2 and float(r["seconds"]) > 0
         assert r["params.norm"] in ("batch", "none") and json.loads(r["params.conv"])[0][1] == 3
     assert "3/3 finished" in ran.stdout
+    from fer_sweep.precision import cpu_capability  # the run header names the precision and the CPU capability
+    assert "tiny: 3 trials" in ran.stderr and "precision: " in ran.stderr and cpu_capability() in ran.stderr
     assert yaml.safe_load((folder / "spec.yaml").read_text())["trials"] == 3
 
 
@@ -158,8 +160,10 @@ def _wait_for_running(proc: subprocess.Popen, results: Path, name: str, timeout_
     raise AssertionError("the sweep never got a trial running")
 
 
-@pytest.mark.parametrize("how", ["kill", "interrupt"])
+@pytest.mark.parametrize("how", ["kill", "interrupt", "terminate"])
 def test_resume_after_kill_or_ctrl_c_ends_with_exactly_n(tmp_path, how):
+    """SIGKILL leaves the trial RUNNING (a rerun reaps it); Ctrl-C and SIGTERM (a cluster's preemption) fail
+    it as `interrupted` and re-queue it at once, and the process exits promptly (130 and 143)."""
     # trials long enough (~1 s an epoch) that the cut lands mid-trial
     spec = write_spec(tmp_path, study=f"resume-{how}", trials=3, train={"epochs": 3, "patience": 0, "batch_size": 32},
                       splits={"synthetic_n": 1400, "val_frac": 0.2, "test_frac": 0.2, "seed": 0},
@@ -168,11 +172,18 @@ def test_resume_after_kill_or_ctrl_c_ends_with_exactly_n(tmp_path, how):
     args = ("run", str(spec), "--results", str(results), "--wandb", "disabled", "--device", "cpu")
     proc = subprocess.Popen(_cli(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for_running(proc, results, f"resume-{how}")
-    proc.send_signal(signal.SIGKILL if how == "kill" else signal.SIGINT)
+    signalled = time.monotonic()
+    proc.send_signal({"kill": signal.SIGKILL, "interrupt": signal.SIGINT, "terminate": signal.SIGTERM}[how])
     _, stderr = proc.communicate(timeout=60)
-    if how == "interrupt":
-        assert proc.returncode == 130 and "run the same command again to resume" in stderr
-        assert "Traceback" not in stderr
+    if how != "kill":
+        assert proc.returncode == (130 if how == "interrupt" else 143), stderr
+        assert "run the same command again to resume" in stderr and "Traceback" not in stderr
+        assert time.monotonic() - signalled < 20  # promptly: the epoch in progress is not finished first
+        cut = [t for t in load_study(results, f"resume-{how}").get_trials() if t.state == TrialState.FAIL]
+        assert [t.user_attrs["message"] for t in cut] == ["Ctrl-C" if how == "interrupt" else "SIGTERM"]
+        waiting = load_study(results, f"resume-{how}").get_trials(states=(TrialState.WAITING,))
+        assert [t.system_attrs["fixed_params"] for t in waiting if t.user_attrs.get("retry_of") == cut[0].number] \
+            == [cut[0].params]
     study = load_study(results, f"resume-{how}")
     cut = [t for t in study.get_trials()
            if t.state == TrialState.RUNNING or t.user_attrs.get("outcome") == "interrupted"]
