@@ -25,6 +25,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from fer_sweep import artifacts, tracking
+from fer_sweep.optuna_api import Heartbeat, frozen, storage_of, trial_id, trial_object
 from fer_sweep.config import UserError
 from fer_sweep.device import is_oom
 from fer_sweep.models import build_model
@@ -169,15 +170,16 @@ def reap(study: optuna.Study) -> list[int]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
-    storage, host, reaped = study._storage, socket.gethostname(), []
+    storage, host, reaped = storage_of(study), socket.gethostname(), []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = t.system_attrs.get("owner") or {}
         if owner.get("host") != host or _process_start(owner["pid"]) in (owner.get("start"), "?"):
             continue
         try:
-            storage.set_trial_user_attr(t._trial_id, OUTCOME, "crashed")
-            storage.set_trial_user_attr(t._trial_id, "message", f"worker {owner.get('worker')} (pid {owner['pid']}) died")
-            if storage.set_trial_state_values(t._trial_id, TrialState.FAIL):
+            tid = trial_id(study, t.number)
+            storage.set_trial_user_attr(tid, OUTCOME, "crashed")
+            storage.set_trial_user_attr(tid, "message", f"worker {owner.get('worker')} (pid {owner['pid']}) died")
+            if storage.set_trial_state_values(tid, TrialState.FAIL):
                 requeue(study, t)
                 reaped.append(t.number)
         except UpdateFinishedTrialError:
@@ -187,24 +189,25 @@ def reap(study: optuna.Study) -> list[int]:
 
 def claim(study: optuna.Study, target: int, worker: str) -> optuna.Trial | None:
     """Atomically take a WAITING ticket (storage compare-and-set) and stamp it with its owner."""
-    storage = study._storage
+    storage = storage_of(study)
     for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         index = t.user_attrs.get(TICKET)
         if index is None or index >= target:
             continue
+        tid = trial_id(study, t.number)
         try:
-            if not storage.set_trial_state_values(t._trial_id, TrialState.RUNNING):
+            if not storage.set_trial_state_values(tid, TrialState.RUNNING):
                 continue
         except UpdateFinishedTrialError:
             continue
         if _is_duplicate(study, t, index):
-            storage.set_trial_user_attr(t._trial_id, OUTCOME, "duplicate")
-            storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            storage.set_trial_user_attr(tid, OUTCOME, "duplicate")
+            storage.set_trial_state_values(tid, TrialState.FAIL)
             continue
         pid = os.getpid()
-        storage.set_trial_system_attr(t._trial_id, "owner", {"host": socket.gethostname(), "pid": pid,
+        storage.set_trial_system_attr(tid, "owner", {"host": socket.gethostname(), "pid": pid,
                                                              "start": _process_start(pid), "worker": worker})
-        return optuna.Trial(study, t._trial_id)
+        return trial_object(study, t.number)
     return None
 
 
@@ -227,7 +230,7 @@ def run_trial(w: Worker, trial: optuna.Trial) -> str:
                             group=spec.study, name=f"{spec.study}-t{trial.number}", config=config, run_dir=w.folder)
     result, outcome_, message, train_s = None, "complete", "", 0.0
     try:
-        with _heartbeat(trial):
+        with Heartbeat(w.study, trial.number):
             model = build_model(cfg.model, seed=cfg.train.seed)
             for result in fit(model, w.train, w.val, cfg.train, norm=w.norm(cfg.train.normalize)):
                 train_s += result.metrics["time/epoch_s"]
@@ -245,7 +248,7 @@ def run_trial(w: Worker, trial: optuna.Trial) -> str:
                 artifacts.save_trial_model(w, trial, model, cfg, params, result)
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (preemption) raised as Terminated("SIGTERM") by the caller
         _finish(w, trial, run, result, "interrupted", str(e) or "Ctrl-C", time.perf_counter() - start, train_s)
-        requeue(w.study, w.study._storage.get_trial(trial._trial_id))
+        requeue(w.study, frozen(w.study, trial.number))
         raise
     except UserError as e:
         outcome_, message = "error", str(e)
@@ -263,7 +266,7 @@ def run_trial(w: Worker, trial: optuna.Trial) -> str:
     _finish(w, trial, run, result, outcome_, message, time.perf_counter() - start, train_s)
     artifacts.prune_trial_models(w.study, w.folder, w.spec.keep)  # after the verdict: see artifacts.py
     if retry:
-        requeue(w.study, w.study._storage.get_trial(trial._trial_id), **{OOM_RETRIES: retries + 1})
+        requeue(w.study, frozen(w.study, trial.number), **{OOM_RETRIES: retries + 1})
     return outcome_
 
 
@@ -285,21 +288,6 @@ def _finish(w: Worker, trial, run, result, outcome_: str, message: str, seconds:
     run.finish(tags=[tag], summary={"best/val_acc": attrs["best_val_acc"], "best/epoch": attrs["best_epoch"],
                                     "outcome": outcome_, "epochs": attrs["epochs"]})
     write_trials_csv(w.study, w.folder)
-
-
-class _heartbeat:
-    """Record the trial's heartbeat in a thread while it trains (RDB storages only)."""
-
-    def __init__(self, trial: optuna.Trial):
-        from optuna.storages._heartbeat import get_heartbeat_thread  # Optuna's own, as in Study.optimize
-
-        self.thread = get_heartbeat_thread(trial._trial_id, trial.study._storage)
-
-    def __enter__(self):
-        self.thread.start()
-
-    def __exit__(self, *exc):
-        self.thread.join()
 
 
 def worker_loop(w: Worker, on_trial: Callable[[], None] | None = None) -> int:
