@@ -25,10 +25,10 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from fer_sweep import artifacts, tracking
-from fer_sweep.optuna_api import Heartbeat, frozen, storage_of, trial_id, trial_object
 from fer_sweep.config import UserError
 from fer_sweep.device import is_oom
 from fer_sweep.models import build_model
+from fer_sweep.optuna_api import Heartbeat, frozen, storage_of, trial_id, trial_object
 from fer_sweep.space import sample_configs, sample_params, to_run_config
 from fer_sweep.spec import PrunerSpec, SweepSpec, dump_spec, parse_spec
 from fer_sweep.store import STORAGE_NOTE, folder_lock, mask_url, open_storage, study_dir
@@ -206,7 +206,7 @@ def claim(study: optuna.Study, target: int, worker: str) -> optuna.Trial | None:
             continue
         pid = os.getpid()
         storage.set_trial_system_attr(tid, "owner", {"host": socket.gethostname(), "pid": pid,
-                                                             "start": _process_start(pid), "worker": worker})
+                                                     "start": _process_start(pid), "worker": worker})
         return trial_object(study, t.number)
     return None
 

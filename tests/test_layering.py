@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "fer_sweep"
-CORE = ["models", "data", "readers", "synthetic", "train", "augment", "evaluate", "config"]
+CORE = ["models", "data", "readers", "synthetic", "train", "augment", "evaluate", "config", "device", "precision",
+        "faces"]
 SWEEP_LIBS = {"optuna", "wandb", "rich", "typer"}
 
 
