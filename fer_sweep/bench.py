@@ -10,8 +10,8 @@ from fer_sweep.models import build_model
 from fer_sweep.precision import precision
 from fer_sweep.train import pick_device, to_device, train_throughput
 
-# The best configuration of the notebook grid found by hand (the project's seed notebooks): residual CNN, conv [(32,3),(64,3),(128,3)], BatchNorm, max pooling,
-# dropout 0.3, Adam 1e-3, batch 64.
+# The best configuration of the notebook grid found by hand (the project's seed notebooks): residual CNN,
+# conv [(32,3),(64,3),(128,3)], BatchNorm, max pooling, dropout 0.3, Adam 1e-3, batch 64.
 SEEDS_BEST_MODEL = ModelConfig(arch="residual", conv=((32, 3), (64, 3), (128, 3)), norm="batch", pooling="max",
                                dropout=0.3)
 SEEDS_BEST_TRAIN = TrainConfig(optimizer="adam", lr=1e-3, batch_size=64)

@@ -25,7 +25,7 @@ Results = Annotated[Path, typer.Option("--results", help="Folder holding one sub
 Study = Annotated[Optional[str], typer.Option("--study", help="Study name (default: the only or most recent one).")]
 Storage = Annotated[Optional[str], typer.Option("--storage", help="Optuna storage URL, e.g. postgresql://user:pass@host/db "
                                                 "(default: the journal file in the study folder).")]
-Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:K")]
+Device = Annotated[str, typer.Option("--device", help="auto (CUDA, else MPS, else CPU) | cpu | cuda | cuda:K | mps")]
 Json = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
 Wandb = Annotated[Optional[str], typer.Option("--wandb", help="auto | online | offline | disabled (default: the spec's).")]
 

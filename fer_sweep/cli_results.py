@@ -50,7 +50,8 @@ def predict(
                                        "`best` used (from config.json's split options).")] = "all",
     annotate: Annotated[Optional[Path], typer.Option("--annotate", help="Photos: write a copy of each photo here "
                                                      "with every face's box and emotion drawn.")] = None,
-    device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:K")] = "auto",
+    device: Annotated[str, typer.Option("--device", help="auto (CUDA, else MPS, else CPU) | cpu | cuda | "
+                                        "cuda:K | mps")] = "auto",
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Faces per forward pass.")] = None,
     as_json: Json = False,
 ) -> None:
