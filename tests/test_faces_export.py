@@ -22,6 +22,7 @@ from fer_sweep import faces as photo_faces
 from fer_sweep.cli import app
 from fer_sweep.config import EMOTIONS
 from fer_sweep.synthetic import synthetic_faces
+from tests.helpers import one_line_error
 
 ROOT = Path(__file__).resolve().parents[1]
 ASTRONAUT = Path(skimage_data.__file__).parent / "astronaut.png"
@@ -40,12 +41,7 @@ def invoke(*args, code: int = 0):
 
 def refused(*args, words: tuple[str, ...]) -> str:
     """A user error: exit 2, one line on stderr, no traceback, naming every word."""
-    result = invoke(*args, code=2)
-    line = result.stderr.strip()
-    assert "Traceback" not in result.stderr and len(line.splitlines()) == 1, result.stderr
-    for word in words:
-        assert word in line, line
-    return line
+    return one_line_error(invoke(*args, code=2), *words)
 
 
 @pytest.fixture(scope="module")

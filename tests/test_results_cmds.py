@@ -35,6 +35,7 @@ from fer_sweep.data import load_splits, read_faces
 from fer_sweep.space import sample_params, to_run_config
 from fer_sweep.spec import load_spec, parse_spec
 from fer_sweep.synthetic import synthetic_faces
+from tests.helpers import one_line_error
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = {
@@ -56,14 +57,7 @@ def invoke(*args: str, code: int = 0):
     return result
 
 
-def refused(result, *words: str) -> str:
-    """A user error: exit 2, one line on stderr, no traceback, naming every word."""
-    assert result.exit_code == 2, f"{result.stdout}\n{result.stderr}\n{result.exception!r}"
-    line = result.stderr.strip()
-    assert "Traceback" not in result.stderr and len(line.splitlines()) == 1, result.stderr
-    for word in words:
-        assert word in line, line
-    return line
+refused = one_line_error  # exit 2, one line on stderr, no traceback, naming every word
 
 
 @pytest.fixture(scope="module")
