@@ -10,7 +10,7 @@ spent (each a pass over the sweep's train split), wall times, the winner's param
 accuracy, and `best`'s test accuracy and macro-F1 (mean ± std over seeds), with the retrain's curve.
 Splits are fer-sweep's own: with the dev file (Training + PublicTest rows) validation is PublicTest and
 the test split is carved from Training with a fixed seed; with the full Kaggle file, test is PrivateTest.
-The section is rewritten every minute while it runs (marked partial), so a stopped run still reports
+The section is rewritten every 3 minutes (POLL_S) while it runs (marked partial), so a stopped run still reports
 what finished; running the same command again resumes the sweep (and retrains `best` if it had not ended).
 """
 
@@ -86,9 +86,9 @@ def ensemble_lines(e: dict | None) -> list[str]:
 
 def section(args, study: str, st: dict | None, times: dict, metrics: dict | None, curves: dict, done: bool,
             ens: dict | None = None) -> str:
-    from fer_sweep.device import pick_device
-    from fer_sweep.precision import precision
-    from fer_sweep.spec import load_spec
+    from fer_sweep.learn.device import pick_device
+    from fer_sweep.learn.precision import precision
+    from fer_sweep.sweep.spec import load_spec
 
     spec = load_spec(args.spec, overrides={"data": args.data}, check_data=False)
     amp = spec.train.get("amp", "auto")

@@ -25,9 +25,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import machine  # noqa: E402
-from fer_sweep import train as train_mod  # noqa: E402
-from fer_sweep.bench import SEEDS_BEST_MODEL, SEEDS_BEST_TRAIN  # noqa: E402
-from fer_sweep.models import build_model  # noqa: E402
+from fer_sweep.learn import train as train_mod  # noqa: E402
+from fer_sweep.learn.throughput import SEEDS_BEST_MODEL, SEEDS_BEST_TRAIN  # noqa: E402
+from fer_sweep.learn.models import build_model  # noqa: E402
 
 NO_KERNEL_PREFIXES = ("empty", "new_empty", "lift_fresh", "_local_scalar_dense", "is_nonzero", "set_",
                       "resolve_conj", "resolve_neg", "result_type", "sym_size", "sym_stride", "sym_numel")

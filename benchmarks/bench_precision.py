@@ -23,11 +23,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import default_data, machine, write_section  # noqa: E402
-from fer_sweep.bench import SEEDS_BEST_MODEL, SEEDS_BEST_TRAIN  # noqa: E402
-from fer_sweep.data import load_splits  # noqa: E402
-from fer_sweep.models import build_model  # noqa: E402
-from fer_sweep.precision import cpu_capability  # noqa: E402
-from fer_sweep.train import fit, pick_device, to_device  # noqa: E402
+from fer_sweep.learn.throughput import SEEDS_BEST_MODEL, SEEDS_BEST_TRAIN  # noqa: E402
+from fer_sweep.data.splits import load_splits  # noqa: E402
+from fer_sweep.learn.models import build_model  # noqa: E402
+from fer_sweep.learn.precision import cpu_capability  # noqa: E402
+from fer_sweep.learn.device import pick_device, to_device
+from fer_sweep.learn.train import fit  # noqa: E402
 
 
 def main() -> None:

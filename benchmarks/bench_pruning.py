@@ -32,9 +32,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import default_data, machine, write_icml_slice, write_section  # noqa: E402
-from fer_sweep.spec import PrunerSpec, load_spec  # noqa: E402
-from fer_sweep.summary import TICKET, outcome  # noqa: E402
-from fer_sweep.sweep import pruner_for  # noqa: E402
+from fer_sweep.sweep.spec import PrunerSpec, load_spec  # noqa: E402
+from fer_sweep.sweep.summary import TICKET, outcome  # noqa: E402
+from fer_sweep.sweep.policies import pruner_for  # noqa: E402
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

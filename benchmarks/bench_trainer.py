@@ -26,10 +26,11 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from fer_sweep.config import ModelConfig, TrainConfig
-from fer_sweep.models import build_model
-from fer_sweep.device import sync
-from fer_sweep.precision import cpu_capability, precision
-from fer_sweep.train import pick_device, to_device, train_throughput
+from fer_sweep.learn.models import build_model
+from fer_sweep.learn.device import sync
+from fer_sweep.learn.precision import cpu_capability, precision
+from fer_sweep.learn.device import pick_device, to_device
+from fer_sweep.learn.train import train_throughput
 
 RESULTS = Path(__file__).resolve().with_name("RESULTS.md")
 SECTION = "Trainer throughput"
@@ -100,7 +101,7 @@ def forward_flops(model: nn.Module) -> int:
 def load_faces(csv: str | None, n: int) -> tuple[np.ndarray, np.ndarray, str]:
     if csv:
         try:
-            from fer_sweep.data import load_splits
+            from fer_sweep.data.splits import load_splits
         except ImportError:
             print("fer_sweep.data is not importable; using random faces")
         else:

@@ -22,9 +22,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import machine, write_section  # noqa: E402
-from fer_sweep.runner import load_data, run_sweep  # noqa: E402
-from fer_sweep.spec import parse_spec  # noqa: E402
-from fer_sweep.sweep import open_study  # noqa: E402
+from fer_sweep.sweep.trial import load_data
+from fer_sweep.sweep.launch import run_sweep  # noqa: E402
+from fer_sweep.sweep.spec import parse_spec  # noqa: E402
+from fer_sweep.sweep.study import open_study  # noqa: E402
 
 
 def make_spec(study: str, args) -> object:

@@ -43,7 +43,7 @@ def write_icml_slice(source: str, out: Path, n_train: int, n_val: int, seed: int
     PublicTest rows, n_val further rows of the rest). Returns the counts written."""
     import numpy as np
 
-    from fer_sweep.data import read_faces
+    from fer_sweep.data.read import read_faces
 
     faces = read_faces(source)
     if faces.y is None:

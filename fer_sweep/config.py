@@ -27,6 +27,13 @@ class UserError(Exception):
     """
 
 
+def first_line(error: BaseException, limit: int = 300) -> str:
+    """An exception's text as one short line for a message: its first non-blank line (the type's name when it has
+    no text), at most `limit` characters. Multi-line messages (pandas, torch) keep their first line."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return (lines[0] if lines else type(error).__name__)[:limit]
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Architecture of one network; every model maps 1x48x48 to 7 logits."""

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from fer_sweep import readers
+from fer_sweep.data import readers
 from fer_sweep.config import EMOTIONS, UserError
 from fer_sweep.data import (
     DataError, Faces, Split, Splits, class_counts, default_cache_dir, describe, info, load_splits, read_faces,
@@ -172,7 +172,7 @@ def test_second_read_comes_from_the_cache(tmp_path, cache, monkeypatch):
     path = write_csv(tmp_path / "f.csv", "icml", x, y, usage)
     first = read_faces(path, cache_dir=cache)
     assert len(list(cache.glob("*.npz"))) == 1 and not list(cache.glob("*.tmp"))
-    monkeypatch.setattr("fer_sweep.data.read_csv_faces", lambda *a, **k: pytest.fail("parsed again"))
+    monkeypatch.setattr("fer_sweep.data.read.read_csv_faces", lambda *a, **k: pytest.fail("parsed again"))
     second = read_faces(str(path), cache_dir=cache)
     np.testing.assert_array_equal(first.x, second.x)
     assert list(second.usage) == usage and second.layout == "icml" and second.source == str(path)

@@ -12,14 +12,16 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-import fer_sweep.train as train_mod
+import fer_sweep.learn.train as train_mod
 from fer_sweep.config import ModelConfig, TrainConfig, UserError
-from fer_sweep.device import accumulator_dtype, is_oom
-from fer_sweep.evaluate import evaluate, predict_proba
-from fer_sweep.models import build_model
-from fer_sweep.precision import autocast, parse_amp, resolve_amp
-from fer_sweep.runner import SHARED_GPU_ENV, worker_env
-from fer_sweep.train import fit, input_norm, to_device, train_throughput, use_channels_last
+from fer_sweep.learn.device import accumulator_dtype, is_oom
+from fer_sweep.learn.evaluate import evaluate, predict_proba
+from fer_sweep.learn.models import build_model
+from fer_sweep.learn.precision import autocast, parse_amp, resolve_amp
+from fer_sweep.sweep.worker import SHARED_GPU_ENV
+from fer_sweep.sweep.launch import worker_env
+from fer_sweep.learn.device import to_device
+from fer_sweep.learn.train import fit, input_norm, train_throughput, use_channels_last
 
 CPU, CUDA, MPS = torch.device("cpu"), torch.device("cuda"), torch.device("mps")
 SMALL = ModelConfig(arch="cnn", conv=((8, 3), (16, 3)), fc_units=16)
@@ -178,8 +180,9 @@ OOM_SCRIPT = """
 import resource
 import numpy as np
 from fer_sweep.config import ModelConfig, TrainConfig
-from fer_sweep.models import build_model
-from fer_sweep.train import fit, to_device
+from fer_sweep.learn.models import build_model
+from fer_sweep.learn.device import to_device
+from fer_sweep.learn.train import fit
 
 rng = np.random.default_rng(0)
 x, y = rng.integers(0, 256, (64, 48, 48), dtype=np.uint8), rng.integers(0, 7, 64)

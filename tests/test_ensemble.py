@@ -19,11 +19,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from fer_sweep import artifacts, ensemble, runner
+from fer_sweep.sweep import artifacts
+from fer_sweep.results import ensemble
+from fer_sweep.sweep import launch as runner
 from fer_sweep.cli import app
-from fer_sweep.data import Split
-from fer_sweep.final import pick_winner
-from fer_sweep.spec import SpecError, load_spec, parse_spec
+from fer_sweep.data.splits import Split
+from fer_sweep.results.best import pick_winner
+from fer_sweep.sweep.spec import SpecError, load_spec, parse_spec
 from tests.test_workers import check_exact, cli, journal_study, make_spec
 
 TRAIN = {"epochs": 2, "patience": 0, "batch_size": 32}
@@ -173,9 +175,9 @@ KILLED_UPLOAD = """
 import sys
 from pathlib import Path
 from optuna.artifacts import upload_artifact
-from fer_sweep.artifacts import artifact_store
-from fer_sweep.spec import load_spec
-from fer_sweep.sweep import claim, prepare_study
+from fer_sweep.sweep.artifacts import artifact_store
+from fer_sweep.sweep.spec import load_spec
+from fer_sweep.sweep.study import claim, prepare_study
 spec = load_spec(sys.argv[1])
 study = prepare_study(spec, Path(sys.argv[2]), None)
 trial = claim(study, spec.trials, "victim")

@@ -18,10 +18,10 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
-from fer_sweep import faces as photo_faces
+from fer_sweep.data import photos as photo_faces
 from fer_sweep.cli import app
 from fer_sweep.config import EMOTIONS
-from fer_sweep.synthetic import synthetic_faces
+from fer_sweep.data.synthetic import synthetic_faces
 from tests.helpers import one_line_error
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -216,8 +216,8 @@ def test_photos_or_fer2013_is_decided_by_content(model, photos, tmp_path):
 def test_export_onnx_matches_torch(model, tmp_path):
     import torch
 
-    from fer_sweep.augment import normalize_batch
-    from fer_sweep.predict import load_model
+    from fer_sweep.learn.augment import normalize_batch
+    from fer_sweep.learn.checkpoint import load_model
 
     path = tmp_path / "fer.onnx"
     shown = invoke("export", model, "--onnx", path).stdout

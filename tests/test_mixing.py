@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fer_sweep.augment import cutmix_box, mix_batch, one_hot, shift_batch, tta_views
+from fer_sweep.learn.augment import cutmix_box, mix_batch, one_hot, shift_batch, tta_views
 from fer_sweep.config import TrainConfig
-from fer_sweep.spec import load_spec, parse_spec
+from fer_sweep.sweep.spec import load_spec, parse_spec
 from tests.test_workers import check_exact, cli, journal_study
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from fer_sweep.config import NUM_CLASSES, ModelConfig, UserError
-from fer_sweep.models import MODELS, build_model
+from fer_sweep.learn.models import MODELS, build_model
 
 SMALL = ((4, 3), (8, 5), (8, 3))  # small channel counts keep the 27-case grid fast on CPU
 LN7 = math.log(NUM_CLASSES)

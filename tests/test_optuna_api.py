@@ -12,13 +12,13 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from fer_sweep import optuna_api
+from fer_sweep.sweep import optuna_api
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_storage_and_trial_ids_of_the_installed_optuna(tmp_path):
-    from fer_sweep.store import open_storage
+    from fer_sweep.sweep.store import open_storage
 
     for storage in (optuna.storages.InMemoryStorage(), open_storage(tmp_path, None)):
         study = optuna.create_study(storage=storage, study_name=f"s{id(storage)}", direction="maximize")

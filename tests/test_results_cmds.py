@@ -28,13 +28,17 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
-from fer_sweep import htmlreport, predict as prediction, tracking, wandb_sweeps
+from fer_sweep.results import html as htmlreport
+from fer_sweep.results import predict as prediction
+from fer_sweep.sweep import tracking
+from fer_sweep.sweep import wandb_backend as wandb_sweeps
 from fer_sweep.cli import app
 from fer_sweep.config import EMOTIONS
-from fer_sweep.data import load_splits, read_faces
-from fer_sweep.space import sample_params, to_run_config
-from fer_sweep.spec import load_spec, parse_spec
-from fer_sweep.synthetic import synthetic_faces
+from fer_sweep.data.splits import load_splits
+from fer_sweep.data.read import read_faces
+from fer_sweep.sweep.space import sample_params, to_run_config
+from fer_sweep.sweep.spec import load_spec, parse_spec
+from fer_sweep.data.synthetic import synthetic_faces
 from tests.helpers import one_line_error
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,8 +10,8 @@ import yaml
 from typer.testing import CliRunner
 
 from fer_sweep.cli import app
-from fer_sweep.space import sample_configs, sample_params, to_run_config
-from fer_sweep.spec import SpecError, load_spec
+from fer_sweep.sweep.space import sample_configs, sample_params, to_run_config
+from fer_sweep.sweep.spec import SpecError, load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 GOOD = {"study": "t", "data": "synthetic", "trials": 2, "train": {"epochs": 2},

@@ -71,7 +71,7 @@ def test_run_writes_one_trials_csv_row_per_trial(swept):
         assert 1 <= int(r["epochs"]) <= 2 and float(r["seconds"]) > 0
         assert r["params.norm"] in ("batch", "none") and json.loads(r["params.conv"])[0][1] == 3
     assert "3/3 finished" in ran.stdout
-    from fer_sweep.precision import cpu_capability  # the run header names the precision and the CPU capability
+    from fer_sweep.learn.precision import cpu_capability  # the run header names the precision and the CPU capability
     assert "tiny: 3 trials" in ran.stderr and "precision: " in ran.stderr and cpu_capability() in ran.stderr
     assert yaml.safe_load((folder / "spec.yaml").read_text())["trials"] == 3
 

@@ -7,10 +7,11 @@ import subprocess
 
 from optuna.trial import TrialState
 
-from fer_sweep.runner import make_worker
-from fer_sweep.spec import load_spec
-from fer_sweep.sweep import MAX_OOM_RETRIES, OOM_RETRIES, prepare_study, worker_loop
-from fer_sweep.summary import outcome
+from fer_sweep.sweep.worker import make_worker
+from fer_sweep.sweep.spec import load_spec
+from fer_sweep.sweep.worker import MAX_OOM_RETRIES, OOM_RETRIES, worker_loop
+from fer_sweep.sweep.study import prepare_study
+from fer_sweep.sweep.summary import outcome
 from tests.test_workers import check_exact, cli, journal_study, make_spec
 
 ASHA = {"type": "asha", "min_epochs": 1, "reduction_factor": 2}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fer_sweep.synthetic import FER_TRAIN_COUNTS, synthetic_faces
+from fer_sweep.data.synthetic import FER_TRAIN_COUNTS, synthetic_faces
 
 
 def test_shapes_and_dtypes():

@@ -10,14 +10,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fer_sweep import augment as A
-from fer_sweep import train as T
+from fer_sweep.learn import augment as A
+from fer_sweep.learn import train as T
 from fer_sweep.config import NUM_CLASSES, ModelConfig, TrainConfig, UserError
-from fer_sweep.models import build_model
-from fer_sweep.synthetic import synthetic_faces
-from fer_sweep.augment import affine_batch, augment_batch, erase_batch, flip_batch
-from fer_sweep.evaluate import evaluate, predict_proba
-from fer_sweep.train import DeviceSplit, fit, input_norm, pick_device, to_device, train_throughput
+from fer_sweep.learn.models import build_model
+from fer_sweep.data.synthetic import synthetic_faces
+from fer_sweep.learn.augment import affine_batch, augment_batch, erase_batch, flip_batch
+from fer_sweep.learn.evaluate import evaluate, predict_proba
+from fer_sweep.learn.device import DeviceSplit, pick_device, to_device
+from fer_sweep.learn.train import fit, input_norm, train_throughput
 
 TINY = ModelConfig(arch="cnn", conv=((8, 3), (16, 3)), fc_units=32, dropout=0.0)
 TIMING_KEYS = ("time/epoch_s", "speed/train_img_per_s")

@@ -19,10 +19,14 @@ from optuna.trial import TrialState
 from rich.console import Console
 from typer.testing import CliRunner
 
-from fer_sweep import htmlreport, plots, report, summary
+from fer_sweep.results import html as htmlreport
+from fer_sweep.results import plots
+from fer_sweep.cli import render as report
+from fer_sweep.results.formats import param_label, pct
+from fer_sweep.sweep import summary
 from fer_sweep.cli import app
 from fer_sweep.config import EMOTIONS
-from fer_sweep.spec import load_spec
+from fer_sweep.sweep.spec import load_spec
 from tests.test_workers import check_exact, cli, journal_study, make_spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,9 +81,9 @@ def test_leaderboard_fits_the_terminal_without_cutting_numbers(spec_name, width)
     assert "…" not in text and "..." not in text
     assert max(len(line) for line in table.splitlines()) <= width
     for row in st["leaderboard"]:
-        assert report._pct(row["val_acc"]) in table
+        assert pct(row["val_acc"]) in table
         for key in (k for k in row if k.startswith("params.")):
-            assert report.short(key, row[key]) in table, (key, row[key])
+            assert param_label(key, row[key]) in table, (key, row[key])
     if spec_name == "cnn":  # the notebook grid's six parameters: one column each at both widths
         assert "conv" in table and ("batch_size" if width == 120 else "batch") in table
         assert ("seconds" in table) == (width == 120)  # the first column dropped for room
@@ -91,7 +95,7 @@ def test_leaderboard_fits_the_terminal_without_cutting_numbers(spec_name, width)
 def test_no_value_is_cut_at_any_width_from_50_columns(spec_name):
     spec, study = fake_study(ROOT / "sweeps" / f"{spec_name}.yaml", 12)
     rows = summary.status(study, spec.trials, 15)["leaderboard"]
-    values = [report.short(k, r[k]) for r in rows for k in r if k.startswith("params.")]
+    values = [param_label(k, r[k]) for r in rows for k in r if k.startswith("params.")]
     for width in range(50, 161, 3):
         table = render(report.leaderboard(rows, "top trials"), width)
         assert "…" not in table and max(len(line) for line in table.splitlines()) <= width
@@ -99,10 +103,10 @@ def test_no_value_is_cut_at_any_width_from_50_columns(spec_name):
 
 
 def test_numbers_are_short_but_never_cut():
-    assert report.short("params.lr", 0.00123456) == "0.00123"
-    assert report.short("lr", 1e-5) == "1e-05" and report.short("dropout", 0.2779) == "0.278"
-    assert report.short("conv", "[[16, 3], [32, 3], [64, 3]]") == "16-32-64"
-    assert report.short("conv", "[[16, 5], [32, 3]]") == "16k5-32"
+    assert param_label("params.lr", 0.00123456) == "0.00123"
+    assert param_label("lr", 1e-5) == "1e-05" and param_label("dropout", 0.2779) == "0.278"
+    assert param_label("conv", "[[16, 3], [32, 3], [64, 3]]") == "16-32-64"
+    assert param_label("conv", "[[16, 5], [32, 3]]") == "16k5-32"
 
 
 def test_run_leaderboard_fits_80_columns(tmp_path):
@@ -118,7 +122,7 @@ def test_run_leaderboard_fits_80_columns(tmp_path):
     rows = json.loads(subprocess.run(cli("status", "--results", str(tmp_path / "r"), "--json"), capture_output=True,
                                      text=True, timeout=120).stdout)["leaderboard"]
     for row in rows:
-        assert report._pct(row["val_acc"]) in run.stdout and report.short("lr", row["params.lr"]) in run.stdout
+        assert pct(row["val_acc"]) in run.stdout and param_label("lr", row["params.lr"]) in run.stdout
 
 
 # ------------------------------------------------------------- 2./3. nothing written on bad input, flags named
@@ -279,7 +283,7 @@ def test_status_json_has_the_importance_basis(small):
 
 
 def _synthetic(spec):
-    from fer_sweep.data import load_splits
+    from fer_sweep.data.splits import load_splits
 
     return load_splits("synthetic", synthetic_n=140)
 

@@ -15,9 +15,9 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from fer_sweep.space import sample_configs
-from fer_sweep.spec import parse_spec
-from fer_sweep.store import mask_url
+from fer_sweep.sweep.space import sample_configs
+from fer_sweep.sweep.spec import parse_spec
+from fer_sweep.sweep.store import mask_url
 from tests.pg import PASSWORD, start_postgres
 
 SPEC = {
@@ -154,7 +154,7 @@ def test_bad_storage_url_is_one_masked_line(tmp_path):
 def test_heartbeat_fails_a_silent_remote_trial_and_requeues_it(tmp_path, postgres_url):
     """A worker on another machine stops beating: after the grace period the trial is failed and its
     configuration enqueued again (Optuna's heartbeat; pids cannot be checked across machines)."""
-    from fer_sweep.sweep import claim, prepare_study, reap
+    from fer_sweep.sweep.study import claim, prepare_study, reap
 
     spec = parse_spec(yaml.safe_load(make_spec(tmp_path, "beat", 2).read_text()), "beat.yaml")
     study = prepare_study(spec, tmp_path / "results", postgres_url, heartbeat_s=1)

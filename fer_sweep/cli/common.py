@@ -1,0 +1,75 @@
+"""What every command shares: the app, the consoles, the common options, user errors as one line, flag checks."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Annotated, Any, Iterator, Mapping, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from fer_sweep.config import UserError
+
+app = typer.Typer(rich_markup_mode="rich", no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Hyperparameter sweeps of facial-expression CNNs on FER2013.")
+data_app = typer.Typer(no_args_is_help=True, help="Inspect FER2013 files.")
+app.add_typer(data_app, name="data")
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+Results = Annotated[Path, typer.Option("--results", help="Folder holding one sub-folder per study.")]
+Study = Annotated[Optional[str], typer.Option("--study", help="Study name (default: the only or most recent one).")]
+Storage = Annotated[Optional[str], typer.Option("--storage", help="Optuna storage URL, e.g. postgresql://user:pass@host/db "
+                                                "(default: the journal file in the study folder).")]
+Device = Annotated[str, typer.Option("--device", help="auto (CUDA, else MPS, else CPU) | cpu | cuda | cuda:K | mps")]
+Json = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
+Wandb = Annotated[Optional[str], typer.Option("--wandb", help="auto | online | offline | disabled (default: the spec's).")]
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Known user errors end as one line on stderr and exit code 2; Ctrl-C as exit code 130, SIGTERM (how
+    clusters preempt a job; `run` treats it like Ctrl-C) as 143, the codes a shell gives those signals."""
+    try:
+        yield
+    except UserError as e:
+        err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2)
+    except KeyboardInterrupt as e:
+        how = "terminated (SIGTERM)" if getattr(e, "exit_code", 130) == 143 else "interrupted"
+        err.print(f"{how}: the running trial was re-queued; run the same command again to resume")
+        raise typer.Exit(getattr(e, "exit_code", 130))
+
+
+def check_choice(value: str, allowed: tuple[str, ...], flag: str) -> str:
+    if value not in allowed:
+        raise UserError(f"{flag}: unknown value {value!r} (known: {', '.join(allowed)})")
+    return value
+
+
+@contextlib.contextmanager
+def flags_named(where: str, flags: Mapping[str, Any]) -> Iterator[None]:
+    """A spec error about a setting that came from a flag names the flag (`--data: file not found: x`), not
+    the spec file the setting would otherwise have come from."""
+    from fer_sweep.sweep.spec import SpecError
+
+    try:
+        yield
+    except SpecError as e:
+        for key, value in flags.items():
+            prefix = f"{where}: {key}: "
+            if value is not None and str(e).startswith(prefix):
+                raise UserError(f"--{key}: {str(e)[len(prefix):]}") from None
+        raise
+
+
+def check_device(device: str, flag: str = "--device") -> None:
+    """A bad or unavailable device ends the command before it writes anything."""
+    from fer_sweep.learn.device import pick_device
+
+    try:
+        pick_device(device)
+    except UserError as e:
+        raise UserError(f"{flag}: {e}") from None

@@ -1,0 +1,236 @@
+"""Everything the terminal shows: rich tables, panels and the live view of a running sweep."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional
+
+from rich import box
+from rich.cells import cell_len
+from rich.console import Console, ConsoleOptions, Group, RenderResult
+from rich.measure import Measurement
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from fer_sweep.config import EMOTIONS
+from fer_sweep.results.formats import mean_std, param_label, pct
+
+
+def _params(params: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={param_label(k, v)}" for k, v in params.items())
+
+
+def data_table(info: Mapping[str, Any]) -> Group:
+    table = Table(title=f"{info['source']}  (layout: {info['layout']})")
+    table.add_column("split")
+    for name in EMOTIONS:
+        table.add_column(name, justify="right")
+    table.add_column("total", justify="right", style="bold")
+    for split, part in info["splits"].items():
+        if part is None:
+            table.add_row(split, *["-"] * len(EMOTIONS), "absent")
+            continue
+        classes = part.get("classes") or {}
+        table.add_row(split, *[str(classes.get(c, "-")) for c in EMOTIONS], str(part["n"]))
+    notes = [Text(f"note: {n}", style="yellow") for n in info.get("notes", [])]
+    return Group(table, *notes)
+
+
+def counts_line(snap: Mapping[str, Any]) -> str:
+    c = snap["counts"]
+    failed = sum(v for k, v in c.items() if k not in ("complete", "pruned", "running", "waiting"))
+    return (f"{snap['finished']}/{snap['target']} finished: {c.get('complete', 0)} complete, "
+            f"{c.get('pruned', 0)} pruned, {failed} failed, {c.get('running', 0)} running")
+
+
+def best_line(snap: Mapping[str, Any]) -> str:
+    b = snap.get("best")
+    return "best: none yet" if not b else f"best: trial {b['number']}  val acc {pct(b['val_acc'])}  {_params(b['params'])}"
+
+
+class LiveView:
+    """The `run` screen: progress of N, best so far, and every running trial's epoch and val accuracy."""
+
+    def __init__(self, study: str, target: int):
+        self.snap: dict[str, Any] = {"study": study, "target": target, "finished": 0, "counts": {}, "running": [], "best": None}
+        self.epochs: dict[int, Any] = {}  # in-process trials: latest EpochResult by trial number
+
+    def update(self, snap: dict[str, Any]) -> None:
+        self.snap = snap
+
+    def epoch(self, number: int, result) -> None:
+        self.epochs = {number: result}
+
+    def __rich__(self) -> Panel:
+        table = Table(expand=True, box=None)
+        for col in ("trial", "worker", "epoch", "val acc", "params"):
+            table.add_column(col, overflow="fold")  # wraps at the spaces between params, never an ellipsis
+        for r in self.snap["running"]:
+            res = self.epochs.get(r["number"])
+            epoch = res.epoch if res else r["epoch"]
+            val = res.metrics["val/acc"] if res else r["val_acc"]
+            table.add_row(str(r["number"]), r["worker"] or "", f"{epoch}/{r['epochs']}", pct(val), _params(r["params"]))
+        return Panel(Group(Text(counts_line(self.snap)), Text(best_line(self.snap), style="green"), table),
+                     title=f"fer-sweep: {self.snap['study']}")
+
+
+def leaderboard(rows: list[Mapping[str, Any]], title: str) -> "Leaderboard":
+    return Leaderboard(rows, title)
+
+
+class Leaderboard:
+    """The top-trials table, laid out for the width it is printed at, never cutting a number into an ellipsis.
+
+    Layouts by priority: one column per parameter with full headers; then without the seconds column, in
+    columns exactly as wide as their widest value, with headers that wrap (an 80-column terminal and
+    cnn.yaml's six parameters); then all parameters as `name=value` pairs in one column that wraps between
+    pairs (specs that search many parameters). Only below ~50 columns may a long pair be folded.
+    """
+
+    def __init__(self, rows: list[Mapping[str, Any]], title: str):
+        self.rows, self.title = rows, title
+        self.params = list(dict.fromkeys(k for r in rows for k in r if k.startswith("params.")))
+
+    def _fixed(self, r: Mapping[str, Any]) -> list[str]:
+        return [str(r["number"]), r["state"], pct(r["val_acc"]), str(r["epochs"])]
+
+    def wide(self) -> Table:
+        table = Table(title=self.title)
+        for col in ("#", "state", "val acc", "epochs", "seconds", *[p.removeprefix("params.") for p in self.params]):
+            table.add_column(col, justify="right" if col in ("#", "val acc", "epochs", "seconds") else "left",
+                             no_wrap=True)
+        for r in self.rows:
+            seconds = "-" if r.get("seconds") is None else f"{float(r['seconds']):.0f}"
+            table.add_row(*self._fixed(r), seconds, *[param_label(p, r.get(p)) for p in self.params])
+        return table
+
+    def _narrow(self, **kwargs) -> Table:
+        return Table(title=self.title, box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False, **kwargs)
+
+    def compact(self, wrap_headers: bool = True) -> Table:
+        headers = ["#", "state", "val acc", "ep", *[p.removeprefix("params.").replace("_", " ") for p in self.params]]
+        rows = [[*self._fixed(r), *[param_label(p, r.get(p)) for p in self.params]] for r in self.rows]
+        table = self._narrow()
+        for k, header in enumerate(headers):  # as wide as the widest value (or header word): values never wrap
+            width = max([cell_len(row[k]) for row in rows] + [cell_len(w) for w in (header.split() if wrap_headers
+                                                                                    else [header])])
+            table.add_column(header, justify="left" if k == 1 or k >= 4 else "right", width=width, overflow="fold")
+        for row in rows:
+            table.add_row(*row)
+        return table
+
+    def stacked(self) -> Table:
+        table = self._narrow(show_lines=True)
+        for k, header in enumerate(("#", "state", "val acc", "ep")):
+            table.add_column(header, justify="left" if k == 1 else "right", no_wrap=True)
+        table.add_column("params", overflow="fold")  # the one column that wraps: between pairs
+        for r in self.rows:
+            table.add_row(*self._fixed(r), "  ".join(f"{p.removeprefix('params.')}={param_label(p, r.get(p))}"
+                                                     for p in self.params))
+        return table
+
+    def layout(self, console: Console, width: int) -> Table:
+        """The first layout that fits `width` columns without cutting a value."""
+        unbounded = console.options.update_width(10_000)
+        for table in (self.wide(), self.compact(wrap_headers=False), self.compact()):
+            if Measurement.get(console, unbounded, table).maximum <= width:
+                return table
+        return self.stacked()
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield self.layout(console, options.max_width)
+
+
+def status_view(st: Mapping[str, Any]) -> Group:
+    parts: list[Any] = [Text(counts_line(st)), Text(best_line(st), style="green"),
+                        Text(f"epochs trained: {st['epochs_trained']} of {st['epochs_budget']} "
+                             f"unpruned budget ({pct(st['epochs_trained'] / max(st['epochs_budget'], 1))})"),
+                        leaderboard(st["leaderboard"], f"top {len(st['leaderboard'])} trials of {st['study']}")]
+    if st.get("importances"):
+        basis = st.get("importance_basis") or {}
+        imp = Table(title=f"parameter importances (fANOVA over {basis.get('complete_trials', '?')} complete trials)")
+        imp.add_column("param")
+        imp.add_column("importance", justify="right")
+        for k, v in st["importances"].items():
+            imp.add_row(k, f"{v:.3f}")
+        parts.append(imp)
+        if basis and not basis["reliable"]:
+            from fer_sweep.sweep.summary import importance_warning
+
+            parts.append(Text(importance_warning(basis), style="yellow"))
+    return Group(*parts)
+
+
+def winner_panel(w: Mapping[str, Any]) -> Panel:
+    lines = [f"trial {w['number']}: val acc {pct(w['val_acc'])} after {w['epochs']} epochs (best epoch {w['best_epoch']})"]
+    lines += [f"  {k} = {param_label(k, v)}" for k, v in w["params"].items()]
+    return Panel("\n".join(lines), title="winner (chosen on validation)", border_style="green")
+
+
+def final_view(m: Mapping[str, Any]) -> Group:
+    split = m["split"]
+
+    def ms(key):
+        return mean_std(m, key, m["seeds"])
+
+    head = Text(f"retrained {m['seeds']} seed(s); {split}: acc {ms(split + '/acc')}, macro-F1 {ms(split + '/macro_f1')}"
+                f"  (val acc {ms('val/acc')})", style="bold")
+    per = Table(title=f"per class on {split} (saved seed {m['saved_seed']})")
+    for col in ("class", "precision", "recall", "F1", "support"):
+        per.add_column(col, justify="left" if col == "class" else "right")
+    for r in m["per_class"]:
+        per.add_row(r["class"], f"{r['precision']:.3f}", f"{r['recall']:.3f}", f"{r['f1']:.3f}", str(r["support"]))
+    conf = Table(title="confusion (rows true, columns predicted)")
+    conf.add_column("")
+    for name in EMOTIONS:
+        conf.add_column(name[:4], justify="right")
+    for name, row in zip(EMOTIONS, m["confusion"]):
+        conf.add_row(name, *map(str, row))
+    notes = [Text(f"note: {n}", style="yellow") for n in m.get("notes", [])]
+    return Group(head, *notes, per, conf)
+
+
+def seeds_ensemble_line(m: Mapping[str, Any]) -> str:
+    """`best --seeds K`: the seeds' average, beside their mean ± std."""
+    e, split = m["seeds_ensemble"], m["split"]
+    return (f"average of the {len(e['seeds'])} seeds (ensemble, final/{e['path']}/): {split} acc "
+            f"{pct(e.get(split + '/acc'))}, macro-F1 {pct(e.get(split + '/macro_f1'))}  "
+            f"(val acc {pct(e.get('val/acc'))})")
+
+
+def ensemble_view(e: Mapping[str, Any]) -> Group:
+    """`best --ensemble K`: the ensemble next to the single winner's kept model on test, and its members."""
+    split, s = e["split"], e["single"]
+    head = Table(title=f"on {split} ({e.get('n_' + split, '?')} faces); chosen on validation only")
+    for col in ("model", f"{split} acc", f"{split} macro-F1", "val acc"):
+        head.add_column(col, justify="left" if col == "model" else "right")
+    head.add_row(f"single winner's kept model (trial {s['trial']})", pct(s.get(split + "/acc")),
+                 pct(s.get(split + "/macro_f1")), pct(s["val/acc"]))
+    head.add_row(f"ensemble: {_count(len(e['members']), 'model')}, {_count(e['picks'], 'pick')}",
+                 pct(e.get(split + "/acc")), pct(e.get(split + "/macro_f1")), pct(e["val/acc"]), style="bold")
+    members = Table(title=f"members (greedy on {e['criterion']}, with replacement; {len(e['candidates'])} kept models)")
+    for col in ("trial", "weight", "picks", "val acc", f"{split} acc"):
+        members.add_column(col, justify="right")
+    for m in e["members"]:
+        members.add_row(str(m["trial"]), f"{m['weight']:.3f}", str(m["picks"]), pct(m["val/acc"]),
+                        pct(m.get(split + "/acc")))
+    notes = [Text(f"note: {n}", style="yellow") for n in e.get("notes", [])]
+    return Group(head, members, *notes, Text(f"{e['seconds']:.1f} s, no training"))
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def run_header(spec, device: str, gpus: Optional[list[str]], workers: int) -> str:
+    """The line `run` starts with: what runs where, and in which precision (with the CPU's capability)."""
+    from fer_sweep.learn.device import pick_device
+    from fer_sweep.learn.precision import precision
+
+    dev = pick_device("cuda" if gpus else device)
+    amp = spec.train.get("amp", "auto")
+    where = f"{len(gpus)} GPU(s) {','.join(gpus)}" if gpus else str(dev)
+    return (f"{spec.study}: {spec.trials} trials on {spec.data}, {max(workers, len(gpus or []))} worker(s) on "
+            f"{where}; precision: {precision(amp, dev).describe()}")
+
+

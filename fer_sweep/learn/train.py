@@ -1,0 +1,395 @@
+"""Train one model on device-resident uint8 faces: the `fit` generator and `train_throughput`.
+
+Speed rules: the data is copied to the device once as uint8; every epoch draws one `randperm` on the
+device and slices batches from it; normalisation and augmentation act on whole batches with tensor
+ops; the step loop never syncs with the host (loss and accuracy accumulate in device tensors that
+are read once per epoch). Precision follows `precision.resolve_amp` (bf16 autocast on CUDA and on CPUs
+with native bf16); channels_last on CUDA and CPU, where oneDNN runs NHWC convs faster too; fused
+Adam(W) and cudnn autotuning on CUDA.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from dataclasses import dataclass
+from functools import partial
+from typing import Callable, Iterator, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fer_sweep.config import (
+    NORMALIZATIONS, NUM_CLASSES, OPTIMIZERS, SCHEDULES, EpochResult, TrainConfig, UserError, first_line,
+)
+from fer_sweep.learn.augment import Norm, augment_batch, mix_batch, normalize_batch, one_hot
+from fer_sweep.learn.device import DeviceSplit, accumulator_dtype, free_cached_memory, is_oom, sync
+from fer_sweep.learn.evaluate import evaluate
+from fer_sweep.learn.precision import autocast, resolve_amp
+
+PLATEAU_FACTOR = 0.5  # lr multiplier when val/acc stalls (plateau schedule)
+PLATEAU_PATIENCE = 2  # epochs without a val/acc gain before the plateau schedule cuts the lr
+COMPILE_BACKEND = "inductor"  # torch.compile backend ("eager" in tests: same dynamo tracing, no codegen)
+METRIC_KEYS = ("train/loss", "train/acc", "val/loss", "val/acc", "val/macro_f1", "lr", "weights/l2",
+               "grads/grad_to_weight", "time/epoch_s", "speed/train_img_per_s")
+
+
+def input_norm(mode: str, train_x: torch.Tensor) -> Norm:
+    """(mean, std) in 0..255 units: unit -> [0, 1], sym -> [-1, 1], standard -> train mean/std."""
+    if mode == "unit":
+        return 0.0, 255.0
+    if mode == "sym":
+        return 127.5, 127.5
+    if mode != "standard":
+        raise UserError(f"unknown normalize {mode!r} (known: {', '.join(NORMALIZATIONS)})")
+    dtype = accumulator_dtype(train_x.device)  # float64 where the device has it (not MPS)
+    total = torch.zeros((), dtype=dtype, device=train_x.device)
+    squares = torch.zeros_like(total)
+    for chunk in train_x.reshape(-1).split(1 << 22):  # chunks keep the float copy small
+        chunk = chunk.to(dtype)
+        total += chunk.sum()
+        squares += chunk.square().sum()
+    n = max(train_x.numel(), 1)
+    mean = total.item() / n
+    std = math.sqrt(max(squares.item() / n - mean * mean, 0.0))
+    return mean, (std if std > 1e-3 else 1.0)
+
+
+# ---------------------------------------------------------------- optimiser, schedule, step
+def _check_train(cfg: TrainConfig) -> None:
+    for name, value, known in (("optimizer", cfg.optimizer, OPTIMIZERS),
+                               ("schedule", cfg.schedule, SCHEDULES), ("normalize", cfg.normalize, NORMALIZATIONS)):
+        if value not in known:
+            raise UserError(f"unknown {name} {value!r} (known: {', '.join(known)})")
+    if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.eval_batch_size < 1:
+        raise UserError("epochs, batch_size and eval_batch_size must be >= 1")
+    if cfg.lr <= 0:
+        raise UserError(f"lr must be > 0, got {cfg.lr}")
+    if cfg.optimizer == "sgd" and cfg.nesterov and cfg.momentum <= 0:
+        raise UserError("nesterov needs momentum > 0")
+
+
+def _optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    params, kw = list(model.parameters()), dict(lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer in ("adam", "adamw"):
+        cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
+        return cls(params, **kw, fused=device.type == "cuda" or None)  # fused: one kernel per step
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, **kw, momentum=cfg.momentum, nesterov=cfg.nesterov)
+    return torch.optim.RMSprop(params, **kw, momentum=cfg.momentum)
+
+
+def _schedule(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int, total_steps: int):
+    """Return (scheduler or None, steps per call: True = per step, False = per epoch on val/acc)."""
+    if cfg.schedule == "constant":
+        return None, True
+    if cfg.schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            opt, mode="max", factor=PLATEAU_FACTOR, patience=PLATEAU_PATIENCE), False
+    if cfg.schedule == "onecycle":  # +1: the scheduler is also stepped after the very last batch
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total_steps + 1), True
+    warm = cfg.warmup_epochs * steps_per_epoch
+
+    def cosine(step: int) -> float:  # linear warm-up to lr, then cosine down to 0 at the last step
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total_steps - warm))))
+    return torch.optim.lr_scheduler.LambdaLR(opt, cosine), True
+
+
+def _loss_fn(cfg: TrainConfig, train_y: torch.Tensor) -> Callable[..., torch.Tensor]:
+    """Cross-entropy against target distributions (one-hot, or mixed by mixup/cutmix). Probability targets
+    never go through nll_loss, which has no deterministic CUDA kernel (torch.use_deterministic_algorithms)."""
+    weight = None
+    if cfg.class_weights:  # inverse frequency, mean weight over the train samples = 1
+        counts = torch.bincount(train_y, minlength=NUM_CLASSES).float()
+        weight = torch.where(counts > 0, counts.sum() / (NUM_CLASSES * counts.clamp(min=1)), 0.0)
+    return partial(F.cross_entropy, weight=weight, label_smoothing=cfg.label_smoothing)
+
+
+def use_channels_last(cfg: TrainConfig, device: torch.device, model: nn.Module) -> bool:
+    """NHWC suits cuDNN (tensor cores) and oneDNN alike (CPU steps measured ~20-25% faster). Except
+    GroupNorm models on CUDA: its CUDA kernel is NCHW-only, so every norm layer would convert the layout
+    back and forth (not measurable here, no GPU; from torch's GroupNorm CUDA implementation)."""
+    if not cfg.channels_last or device.type not in ("cuda", "cpu"):
+        return False
+    return not (device.type == "cuda" and any(isinstance(m, nn.GroupNorm) for m in model.modules()))
+
+
+@contextlib.contextmanager
+def deterministic_mode(enabled: bool, device: torch.device) -> Iterator[None]:
+    """With `enabled`: deterministic kernels only (cuDNN autotuning off), restored afterwards. Without it,
+    CUDA autotunes conv algorithms (fixed 48x48 shapes), the faster, not bit-reproducible choice."""
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark,
+             torch.backends.cudnn.deterministic)
+    if enabled:
+        # cuBLAS needs a fixed workspace to be deterministic; read when its handle is created (first matmul)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0])
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[1], saved[2]
+
+
+def _global_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t.detach().float()) for t in tensors]))
+
+
+@dataclass
+class _Trainer:
+    """Everything one training run needs; `step` is the hot path shared by `fit` and the benchmark."""
+
+    model: nn.Module  # the module that owns the weights (evaluation runs it eagerly)
+    net: nn.Module  # what the training step runs: `model`, or its torch.compile wrapper
+    opt: torch.optim.Optimizer
+    sched: object
+    sched_per_step: bool
+    loss_fn: Callable[..., torch.Tensor]
+    cfg: TrainConfig
+    norm: Norm
+    device: torch.device
+    amp: Optional[torch.dtype]  # autocast dtype, None = fp32
+    channels_last: bool
+
+    def step(self, split: DeviceSplit, idx: torch.Tensor, stats: torch.Tensor, measure: bool) -> Optional[torch.Tensor]:
+        """One optimiser step on split[idx]; adds (loss sum, correct) into `stats` on the device."""
+        x = augment_batch(normalize_batch(split.x[idx], self.norm), self.cfg)
+        y = split.y[idx]
+        x, target = mix_batch(x, one_hot(y, NUM_CLASSES), self.cfg)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(self.device, self.amp):
+            logits = self.net(x)
+        loss = self.loss_fn(logits.float(), target)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        ratio = None
+        if measure:  # last step of the epoch only: two small reductions, read with the epoch stats
+            params = [p for p in self.model.parameters() if p.grad is not None]
+            ratio = _global_norm([p.grad for p in params]) / _global_norm(params).clamp(min=1e-12)
+        if self.cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.opt.step()
+        if self.sched is not None and self.sched_per_step:
+            self.sched.step()
+        stats += torch.stack([loss.detach() * y.shape[0], (logits.detach().argmax(1) == y).sum().float()])
+        return ratio
+
+
+def evaluate_as_trained(model: nn.Module, split: DeviceSplit, norm: Norm, cfg: TrainConfig) -> dict:
+    """`evaluate` with the run's own precision policy and TTA: what `fit` validates with, and what `best`
+    and `predict` use, so the same weights report the same accuracy everywhere."""
+    return evaluate(model, split, norm, batch_size=cfg.eval_batch_size, tta=cfg.tta, tta_shift_px=cfg.tta_shift_px,
+                    label_smoothing=cfg.label_smoothing, amp=cfg.amp)
+
+
+def compile_model(model: nn.Module) -> nn.Module:
+    """torch.compile for the training step only. Dynamo's caches are reset first: every trial builds a new
+    model, and without the reset the compiled graphs of earlier trials count towards dynamo's recompile
+    limit, after which it silently falls back to eager. Evaluation runs the eager module, so the
+    eval-mode / no-grad / last-partial-batch variants are never compiled."""
+    torch._dynamo.reset()
+    return torch.compile(model, backend=COMPILE_BACKEND, dynamic=False)
+
+
+def _make_trainer(model: nn.Module, train: DeviceSplit, cfg: TrainConfig, norm: Norm,
+                  total_steps: int) -> _Trainer:
+    device = train.x.device
+    model.to(device)
+    channels_last = use_channels_last(cfg, device, model)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    net = compile_model(model) if cfg.compile else model
+    steps_per_epoch = max(1, len(train) // cfg.batch_size)
+    opt = _optimizer(model, cfg, device)
+    sched, per_step = _schedule(opt, cfg, steps_per_epoch, total_steps)
+    return _Trainer(model, net, opt, sched, per_step, _loss_fn(cfg, train.y), cfg, norm, device,
+                    resolve_amp(cfg.amp, device), channels_last)
+
+
+def _epoch_batches(n: int, batch_size: int, device: torch.device) -> Iterator[torch.Tensor]:
+    """Index batches of one epoch from a device randperm; drops the last partial batch (keeps >= 1)."""
+    perm = torch.randperm(n, device=device)
+    for i in range(max(1, n // batch_size)):
+        yield perm[i * batch_size:(i + 1) * batch_size]
+
+
+# ---------------------------------------------------------------- fit
+def fit(model: nn.Module, train: DeviceSplit, val: DeviceSplit, cfg: TrainConfig, *,
+        norm: Norm | None = None) -> Iterator[EpochResult]:
+    """Train `model` on `train`, yielding one `EpochResult` per epoch (validated on `val`).
+
+    The last result has `stop` set ("done", "early_stop", "diverged" or "oom"; never raised). An
+    out-of-memory error before the first epoch (moving the model, the optimiser) yields one "oom" result
+    with epoch 0. When iteration ends, however it ends (including the caller closing the generator
+    early), the model holds the weights of its best val/acc epoch (the initial weights if no epoch
+    finished cleanly). `norm` defaults to `input_norm(cfg.normalize, train.x)`; evaluate later with the
+    same one. Seed the model's initialisation yourself (e.g. `build_model(cfg, seed=...)`): `fit` seeds
+    the batch order, dropout, augmentation and mixing with `cfg.seed`.
+    """
+    _check_train(cfg)  # bad settings fail at the call, not at the first next()
+    if len(train) == 0 or len(val) == 0:
+        raise UserError(f"need non-empty train and val splits, got {len(train)} and {len(val)}")
+    resolve_amp(cfg.amp, train.x.device)  # an impossible precision fails at the call too
+    return _fit_epochs(model, train, val, cfg, norm)
+
+
+def _fit_epochs(model: nn.Module, train: DeviceSplit, val: DeviceSplit, cfg: TrainConfig,
+                norm: Norm | None) -> Iterator[EpochResult]:
+    device = train.x.device
+    with deterministic_mode(cfg.deterministic, device):
+        torch.manual_seed(cfg.seed)
+        steps_per_epoch = max(1, len(train) // cfg.batch_size)
+        best_state = None
+        try:
+            norm = norm or input_norm(cfg.normalize, train.x)
+            tr = _make_trainer(model, train, cfg, norm, total_steps=cfg.epochs * steps_per_epoch)
+            best_state = _snapshot(model)
+        except Exception as e:  # noqa: BLE001 - only out-of-memory becomes a result; the rest propagates
+            if not is_oom(e):
+                raise
+            message = f"out of memory before the first epoch: {first_line(e)}"
+        else:
+            message = None
+        if message:
+            free_cached_memory(device)
+            yield EpochResult(0, {**dict.fromkeys(METRIC_KEYS, math.nan), "time/epoch_s": 0.0}, 0.0, 0, "oom", message)
+            return
+        try:
+            yield from _epochs(tr, train, val, cfg, best_state)
+        finally:
+            model.load_state_dict(best_state)
+            model.eval()
+
+
+def _epochs(tr: _Trainer, train: DeviceSplit, val: DeviceSplit, cfg: TrainConfig,
+            best_state: dict) -> Iterator[EpochResult]:
+    best_acc, best_epoch, stale = -1.0, 0, 0
+    for epoch in range(1, cfg.epochs + 1):
+        metrics, problem = _run_epoch(tr, train, val, epoch)
+        if problem:
+            yield EpochResult(epoch, metrics, max(best_acc, 0.0), best_epoch, *problem)
+            return
+        if metrics["val/acc"] > best_acc:
+            best_acc, best_epoch, stale = metrics["val/acc"], epoch, 0
+            _snapshot(tr.model, best_state)
+        else:
+            stale += 1
+        if tr.sched is not None and not tr.sched_per_step:
+            tr.sched.step(metrics["val/acc"])
+        stop, message = None, ""
+        if epoch == cfg.epochs:
+            stop, message = "done", f"finished {epoch} epochs"
+        elif cfg.patience > 0 and stale >= cfg.patience:
+            stop, message = "early_stop", f"no val/acc gain for {stale} epochs"
+        if stop:
+            message += f"; best val/acc {best_acc:.4f} at epoch {best_epoch}"
+        yield EpochResult(epoch, metrics, best_acc, best_epoch, stop, message)
+        if stop:
+            return
+
+
+
+def _snapshot(model: nn.Module, into: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """An on-device copy of the state dict (best weights are restored from it, never via the host);
+    with `into`, copied into those buffers instead of allocating new ones."""
+    if into is None:
+        return {k: v.detach().clone() for k, v in model.state_dict().items()}
+    for k, v in model.state_dict().items():
+        into[k].copy_(v)
+    return into
+
+
+def _run_epoch(tr: _Trainer, train: DeviceSplit, val: DeviceSplit, epoch: int):
+    """Train one epoch and validate; return (metrics, None) or (metrics, (stop, message))."""
+    metrics = dict.fromkeys(METRIC_KEYS, math.nan)
+    t0 = time.perf_counter()
+    problem = None
+    try:
+        problem = _train_and_validate(tr, train, val, epoch, metrics)
+    except Exception as e:  # noqa: BLE001 - out of memory on any device becomes a result, the rest propagates
+        if not is_oom(e):
+            raise
+        problem = ("oom", f"out of memory at epoch {epoch} (batch size {tr.cfg.batch_size}): {first_line(e)}")
+    if problem and problem[0] == "oom":  # outside the except block: the traceback no longer pins memory
+        tr.opt.zero_grad(set_to_none=True)
+        free_cached_memory(tr.device)
+    metrics["time/epoch_s"] = time.perf_counter() - t0
+    return metrics, problem
+
+
+def _train_and_validate(tr: _Trainer, train: DeviceSplit, val: DeviceSplit, epoch: int, metrics: dict):
+    t0 = time.perf_counter()
+    seen, stats = _train_epoch(tr, train)
+    loss_sum, correct, ratio, weight_l2 = stats.tolist()  # the epoch's one read of the training stats
+    metrics.update({"train/loss": loss_sum / seen, "train/acc": correct / seen, "weights/l2": weight_l2,
+                    "grads/grad_to_weight": ratio, "lr": tr.opt.param_groups[0]["lr"],
+                    "speed/train_img_per_s": seen / (time.perf_counter() - t0)})
+    if not math.isfinite(loss_sum):
+        return "diverged", f"train loss is {loss_sum / seen} at epoch {epoch}"
+    if not math.isfinite(weight_l2):
+        return "diverged", f"weight norm is {weight_l2} at epoch {epoch}"
+    result = evaluate_as_trained(tr.model, val, tr.norm, tr.cfg)  # eager module: no compiled eval graphs
+    metrics.update({"val/loss": result["loss"], "val/acc": result["acc"], "val/macro_f1": result["macro_f1"]})
+    return None
+
+
+def _train_epoch(tr: _Trainer, train: DeviceSplit) -> tuple[int, torch.Tensor]:
+    """One pass over `train`; returns (images seen, device tensor [loss sum, correct, ratio, |w|])."""
+    tr.net.train()
+    stats = torch.zeros(2, device=tr.device)
+    batches = list(_epoch_batches(len(train), tr.cfg.batch_size, tr.device))
+    ratio = None
+    for i, idx in enumerate(batches):
+        ratio = tr.step(train, idx, stats, measure=i == len(batches) - 1)
+    seen = sum(idx.shape[0] for idx in batches)
+    weight_l2 = _global_norm(list(tr.model.parameters()))
+    return seen, torch.cat([stats, ratio.view(1).float(), weight_l2.view(1)])
+
+
+# ---------------------------------------------------------------- throughput
+def train_throughput(model: nn.Module, train: DeviceSplit, cfg: TrainConfig, *, steps: int, warmup: int = 5,
+                     norm: Norm | None = None) -> dict:
+    """Time `steps` real training steps (after `warmup`), exactly as `fit` runs them.
+
+    The model's weights are restored afterwards; the optimiser is a throwaway one.
+    """
+    _check_train(cfg)
+    if steps < 1:
+        raise UserError(f"steps must be >= 1, got {steps}")
+    norm = norm or input_norm(cfg.normalize, train.x)
+    saved = _snapshot(model)
+    batch_size = min(cfg.batch_size, len(train))
+
+    def batches() -> Iterator[torch.Tensor]:
+        while True:
+            yield from _epoch_batches(len(train), cfg.batch_size, train.x.device)
+    try:
+        with deterministic_mode(cfg.deterministic, train.x.device):
+            tr = _make_trainer(model, train, cfg, norm, total_steps=warmup + steps)
+            tr.net.train()
+            stats, it = torch.zeros(2, device=tr.device), batches()
+            t_compile = time.perf_counter()
+            for _ in range(warmup):
+                tr.step(train, next(it), stats, measure=False)
+            sync(tr.device)
+            warmup_s = time.perf_counter() - t_compile
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                tr.step(train, next(it), stats, measure=False)
+            sync(tr.device)
+            elapsed = time.perf_counter() - t0
+    finally:
+        model.load_state_dict(saved)
+    return {"train_img_per_s": steps * batch_size / elapsed, "step_ms": 1000 * elapsed / steps,
+            "warmup_s": warmup_s, "steps": steps, "batch_size": batch_size, "device": str(tr.device),
+            "precision": "bf16 autocast" if tr.amp == torch.bfloat16 else "fp32",
+            "channels_last": tr.channels_last}

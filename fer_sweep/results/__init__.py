@@ -1,0 +1,14 @@
+"""Results layer: `best` (retrain the winner, test once), ensembles, predictions on FER2013 files and photos, ONNX
+export, figures and the self-contained HTML report."""
+
+from fer_sweep import lazy_exports
+
+_EXPORTS = {
+    "pick_winner": "best", "retrain_best": "best",
+    "build_ensemble": "ensemble", "save_ensemble": "ensemble", "greedy_select": "ensemble",
+    "predict": "predict", "predict_photos": "predict", "load_members": "predict",
+    "export_onnx": "export",
+    "build_report": "html",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -1,0 +1,163 @@
+"""Trial models kept in Optuna's artifact store: saved after each trial, pruned to the best `keep`, read back.
+
+Each trial that trains at least one epoch and ends complete or pruned uploads three files through
+`optuna.artifacts.upload_artifact` (to a `FileSystemArtifactStore` in `<study folder>/artifacts/`):
+`model.pt` (the best epoch's state dict, loads with torch.load(weights_only=True)), `val_proba.npy` (its
+validation class probabilities, as the trial validated: same norm, TTA and precision) and `config.json`
+(what rebuilds and evaluates it: the schema of `best`'s final/config.json). Only when all three are written
+does the trial get the user attr `artifacts` (their ids), in one write: a trial killed mid-upload never has
+it, so nothing half-written is ever read. Optuna records each upload in the trial's system attrs *before*
+writing the file, which is how pruning finds the files of such trials and deletes them too.
+
+Pruning is safe with any number of workers and machines without a lock: the candidates are the finished
+(complete or pruned) trials that carry `artifacts`, ranked by a fixed total order on values that never change
+once a trial is finished. Candidates only ever join, so a trial outside the top `keep` of any snapshot is
+outside it in every later snapshot too: every deletion a worker decides, from however stale a view, is one
+every later view agrees with. Deleting is idempotent (a file already gone is fine), and running trials are
+never touched.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import optuna
+import torch
+from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+from optuna.artifacts.exceptions import ArtifactNotFound
+from optuna.trial import FrozenTrial, TrialState
+
+from fer_sweep.config import RunConfig
+from fer_sweep.learn.checkpoint import state_dict_cpu
+from fer_sweep.learn.evaluate import predict_proba
+from fer_sweep.sweep.trial import checkpoint_config
+
+ARTIFACTS = "artifacts"  # user attr: {"model": id, "val_proba": id, "config": id}, set once all three are written
+ARTIFACTS_ERROR = "artifacts_error"  # user attr: why a trial's model could not be stored (the sweep went on)
+FOLDER = "artifacts"  # <study folder>/artifacts/: the default FileSystemArtifactStore
+FILES = {"model": "model.pt", "val_proba": "val_proba.npy", "config": "config.json"}
+KEPT_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
+_OPTUNA_PREFIX = "artifacts:"  # upload_artifact records each upload as the trial system attr "artifacts:<id>"
+
+
+def artifact_store(folder: Path) -> FileSystemArtifactStore:
+    """The study's artifact store: <folder>/artifacts/ (one place for every worker of this machine; on several
+    machines, make it one shared folder)."""
+    path = Path(folder) / FOLDER
+    path.mkdir(parents=True, exist_ok=True)
+    return FileSystemArtifactStore(path)
+
+
+def save_trial_model(w, trial: optuna.Trial, model: torch.nn.Module, cfg: RunConfig, params: dict,
+                     result) -> Optional[dict[str, str]]:
+    """Store the trial's best-epoch model (`fit` has restored it), its validation probabilities and config;
+    returns the artifact ids, or None (spec `keep: 0`, no epoch trained, or storing failed: then the reason
+    is the trial's `artifacts_error` attr and the sweep goes on). `w` is the sweep's Worker."""
+    if w.spec.keep == 0 or result is None or result.best_epoch < 1:
+        return None
+    try:
+        norm = w.norm(cfg.train.normalize)
+        t = cfg.train
+        proba = predict_proba(model, w.val.x, norm, tta=t.tta, tta_shift_px=t.tta_shift_px, amp=t.amp,
+                              batch_size=t.eval_batch_size).float().cpu().numpy()
+        config = {**checkpoint_config(cfg, norm, params, w.spec, trial.number),
+                  "val/acc": result.best_val_acc, "best_epoch": result.best_epoch, "n_val": int(proba.shape[0])}
+        ids = _upload(artifact_store(w.folder), trial, state_dict_cpu(model), proba, config)
+        trial.set_user_attr(ARTIFACTS, ids)  # last, in one write: only a complete set is ever named
+        return ids
+    except Exception as e:  # noqa: BLE001 - a full disk must not end the sweep: the trial keeps its verdict
+        try:
+            trial.set_user_attr(ARTIFACTS_ERROR, f"{type(e).__name__}: {str(e).strip()[:300]}")
+        except Exception:  # noqa: BLE001 - e.g. the trial was failed meanwhile (reaped as stale)
+            pass
+        return None
+
+
+def _upload(store, trial: optuna.Trial, state: dict, proba: np.ndarray, config: dict) -> dict[str, str]:
+    with tempfile.TemporaryDirectory(prefix="fer-sweep-trial-") as tmp:
+        paths = {key: Path(tmp) / name for key, name in FILES.items()}
+        torch.save(state, paths["model"])
+        np.save(paths["val_proba"], proba, allow_pickle=False)
+        paths["config"].write_text(json.dumps(config, indent=2))
+        return {key: upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial)
+                for key, path in paths.items()}
+
+
+def val_acc(t: FrozenTrial) -> float:
+    return float(t.value) if t.state == TrialState.COMPLETE else float(t.user_attrs.get("best_val_acc") or 0.0)
+
+
+def ranked(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """Finished trials with a stored model, best first: complete before pruned (so the winner is always first),
+    then by validation accuracy, then the older one. A total order on values fixed at finish."""
+    stored = [t for t in trials if t.state in KEPT_STATES and ARTIFACTS in t.user_attrs]
+    return sorted(stored, key=lambda t: (t.state != TrialState.COMPLETE, -val_acc(t), t.number))
+
+
+def _uploaded_ids(t: FrozenTrial) -> list[str]:
+    """Every artifact ever uploaded for the trial, half-written ones included (Optuna records before writing)."""
+    return [key[len(_OPTUNA_PREFIX):] for key in t.system_attrs if key.startswith(_OPTUNA_PREFIX)]
+
+
+def prune_trial_models(study: optuna.Study, folder: Path, keep: int) -> list[int]:
+    """Delete the files of every finished trial outside the top `keep` of `ranked` (failed and crashed trials'
+    partial uploads included); returns the numbers of the trials whose files were deleted now. Safe to run in
+    every worker at once (see the module docstring)."""
+    trials = study.get_trials(deepcopy=False)
+    kept = {t.number for t in ranked(trials)[:max(keep, 0)]}
+    store, removed = artifact_store(folder), []
+    for t in trials:
+        if t.number in kept or t.state in (TrialState.RUNNING, TrialState.WAITING):
+            continue
+        deleted = False
+        for artifact_id in _uploaded_ids(t):
+            try:
+                store.remove(artifact_id)
+                deleted = True
+            except ArtifactNotFound:  # deleted before (by this worker or another one), or never written
+                pass
+            except OSError:  # e.g. a read-only share: retried by the next prune, the sweep goes on
+                pass
+        if deleted:
+            removed.append(t.number)
+    return removed
+
+
+@dataclass(frozen=True)
+class TrialModel:
+    """One kept trial's model as read back from the store."""
+
+    number: int
+    state: str  # complete | pruned
+    val_acc: float
+    config: dict
+    val_proba: np.ndarray  # (N_val, 7) float32
+    weights: bytes  # model.pt as stored (a state dict; load with torch.load(weights_only=True))
+
+
+def load_kept(study: optuna.Study, folder: Path, keep: int) -> tuple[list[TrialModel], list[str]]:
+    """The kept trials' models, best first, and a note for each one whose files are not (or no longer) here."""
+    store, models, notes = artifact_store(folder), [], []
+    for t in ranked(study.get_trials(deepcopy=False))[:max(keep, 0)]:
+        ids = t.user_attrs[ARTIFACTS]
+        try:
+            blobs = {key: _read(store, ids[key]) for key in FILES}
+            proba = np.load(io.BytesIO(blobs["val_proba"]), allow_pickle=False)
+            config = json.loads(blobs["config"])
+        except (ArtifactNotFound, KeyError, ValueError, OSError) as e:
+            notes.append(f"trial {t.number}: stored model not readable here ({type(e).__name__}); left out")
+            continue
+        models.append(TrialModel(t.number, "complete" if t.state == TrialState.COMPLETE else "pruned", val_acc(t),
+                                 config, proba, blobs["model"]))
+    return models, notes
+
+
+def _read(store, artifact_id: str) -> bytes:
+    with store.open_reader(artifact_id) as reader:
+        return reader.read()

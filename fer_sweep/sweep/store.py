@@ -1,0 +1,78 @@
+"""Where studies live: results folders, Optuna storages (embedded journal file or a URL), masked URLs."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import re
+import warnings
+from pathlib import Path
+from typing import Callable, Iterator
+
+import optuna
+
+from fer_sweep.config import UserError, first_line
+
+JOURNAL = "journal.log"
+STORAGE_NOTE = "storage.txt"  # the masked URL of an external storage, so `status` can say which one
+
+
+def mask_url(url: str) -> str:
+    """Hide the password of a storage URL: postgresql://user:secret@host/db -> postgresql://user:***@host/db."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+def study_dir(results: Path, study: str) -> Path:
+    return Path(results) / study
+
+
+def find_study(results: Path, study: str | None) -> str:
+    """The named study, or the only / most recently used one under `results`."""
+    results = Path(results)
+    if study:
+        if not (results / study / "spec.yaml").is_file():
+            raise UserError(f"{results / study}: no study named {study!r} here (run `fer-sweep run` first)")
+        return study
+    found = sorted((p.parent for p in results.glob("*/spec.yaml")), key=_last_used, reverse=True)
+    if not found:
+        raise UserError(f"{results}: no study found (run `fer-sweep run SPEC` first, or pass --results DIR)")
+    return found[0].name
+
+
+def _last_used(folder: Path) -> float:
+    return max(p.stat().st_mtime for p in [folder / "spec.yaml", *folder.glob("journal.log"), *folder.glob("trials.csv")])
+
+
+def open_storage(folder: Path, url: str | None, *, heartbeat_s: int = 30,
+                 on_stale: Callable | None = None) -> optuna.storages.BaseStorage:
+    """The study's storage: `url` if given (RDB with heartbeats), else the journal file in `folder`.
+
+    The journal file backend is safe for many processes on one machine (Optuna's advice over SQLite).
+    """
+    if url is None and (folder / STORAGE_NOTE).is_file():
+        raise UserError(f"{folder}: this study lives in {(folder / STORAGE_NOTE).read_text().strip()}: "
+                        "pass the same --storage URL")
+    if url is None:
+        folder.mkdir(parents=True, exist_ok=True)
+        backend = optuna.storages.journal.JournalFileBackend(str(folder / JOURNAL))
+        return optuna.storages.JournalStorage(backend)
+    try:
+        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna, and what we need
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat_s, grace_period=3 * heartbeat_s,
+                                              heartbeat_stale_trial_callback=on_stale)
+    except Exception as e:  # bad URL, server down, missing driver: one line, password masked
+        msg = mask_url(first_line(e))
+        raise UserError(f"storage {mask_url(url)}: cannot open ({msg})") from None
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path) -> Iterator[None]:
+    """An exclusive lock between processes on this machine (guards study creation and the ticket queue)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a") as handle:  # "a": taking the lock leaves the file as it was
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -1,0 +1,171 @@
+"""The study and its ticket queue: create or resume it, claim a ticket, reap dead workers' trials, re-queue.
+
+Every configuration of a sweep is a *ticket*: a WAITING Optuna trial enqueued once, up front, with
+user attr `ticket` = its index. Workers (threads of this process, other processes, other machines)
+claim tickets atomically through the storage, so a study ends with exactly `trials` finished trials
+whatever the number of workers, and seeded random search gives the same configurations for 1 or 8
+workers. A trial whose worker died is failed (`crashed`) and its ticket enqueued again.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+import yaml
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.trial import FrozenTrial, TrialState
+
+from fer_sweep.config import UserError
+from fer_sweep.files import write_atomic
+from fer_sweep.sweep.optuna_api import storage_of, trial_id, trial_object
+from fer_sweep.sweep.policies import make_pruner, make_sampler
+from fer_sweep.sweep.space import sample_configs
+from fer_sweep.sweep.spec import SweepSpec, dump_spec, parse_spec
+from fer_sweep.sweep.store import STORAGE_NOTE, find_study, folder_lock, mask_url, open_storage, study_dir
+from fer_sweep.sweep.summary import OUTCOME, TICKET, is_finished
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+SAME_STUDY_KEYS = ("data", "splits", "seed", "sampler", "model", "train", "space")  # may not change on resume
+
+
+def open_study(spec: SweepSpec, folder: Path, storage_url: str | None, heartbeat_s: int = 30) -> optuna.Study:
+    storage = open_storage(folder, storage_url, heartbeat_s=heartbeat_s, on_stale=requeue)
+    try:  # load an existing study: create_study would append another create record to a journal each time
+        storage.get_study_id_from_name(spec.study)
+    except KeyError:
+        return optuna.create_study(study_name=spec.study, storage=storage, direction="maximize",
+                                   sampler=make_sampler(spec), pruner=make_pruner(spec), load_if_exists=True)
+    return optuna.load_study(study_name=spec.study, storage=storage, sampler=make_sampler(spec), pruner=make_pruner(spec))
+
+
+def prepare_study(spec: SweepSpec, results: Path, storage_url: str | None, heartbeat_s: int = 30) -> optuna.Study:
+    """Create or resume the study: check the spec matches, save it, and fill the ticket queue to `trials`."""
+    folder = study_dir(results, spec.study)
+    with folder_lock(folder):
+        saved_path = folder / "spec.yaml"
+        if saved_path.is_file():
+            saved = yaml.safe_load(saved_path.read_text()) or {}
+            changed = [k for k in SAME_STUDY_KEYS if saved.get(k) != spec.resolved.get(k)]
+            if changed:
+                raise UserError(f"{saved_path}: study {spec.study!r} was started with other {', '.join(changed)}; "
+                                "resume with the same spec, or pass --study NEW_NAME")
+        study = open_study(spec, folder, storage_url, heartbeat_s)
+        write_atomic(saved_path, dump_spec(spec))
+        if storage_url:
+            write_atomic(folder / STORAGE_NOTE, mask_url(storage_url) + "\n")
+        reap(study)
+        ensure_tickets(study, spec)
+    return study
+
+
+def load_saved_spec(folder: Path) -> SweepSpec:
+    """The resolved spec a study was started with (workers and `best` read this, not the user's file)."""
+    raw = yaml.safe_load((folder / "spec.yaml").read_text())
+    return parse_spec(raw, str(folder / "spec.yaml"), check_data=False)
+
+
+def ensure_tickets(study: optuna.Study, spec: SweepSpec) -> int:
+    """Enqueue the configurations 0..trials-1 that have no live or finished trial yet; returns how many."""
+    live = {t.user_attrs.get(TICKET) for t in study.get_trials(deepcopy=False)
+            if t.state in (TrialState.WAITING, TrialState.RUNNING) or is_finished(t)}
+    missing = [i for i in range(spec.trials) if i not in live]
+    if not missing:
+        return 0
+    configs = sample_configs(spec, spec.trials) if spec.sampler == "random" else [{}] * spec.trials
+    for i in missing:
+        study.enqueue_trial(configs[i], user_attrs={TICKET: i}, skip_if_exists=False)
+    return len(missing)
+
+
+def requeue(study: optuna.Study, failed: FrozenTrial, **attrs: Any) -> None:
+    """Enqueue a dead worker's trial again with the same configuration (also Optuna's stale-trial callback);
+    `attrs` are extra user attrs of the new ticket."""
+    params = failed.system_attrs.get("fixed_params") or failed.params
+    study.enqueue_trial(params, user_attrs={TICKET: failed.user_attrs.get(TICKET), "retry_of": failed.number, **attrs},
+                        skip_if_exists=False)
+
+
+def _process_start(pid: int) -> str | None:
+    """The kernel's start time of `pid` (guards against pid reuse); None when it is gone or a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        try:
+            os.kill(pid, 0)
+            return "?"
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            return "?"
+    fields = stat.rsplit(")", 1)[1].split()
+    return None if fields[0] in ("Z", "X") else fields[19]
+
+
+def reap(study: optuna.Study) -> list[int]:
+    """Fail the RUNNING trials whose owner is gone and enqueue their configurations again.
+
+    RDB storages also use Optuna's heartbeat (for workers on other machines); owners on this host are
+    checked directly by pid and start time, which works for every storage.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    storage, host, reaped = storage_of(study), socket.gethostname(), []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner = t.system_attrs.get("owner") or {}
+        if owner.get("host") != host or _process_start(owner["pid"]) in (owner.get("start"), "?"):
+            continue
+        try:
+            tid = trial_id(study, t.number)
+            storage.set_trial_user_attr(tid, OUTCOME, "crashed")
+            storage.set_trial_user_attr(tid, "message", f"worker {owner.get('worker')} (pid {owner['pid']}) died")
+            if storage.set_trial_state_values(tid, TrialState.FAIL):
+                requeue(study, t)
+                reaped.append(t.number)
+        except UpdateFinishedTrialError:
+            continue  # another worker reaped it first
+    return reaped
+
+
+def claim(study: optuna.Study, target: int, worker: str) -> optuna.Trial | None:
+    """Atomically take a WAITING ticket (storage compare-and-set) and stamp it with its owner."""
+    storage = storage_of(study)
+    for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        index = t.user_attrs.get(TICKET)
+        if index is None or index >= target:
+            continue
+        tid = trial_id(study, t.number)
+        try:
+            if not storage.set_trial_state_values(tid, TrialState.RUNNING):
+                continue
+        except UpdateFinishedTrialError:
+            continue
+        if _is_duplicate(study, t, index):
+            storage.set_trial_user_attr(tid, OUTCOME, "duplicate")
+            storage.set_trial_state_values(tid, TrialState.FAIL)
+            continue
+        pid = os.getpid()
+        storage.set_trial_system_attr(tid, "owner", {"host": socket.gethostname(), "pid": pid,
+                                                     "start": _process_start(pid), "worker": worker})
+        return trial_object(study, t.number)
+    return None
+
+
+def _is_duplicate(study: optuna.Study, mine: FrozenTrial, index: int) -> bool:
+    """Two tickets for one index (a requeue racing a resume): the finished or older one wins."""
+    return any(t.number != mine.number and t.user_attrs.get(TICKET) == index
+               and (is_finished(t) or (t.state == TrialState.RUNNING and t.number < mine.number))
+               for t in study.get_trials(deepcopy=False))
+
+
+def open_existing(results: Path, study: str | None, storage_url: str | None) -> tuple[SweepSpec, optuna.Study, Path]:
+    """A study that `run` started (the named one, else the most recent under `results`): its saved spec, the
+    study and its folder. What `status`, `best` and `report` open."""
+    folder = study_dir(results, find_study(results, study))
+    spec = load_saved_spec(folder)
+    return spec, open_study(spec, folder, storage_url), folder

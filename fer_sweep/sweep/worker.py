@@ -1,0 +1,182 @@
+"""One worker of a sweep: claim tickets and run each as a trial (train, report, prune, log, keep its model) until
+none is left; in the `run` process, or as its own process: `python -m fer_sweep.sweep.worker RESULTS/STUDY`."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import signal
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import optuna
+from optuna.trial import TrialState
+
+from fer_sweep.config import UserError, first_line
+from fer_sweep.data.splits import Splits
+from fer_sweep.learn.device import DeviceSplit, is_oom, pick_device, to_device
+from fer_sweep.learn.train import input_norm
+from fer_sweep.sweep import artifacts, tracking
+from fer_sweep.sweep.optuna_api import Heartbeat, frozen
+from fer_sweep.sweep.signals import Terminated, interrupting
+from fer_sweep.sweep.spec import SweepSpec
+from fer_sweep.sweep.study import claim, load_saved_spec, open_study, reap, requeue
+from fer_sweep.sweep.summary import OUTCOME, write_trials_csv
+from fer_sweep.sweep.trial import Training, load_data, trial_config, wandb_config
+
+STORAGE_ENV = "FER_SWEEP_STORAGE"  # how a parent hands the storage URL to its workers (not argv: `ps` shows argv)
+SHARED_GPU_ENV = "FER_SWEEP_SHARED_GPU"  # "1" when a worker shares its GPU with other workers (OOMs are retried)
+OOM_RETRIES = "oom_retries"  # user attr of a re-queued ticket: how often it ran out of memory on a shared GPU
+MAX_OOM_RETRIES = 2  # then an OOM is the configuration's own verdict ("oom", finished)
+
+
+@dataclass
+class Worker:
+    """One worker's view of a running sweep: the study, its data on the device, where to write."""
+
+    spec: SweepSpec
+    study: optuna.Study
+    folder: Path
+    train: DeviceSplit
+    val: DeviceSplit
+    wandb_mode: str
+    name: str = "w0"
+    on_epoch: Callable[[int, Any], None] | None = None  # (trial number, EpochResult) for the live view
+    norms: dict = field(default_factory=dict)
+    shared_device: bool = False  # other workers train on this GPU too: an OOM may be theirs, so it is retried
+
+    def norm(self, mode: str) -> tuple[float, float]:
+        if mode not in self.norms:
+            self.norms[mode] = input_norm(mode, self.train.x)
+        return self.norms[mode]
+
+
+def make_worker(spec: SweepSpec, study: optuna.Study, folder: Path, *, device: str, wandb_mode: str,
+                name: str = "w0", splits: Splits | None = None) -> Worker:
+    """Load the data once and put train/val on the device; the test split is never touched here."""
+    splits = splits or load_data(spec)
+    dev = pick_device(device)
+    return Worker(spec=spec, study=study, folder=folder, wandb_mode=wandb_mode, name=name,
+                  train=to_device(splits.train.x, splits.train.y, dev), val=to_device(splits.val.x, splits.val.y, dev),
+                  shared_device=os.environ.get(SHARED_GPU_ENV) == "1")
+
+
+def worker_loop(w: Worker, on_trial: Callable[[], None] | None = None) -> int:
+    """Claim and run tickets until none is left; returns how many trials this worker ran."""
+    ran = 0
+    while True:
+        reap(w.study)
+        trial = claim(w.study, w.spec.trials, w.name)
+        if trial is None:
+            return ran
+        run_trial(w, trial)
+        ran += 1
+        if on_trial:
+            on_trial()
+
+
+def run_trial(w: Worker, trial: optuna.Trial) -> str:
+    """Train one trial, reporting every epoch to Optuna (pruning) and wandb; returns its outcome."""
+    spec, start = w.spec, time.perf_counter()
+    params, cfg = trial_config(trial, spec)
+    run = tracking.TrialRun(mode=w.wandb_mode, project=spec.wandb.project, entity=spec.wandb.entity,
+                            group=spec.study, name=f"{spec.study}-t{trial.number}", run_dir=w.folder,
+                            config=wandb_config(cfg, spec, trial=trial.number))
+
+    def on_epoch(result) -> None:
+        if math.isfinite(result.metrics["val/acc"]):  # a diverged epoch has no val accuracy
+            trial.report(result.metrics["val/acc"], result.epoch)
+        if w.on_epoch:
+            w.on_epoch(trial.number, result)
+
+    t = None
+    try:
+        with Heartbeat(w.study, trial.number):
+            t = Training.start(cfg)
+            t.run(w.train, w.val, norm=w.norm(cfg.train.normalize), log=run.log, on_epoch=on_epoch,
+                  should_prune=lambda _: trial.should_prune())
+            if t.outcome in ("complete", "pruned"):  # its best-epoch model, for ensembles (spec `keep`)
+                artifacts.save_trial_model(w, trial, t.model, cfg, params, t.last)
+        outcome_, message = t.outcome, t.message
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (preemption) raised as Terminated("SIGTERM") by the caller
+        _finish(w, trial, run, t, "interrupted", str(e) or "Ctrl-C", time.perf_counter() - start)
+        requeue(w.study, frozen(w.study, trial.number))
+        raise
+    except UserError as e:
+        outcome_, message = "error", str(e)
+    except Exception as e:  # a bug in one configuration must not end the sweep: record it, go on
+        if is_oom(e):  # e.g. building a model too big for memory, before `fit` (which reports its own OOMs)
+            outcome_, message = "oom", f"out of memory: {first_line(e)}"
+        else:
+            outcome_, message = "error", f"{type(e).__name__}: {e}"
+            with open(w.folder / "errors.log", "a") as log:
+                log.write(f"trial {trial.number}:\n{traceback.format_exc()}\n")
+    retries = int(trial.user_attrs.get(OOM_RETRIES, 0))
+    retry = outcome_ == "oom" and w.shared_device and retries < MAX_OOM_RETRIES
+    if retry:  # a neighbour on the same GPU may have taken the memory: not this configuration's verdict
+        outcome_, message = "oom_retry", f"{message}; the GPU is shared with other workers: re-queued"
+    _finish(w, trial, run, t, outcome_, message, time.perf_counter() - start)
+    artifacts.prune_trial_models(w.study, w.folder, w.spec.keep)  # after the verdict: see artifacts.py
+    if retry:
+        requeue(w.study, frozen(w.study, trial.number), **{OOM_RETRIES: retries + 1})
+    return outcome_
+
+
+def _finish(w: Worker, trial, run, t: Training | None, outcome_: str, message: str, seconds: float) -> None:
+    """Record the outcome (user attrs, then the state), close the wandb run, rewrite trials.csv.
+
+    `seconds` is the whole trial; `train_seconds` the epochs alone (the rest is per-trial overhead).
+    """
+    last = t.last if t else None
+    attrs = {OUTCOME: outcome_, "message": message, "seconds": round(seconds, 3), "worker": w.name,
+             "train_seconds": round(t.train_s if t else 0.0, 3),
+             "epochs": last.epoch if last else 0, "best_epoch": last.best_epoch if last else 0,
+             "best_val_acc": last.best_val_acc if last else 0.0}
+    for key, value in attrs.items():
+        trial.set_user_attr(key, value)
+    state = {"complete": TrialState.COMPLETE, "pruned": TrialState.PRUNED}.get(outcome_, TrialState.FAIL)
+    value = attrs["best_val_acc"] if state == TrialState.COMPLETE else None
+    w.study.tell(trial, value, state=state, skip_if_finished=True)
+    tag = {"pruned": f"pruned@{attrs['epochs']}", "complete": "complete"}.get(outcome_, f"failed:{outcome_}")
+    run.finish(tags=[tag], summary={"best/val_acc": attrs["best_val_acc"], "best/epoch": attrs["best_epoch"],
+                                    "outcome": outcome_, "epochs": attrs["epochs"]})
+    write_trials_csv(w.study, w.folder)
+
+
+def worker_main(folder: Path, *, name: str, device: str, wandb_mode: str, heartbeat_s: int) -> int:
+    """Entry of one worker process: resume the study in `folder` and run tickets until none is left."""
+    spec = load_saved_spec(folder)
+    study = open_study(spec, folder, os.environ.get(STORAGE_ENV), heartbeat_s)
+    return worker_loop(make_worker(spec, study, folder, device=device, wandb_mode=wandb_mode, name=name))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fer_sweep.sweep.worker")
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("--name", default="w0")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--wandb", default="offline")
+    parser.add_argument("--heartbeat", type=int, default=30)
+    args = parser.parse_args(argv)
+    with interrupting(signal.SIGINT, signal.SIGTERM):
+        try:
+            ran = worker_main(args.folder, name=args.name, device=args.device, wandb_mode=args.wandb,
+                              heartbeat_s=args.heartbeat)
+        except KeyboardInterrupt as e:
+            how = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+            print(f"worker {args.name}: {how}, its trial was re-queued", file=sys.stderr)
+            return getattr(e, "exit_code", 130)
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    print(f"worker {args.name}: ran {ran} trials", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
