@@ -1,4 +1,4 @@
-"""The Optuna internals fer-sweep relies on (fer_sweep/optuna_api.py): present in the installed Optuna, used
+"""The Optuna internals fer-sweep relies on (fer_sweep/sweep/optuna_api.py): present in the installed Optuna, used
 through one module, failing loudly if a new Optuna drops them, and the version bound that goes with them."""
 
 from __future__ import annotations
@@ -6,15 +6,13 @@ from __future__ import annotations
 import re
 import time
 import tomllib
-from pathlib import Path
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 
 from fer_sweep.sweep import optuna_api
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import ROOT
 
 
 def test_storage_and_trial_ids_of_the_installed_optuna(tmp_path):
@@ -40,10 +38,12 @@ def test_a_missing_internal_fails_loudly_with_the_tested_versions():
 
 def test_no_private_optuna_name_outside_optuna_api():
     private = re.compile(r"\._storage\b|\._trial_id\b|optuna\.\w+\._\w+|from optuna\.\w+\._\w+")
-    for path in (ROOT / "fer_sweep").glob("*.py"):
-        if path.name != "optuna_api.py":
-            hits = [line for line in path.read_text().splitlines() if private.search(line)]
-            assert not hits, f"{path.name}: {hits}"
+    checked = [path for path in (ROOT / "fer_sweep").rglob("*.py") if path.name != "optuna_api.py"]
+    assert {path.parent.name for path in checked} >= {"fer_sweep", "data", "learn", "sweep", "results", "cli"}
+    for path in checked:
+        hits = [line for line in path.read_text().splitlines() if private.search(line)]
+        assert not hits, f"{path.relative_to(ROOT)}: {hits}"
+    assert private.search((ROOT / "fer_sweep" / "sweep" / "optuna_api.py").read_text())  # the check finds them
 
 
 def test_pyproject_bounds_optuna_to_the_tested_majors():

@@ -1,19 +1,37 @@
-"""Tensor maths of the trainer's newer features: mixup, cutmix, soft-target loss, shift and multi-view TTA;
-and the strong spec, which uses them, validated and run small on synthetic faces."""
+"""Augmentation on the device (learn/augment.py): flips, affine transforms and erasing, and the tensor maths of
+mixup, cutmix, soft-target loss, shift and multi-view TTA."""
 
 from __future__ import annotations
 
-import math
 import pytest
 import torch
 import torch.nn.functional as F
 
-from fer_sweep.learn.augment import cutmix_box, mix_batch, one_hot, shift_batch, tta_views
 from fer_sweep.config import TrainConfig
-from fer_sweep.sweep.spec import load_spec, parse_spec
-from tests.test_workers import check_exact, cli, journal_study
+from fer_sweep.learn.augment import (
+    affine_batch, augment_batch, cutmix_box, erase_batch, flip_batch, mix_batch, one_hot, shift_batch, tta_views,
+)
 
-ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+def test_flip_mirrors_and_keeps_shape():
+    x = torch.rand(5, 1, 48, 48)
+    assert torch.equal(flip_batch(x, p=1.0), x.flip(3))
+    assert torch.equal(flip_batch(x, p=0.0), x)
+    mixed = flip_batch(x, p=0.5)
+    assert all(torch.equal(m, o) or torch.equal(m, o.flip(2)) for m, o in zip(mixed, x))
+
+
+def test_affine_and_erase_keep_shape_and_dtype():
+    x = torch.rand(6, 1, 48, 48)
+    assert torch.allclose(affine_batch(x, 0, 0, 0), x, atol=1e-5)  # identity transform
+    for out in (affine_batch(x, 4, 15, 0.2), erase_batch(x, 1.0), erase_batch(x, 0.0)):
+        assert out.shape == x.shape and out.dtype == x.dtype and torch.isfinite(out).all()
+    assert not torch.allclose(affine_batch(x, 4, 15, 0.2), x)
+    erased = erase_batch(x + 1, 1.0)  # x + 1 > 0, so zeros mark the erased rectangle
+    assert ((erased == 0).flatten(1).sum(1) > 0).all()
+    assert torch.equal(erase_batch(x, 0.0), x)
+    cfg = TrainConfig(aug_flip=True, aug_translate_px=3, aug_rotate_deg=10, aug_scale=0.1, aug_erase_p=0.5)
+    assert augment_batch(x, cfg).shape == x.shape
 
 
 def batch(n: int = 16):
@@ -108,48 +126,3 @@ def test_tta_views():
     views = list(tta_views(x, True, 2))
     assert len(views) == 10 and all(v.shape == x.shape for v in views)
     assert torch.equal(views[5], x.flip(3)) and torch.equal(views[6], shift_batch(x.flip(3), 2, 0))
-
-
-def test_specs_accept_asha_amp_modes_and_a_best_section():
-    base = {"data": "synthetic", "space": {"lr": {"choices": [0.001]}}}
-    spec = parse_spec({**base, "pruner": {"type": "asha", "min_epochs": 2, "reduction_factor": 3},
-                       "train": {"amp": True}, "best": {"epochs": 40, "seeds": 3}}, "s.yaml")
-    assert spec.pruner.type == "asha" and spec.train["amp"] == "auto" and spec.best.epochs == 40
-    assert parse_spec({**base, "train": {"amp": False}}, "s.yaml").train["amp"] == "off"
-    assert parse_spec({**base, "train": {"amp": "bf16"}}, "s.yaml").train["amp"] == "bf16"
-    for bad, message in ((dict(train={"amp": "fp16"}), "train.amp: unknown amp 'fp16'"),
-                         (dict(best={"seeds": 0}), "best.seeds: must be >= 1"),
-                         (dict(best={"epoch": 3}), "best.epoch: unknown key"),
-                         (dict(train={"mix_prob": 1.5}), "train.mix_prob: must be <= 1"),
-                         (dict(pruner={"type": "asha", "reduction_factor": 1}), "reduction_factor >= 2")):
-        with pytest.raises(Exception, match=message.replace("(", r"\(")):
-            parse_spec({**base, **bad}, "s.yaml")
-
-
-def test_strong_spec_validates_and_runs_two_trials_of_one_epoch(tmp_path):
-    import subprocess
-
-    import yaml
-
-    raw = yaml.safe_load((ROOT / "sweeps" / "strong.yaml").read_text())
-    load_spec(ROOT / "sweeps" / "strong.yaml", check_data=False)
-    raw.update({"data": "synthetic", "splits": {"synthetic_n": 300, "val_frac": 0.2, "test_frac": 0.2, "seed": 0},
-                "wandb": {"mode": "disabled"}})
-    raw["train"].update({"epochs": 1, "eval_batch_size": 256})
-    raw["model"].update({"conv": [[8, 3], [8, 3], [16, 3], [16, 3]], "fc_units": 16})  # the spec's shape, smaller
-    raw["space"]["mixup_alpha"] = {"choices": [0.2]}  # both trials mix, so the mixing path runs
-    raw["best"] = {"epochs": 2, "seeds": 2}
-    spec_path = tmp_path / "strong.yaml"
-    spec_path.write_text(yaml.safe_dump(raw))
-    results = tmp_path / "results"
-    run = subprocess.run(cli("run", str(spec_path), "--trials", "2", "--results", str(results), "--device", "cpu"),
-                         capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr
-    study = journal_study(results, "strong")
-    finished = check_exact(study, spec_path, 2)
-    assert all(t.user_attrs["epochs"] == 1 and math.isfinite(t.user_attrs["best_val_acc"]) for t in finished)
-    best = subprocess.run(cli("best", "--study", "strong", "--results", str(results), "--device", "cpu", "--json",
-                              "--wandb", "disabled"), capture_output=True, text=True, timeout=600)
-    assert best.returncode == 0, best.stderr
-    metrics = __import__("json").loads(best.stdout)
-    assert metrics["seeds"] == 2 and [r["epochs"] for r in metrics["runs"]] == [2, 2]  # the spec's `best:`

@@ -1,19 +1,20 @@
-"""Sweep specs: the shipped ones load and encode the documented grid; every bad spec is one line, exit 2."""
+"""Sweep specs (sweep/spec.py): the shipped ones load and encode the documented grid (the strong spec runs small);
+every bad spec is one line, exit 2."""
 
 from __future__ import annotations
 
+import json
+import math
+import subprocess
 from pathlib import Path
 
-import optuna
 import pytest
 import yaml
-from typer.testing import CliRunner
 
-from fer_sweep.cli import app
-from fer_sweep.sweep.space import sample_configs, sample_params, to_run_config
-from fer_sweep.sweep.spec import SpecError, load_spec
+from fer_sweep.sweep.space import sample_configs, to_run_config
+from fer_sweep.sweep.spec import SpecError, load_spec, parse_spec
+from tests.helpers import ROOT, check_exact, cli, invoke, journal_study, one_line_error, refused
 
-ROOT = Path(__file__).resolve().parents[1]
 GOOD = {"study": "t", "data": "synthetic", "trials": 2, "train": {"epochs": 2},
         "space": {"lr": {"choices": [0.001, 0.01]}, "dropout": {"low": 0.1, "high": 0.3}}}
 
@@ -41,21 +42,6 @@ def test_seed_grids_are_exactly_the_documented_grid(name, arch):
     assert set(space["pooling"].choices) == {"max", "avg", "none"}
     assert set(space["batch_size"].choices) == {64, 128}
     assert set(space["lr"].choices) == {0.001, 0.01, 0.05}
-
-
-def test_fixed_trial_replays_the_same_config():
-    spec = load_spec(ROOT / "sweeps" / "residual.yaml", check_data=False)
-    params = sample_configs(spec, 3)[2]
-    replay = sample_params(optuna.trial.FixedTrial(params), spec)
-    assert replay == params
-    assert to_run_config(replay, spec) == to_run_config(params, spec)
-
-
-def test_seeded_configs_are_a_stable_prefix_and_distinct():
-    spec = load_spec(ROOT / "sweeps" / "residual.yaml", check_data=False)
-    twenty, thirty = sample_configs(spec, 20), sample_configs(spec, 30)
-    assert thirty[:20] == twenty
-    assert len({repr(sorted(c.items())) for c in thirty}) == 30
 
 
 def _write(tmp_path: Path, spec, name="bad.yaml") -> Path:
@@ -116,20 +102,59 @@ def test_bad_spec_is_one_line_exit_2(tmp_path, case):
     with pytest.raises(SpecError, match=None) as info:
         load_spec(path)
     assert expected in str(info.value) and str(info.value).startswith(str(path))
-    result = CliRunner().invoke(app, ["run", str(path), "--results", str(tmp_path / "results")])
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and expected in lines[0] and str(path) in lines[0], result.stderr
-    assert "Traceback" not in result.output + result.stderr
+    result = invoke("run", path, "--results", tmp_path / "results", code=2)
+    one_line_error(result, expected, str(path))
+    assert "Traceback" not in result.stdout
     assert not (tmp_path / "results").exists()  # nothing trained, nothing written
 
 
 def test_missing_spec_file(tmp_path):
-    result = CliRunner().invoke(app, ["run", str(tmp_path / "nope.yaml")])
-    assert result.exit_code == 2 and "nope.yaml: spec file not found" in result.stderr
+    refused("run", tmp_path / "nope.yaml", "--results", tmp_path / "results", words=("nope.yaml: spec file not found",))
+    assert not (tmp_path / "results").exists()
 
 
-def test_bad_flag_value_is_one_line(tmp_path):
-    path = _write(tmp_path, GOOD, "good.yaml")
-    result = CliRunner().invoke(app, ["run", str(path), "--wandb", "cloud", "--results", str(tmp_path / "r")])
-    assert result.exit_code == 2 and "--wandb: unknown value 'cloud'" in result.stderr
+def test_specs_accept_asha_amp_modes_and_a_best_section():
+    base = {"data": "synthetic", "space": {"lr": {"choices": [0.001]}}}
+    spec = parse_spec({**base, "pruner": {"type": "asha", "min_epochs": 2, "reduction_factor": 3},
+                       "train": {"amp": True}, "best": {"epochs": 40, "seeds": 3}}, "s.yaml")
+    assert spec.pruner.type == "asha" and spec.train["amp"] == "auto" and spec.best.epochs == 40
+    assert parse_spec({**base, "train": {"amp": False}}, "s.yaml").train["amp"] == "off"
+    assert parse_spec({**base, "train": {"amp": "bf16"}}, "s.yaml").train["amp"] == "bf16"
+    for bad, message in ((dict(train={"amp": "fp16"}), "train.amp: unknown amp 'fp16'"),
+                         (dict(best={"seeds": 0}), "best.seeds: must be >= 1"),
+                         (dict(best={"epoch": 3}), "best.epoch: unknown key"),
+                         (dict(train={"mix_prob": 1.5}), "train.mix_prob: must be <= 1"),
+                         (dict(pruner={"type": "asha", "reduction_factor": 1}), "reduction_factor >= 2")):
+        with pytest.raises(SpecError, match=message.replace("(", r"\(")):
+            parse_spec({**base, **bad}, "s.yaml")
+
+
+def test_strong_spec_validates_and_runs_two_trials_of_one_epoch(tmp_path):
+    raw = yaml.safe_load((ROOT / "sweeps" / "strong.yaml").read_text())
+    load_spec(ROOT / "sweeps" / "strong.yaml", check_data=False)
+    raw.update({"data": "synthetic", "splits": {"synthetic_n": 300, "val_frac": 0.2, "test_frac": 0.2, "seed": 0},
+                "wandb": {"mode": "disabled"}})
+    raw["train"].update({"epochs": 1, "eval_batch_size": 256})
+    raw["model"].update({"conv": [[8, 3], [8, 3], [16, 3], [16, 3]], "fc_units": 16})  # the spec's shape, smaller
+    raw["space"]["mixup_alpha"] = {"choices": [0.2]}  # both trials mix, so the mixing path runs
+    raw["best"] = {"epochs": 2, "seeds": 2}
+    spec_path = tmp_path / "strong.yaml"
+    spec_path.write_text(yaml.safe_dump(raw))
+    results = tmp_path / "results"
+    run = subprocess.run(cli("run", str(spec_path), "--trials", "2", "--results", str(results), "--device", "cpu"),
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    study = journal_study(results, "strong")
+    finished = check_exact(study, spec_path, 2)
+    assert all(t.user_attrs["epochs"] == 1 and math.isfinite(t.user_attrs["best_val_acc"]) for t in finished)
+    best = subprocess.run(cli("best", "--study", "strong", "--results", str(results), "--device", "cpu", "--json",
+                              "--wandb", "disabled"), capture_output=True, text=True, timeout=600)
+    assert best.returncode == 0, best.stderr
+    metrics = json.loads(best.stdout)
+    assert metrics["seeds"] == 2 and [r["epochs"] for r in metrics["runs"]] == [2, 2]  # the spec's `best:`
+
+
+def test_spec_keep_is_validated(tmp_path):
+    assert parse_spec({"data": "synthetic"}, "x.yaml").keep == 10
+    with pytest.raises(SpecError, match="keep: must be >= 0"):
+        parse_spec({"data": "synthetic", "keep": -1}, "x.yaml")

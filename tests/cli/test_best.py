@@ -1,0 +1,79 @@
+"""`fer-sweep best` end to end: the retrained winner's files; `--ensemble` (the kept trial models combined,
+`predict` on the ensemble folder reproducing it, the report showing it); `--seeds` (the seeds' average)."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from fer_sweep.results.best import pick_winner
+from tests.helpers import invoke, journal_study, refused, snapshot
+
+
+def test_best_writes_weights_config_metrics_and_confusion(tiny_sweep):
+    folder, _, best = tiny_sweep
+    final = folder / "final"
+    state = torch.load(final / "model.pt", weights_only=True)
+    assert all(isinstance(v, torch.Tensor) for v in state.values())
+    metrics = json.loads((final / "metrics.json").read_text())
+    config = json.loads((final / "config.json").read_text())
+    study = journal_study(folder.parent, "tiny")
+    winner = max(study.get_trials(states=(TrialState.COMPLETE,)), key=lambda t: t.value)
+    assert metrics["winner"]["number"] == winner.number == config["trial"]
+    assert config["params"] == winner.params
+    assert metrics["split"] == "test" and metrics["seeds"] == 2 and len(metrics["runs"]) == 2
+    assert 0.0 <= metrics["test/acc"]["mean"] <= 1.0 and metrics["test/acc"]["std"] >= 0.0
+    assert sum(map(sum, metrics["confusion"])) == metrics["n_test"] == 280 * 0.2
+    assert [r["class"] for r in metrics["per_class"]] == ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+    assert (final / "confusion.png").stat().st_size > 1000
+    assert "winner" in best.stdout and "test: acc" in best.stdout
+
+
+def _predict(folder, out):
+    shown = invoke("predict", folder, "--data", "synthetic", "--split", "test", "--out", out, "--proba", "--json")
+    return json.loads(shown.stdout)["acc"], [row for row in csv.reader(out.open())]
+
+
+def test_best_ensemble_predict_and_report(kept_sweep, tmp_path):
+    final = kept_sweep["folder"] / "final"
+    results = kept_sweep["results"]
+    info = json.loads(invoke("best", "--results", results, "--device", "cpu", "--ensemble", 5, "--json").stdout)
+    assert info == json.loads((final / "ensemble.json").read_text())
+    assert info["single"]["trial"] == pick_winner(kept_sweep["study"]).number and info["split"] == "test"
+    assert {m["trial"] for m in info["members"]} <= set(info["candidates"]) and len(info["candidates"]) == 3
+    for m in info["members"]:
+        assert torch.load(final / m["path"] / "model.pt", weights_only=True)  # plain weights, loadable
+    acc, _ = _predict(final, tmp_path / "ens.csv")
+    assert acc == pytest.approx(info["test/acc"], abs=1e-6)  # predict on the folder reproduces best --ensemble
+    page = invoke("report", "--results", results, "--json").stdout
+    html = (kept_sweep["folder"] / "report.html").read_text()
+    assert '"ensemble"' in page and 'id="ensemble"' in html and 'id="fig-ensemble"' in html
+    # an ensemble of one model is that model: same accuracy, same probabilities as its own folder
+    one = json.loads(invoke("best", "--results", results, "--device", "cpu", "--ensemble", 1, "--json").stdout)
+    assert [(m["trial"], m["weight"]) for m in one["members"]] == [(one["single"]["trial"], 1.0)]
+    assert one["test/acc"] == one["single"]["test/acc"]
+    acc_ens, rows_ens = _predict(final, tmp_path / "one.csv")
+    acc_member, rows_member = _predict(final / one["members"][0]["path"], tmp_path / "member.csv")
+    assert rows_ens == rows_member and acc_ens == pytest.approx(one["test/acc"], abs=1e-6)
+
+
+def test_ensemble_takes_no_retrain_flags(kept_sweep):
+    before = snapshot(kept_sweep["folder"])
+    refused("best", "--results", kept_sweep["results"], "--ensemble", 3, "--seeds", 2,
+            words=("--ensemble combines the kept trial models",))
+    assert snapshot(kept_sweep["folder"]) == before  # nothing retrained, nothing written
+
+
+def test_seeds_are_kept_and_averaged_as_an_ensemble(kept_sweep, tmp_path):
+    metrics = json.loads(invoke("best", "--results", kept_sweep["results"], "--device", "cpu", "--seeds", 2,
+                                "--epochs", 1, "--wandb", "disabled", "--json").stdout)
+    seeds = metrics["seeds_ensemble"]
+    assert seeds["seeds"] == [0, 1] and seeds["weights"] == [0.5, 0.5] and "test/acc" in seeds
+    folder = kept_sweep["folder"] / "final" / "seeds"
+    assert sorted(p.name for p in folder.iterdir()) == ["ensemble.json", "s0", "s1"]
+    acc, _ = _predict(folder, tmp_path / "seeds.csv")
+    assert acc == pytest.approx(seeds["test/acc"], abs=1e-6)

@@ -1,0 +1,80 @@
+"""The study and its ticket queue (sweep/study.py): a worker killed mid-trial is reaped and its ticket re-run, a
+silent remote worker's trial is failed by its heartbeat and re-queued, and reading a study appends nothing to
+its journal."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import yaml
+from optuna.trial import TrialState
+
+from fer_sweep.sweep.spec import parse_spec
+from tests.helpers import check_exact, cli, invoke, journal_study, make_spec
+
+
+def test_reading_a_study_appends_nothing_to_its_journal(small_study):
+    journal = small_study["results"] / "small" / "journal.log"
+    before = journal.read_bytes()
+    for args in (("status",), ("status", "--json"), ("best", "--no-retrain"), ("report",)):
+        invoke(*args, "--results", small_study["results"])
+    again = invoke("run", small_study["spec"], "--results", small_study["results"], "--device", "cpu")
+    assert "2/2 finished" in again.stdout
+    assert journal.read_bytes() == before  # no create_study record per open, no write on a finished resume
+
+
+def test_worker_killed_mid_trial_is_rerun_and_nothing_lost(tmp_path):
+    # trials long enough (~1 s an epoch) that the kill lands mid-trial
+    spec = make_spec(tmp_path, "crash", 4, train={"epochs": 4, "patience": 0, "batch_size": 32},
+                     pruner={"type": "none"}, splits={"synthetic_n": 1400, "val_frac": 0.2, "test_frac": 0.2, "seed": 0},
+                     model={"arch": "cnn", "fc_units": 32, "conv": [[16, 3], [32, 3]]},
+                     space={"lr": {"low": 0.001, "high": 0.01, "log": True}})
+    results = tmp_path / "results"
+    proc = subprocess.Popen(cli("run", str(spec), "--workers", "2", "--results", str(results), "--device", "cpu"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    victim, deadline = None, time.time() + 120
+    while victim is None and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+        if (results / "crash" / "journal.log").exists():
+            try:
+                trials = journal_study(results, "crash").get_trials(states=(TrialState.RUNNING,))
+            except KeyError:  # the journal file exists a moment before the study is created in it
+                continue
+            running = [t for t in trials if t.intermediate_values and "owner" in t.system_attrs]
+            victim = running[0] if running else None
+    assert victim is not None, "no trial was caught mid-run"
+    os.kill(victim.system_attrs["owner"]["pid"], signal.SIGKILL)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    study = journal_study(results, "crash")
+    finished = check_exact(study, spec, 4)
+    dead = study.trials[victim.number]
+    assert dead.state == TrialState.FAIL and dead.user_attrs["outcome"] == "crashed"
+    rerun = [t for t in finished if t.user_attrs["ticket"] == victim.user_attrs["ticket"]]
+    assert rerun[0].params == victim.params and rerun[0].number > victim.number
+
+
+def test_heartbeat_fails_a_silent_remote_trial_and_requeues_it(tmp_path, postgres_url):
+    """A worker on another machine stops beating: after the grace period the trial is failed and its
+    configuration enqueued again (Optuna's heartbeat; pids cannot be checked across machines)."""
+    from fer_sweep.sweep.study import claim, prepare_study, reap
+
+    spec = parse_spec(yaml.safe_load(make_spec(tmp_path, "beat", 2).read_text()), "beat.yaml")
+    study = prepare_study(spec, tmp_path / "results", postgres_url, heartbeat_s=1)
+    trial = claim(study, spec.trials, "remote")
+    study._storage.set_trial_system_attr(trial._trial_id, "owner", {"host": "another-machine", "pid": 1,
+                                                                    "start": "0", "worker": "remote"})
+    study._storage.record_heartbeat(trial._trial_id)
+    params = study._storage.get_trial(trial._trial_id).system_attrs["fixed_params"]
+    reap(study)
+    assert study._storage.get_trial(trial._trial_id).state == TrialState.RUNNING  # still within grace
+    time.sleep(4.0)  # grace period = 3 heartbeats
+    reap(study)
+    assert study._storage.get_trial(trial._trial_id).state == TrialState.FAIL
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    again = [t for t in waiting if t.user_attrs.get("retry_of") == trial.number]
+    assert len(again) == 1 and again[0].system_attrs["fixed_params"] == params
+    assert again[0].user_attrs["ticket"] == study._storage.get_trial(trial._trial_id).user_attrs["ticket"]
