@@ -42,30 +42,40 @@ def predict(
     model_dir: Annotated[Path, typer.Argument(metavar="MODEL_DIR", help="Folder with model.pt + config.json "
                                               "(results/<study>/final, or the study folder).")],
     data: Annotated[str, typer.Option("--data", help="FER2013 file/folder in any layout (also unlabeled test.csv), "
-                                      "'synthetic', or photos: an image file or a folder of them.")],
+                                      "'synthetic', or photos and videos: an image or video file (an animated GIF "
+                                      "too), or a folder of them.")],
     out_path: Annotated[Path, typer.Option("--out", help="CSV to write: id,emotion[,class probabilities]; for "
-                                           "photos one row per face: file,face,x,y,w,h,angle,emotion,emotion_name.")],
+                                           "photos one row per face: file,face,x,y,w,h,angle,emotion,emotion_name; "
+                                           "with videos also time,frame (face: its id across frames).")],
     tta: Annotated[Optional[bool], typer.Option("--tta/--no-tta", help="Flip test-time augmentation "
                                                 "(default: as `best` evaluated the model).")] = None,
     proba: Annotated[bool, typer.Option("--proba", help="Add one probability column per class.")] = False,
     split: Annotated[str, typer.Option("--split", help="all rows of the file, or the train | val | test split "
                                        "`best` used (from config.json's split options).")] = "all",
-    annotate: Annotated[Optional[Path], typer.Option("--annotate", help="Photos: write a copy of each photo here "
-                                                     "with every face's box and emotion drawn.")] = None,
+    annotate: Annotated[Optional[Path], typer.Option("--annotate", help="Photos and videos: write a copy of each "
+                                                     "here with every face's box and emotion drawn (videos as "
+                                                     "MP4).")] = None,
+    every: Annotated[Optional[str], typer.Option("--every", help="Videos: seconds between sampled frames (0.5, "
+                                                 "0.5s, 500ms; 0: every frame). Default auto: 0.5 s, sparser for "
+                                                 "clips over 8m20s (at most 1000 frames).")] = None,
     device: Annotated[str, typer.Option("--device", help="auto (CUDA, else MPS, else CPU) | cpu | cuda | "
                                         "cuda:K | mps")] = "auto",
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Faces per forward pass.")] = None,
     as_json: Json = False,
 ) -> None:
-    """Predict every face of a FER2013 file, or of the faces found in photos, with a saved model."""
+    """Predict every face of a FER2013 file, or of the faces found in photos and videos, with a saved model."""
     from fer_sweep.results import predict as prediction
     from fer_sweep.data.photos import is_photo_source
 
     if is_photo_source(data):
-        return _predict_photos(model_dir, data, out_path, tta, proba, split, annotate, device, batch_size, as_json)
+        return _predict_photos(model_dir, data, out_path, tta, proba, split, annotate, every, device, batch_size,
+                               as_json)
     with user_errors():
         if annotate is not None:
-            raise UserError(f"--annotate: only for photos ({data} is FER2013 data: its faces are already 48x48 crops)")
+            raise UserError(f"--annotate: only for photos and videos ({data} is FER2013 data: its faces are already "
+                            "48x48 crops)")
+        if every is not None:
+            raise UserError(f"--every: only for videos ({data} is FER2013 data)")
         pred = prediction.predict(model_dir, data, split=split, tta=tta, device=device, batch_size=batch_size)
         prediction.write_csv(pred, out_path, proba=proba)
     info = {**prediction.summary(pred), "out": str(out_path)}
@@ -81,33 +91,81 @@ def predict(
 
 
 def _predict_photos(model_dir: Path, data: str, out_path: Path, tta: Optional[bool], proba: bool, split: str,
-                    annotate: Optional[Path], device: str, batch_size: Optional[int], as_json: bool) -> None:
-    """`predict` on ordinary photos: faces found, cropped and classified; unreadable files warned about."""
+                    annotate: Optional[Path], every: Optional[str], device: str, batch_size: Optional[int],
+                    as_json: bool) -> None:
+    """`predict` on photos and videos: faces found, cropped and classified; unreadable files warned about."""
+    from dataclasses import replace
+
     from rich.markup import escape
 
+    from fer_sweep.data.video import parse_every
     from fer_sweep.results import predict as prediction
+    from fer_sweep.results import video as videos
 
     with user_errors():
         if split != "all":
-            raise UserError(f"--split {split}: photos have no splits (use --split all)")
-        pred = prediction.predict_photos(model_dir, data, tta=tta, device=device, batch_size=batch_size)
-        prediction.write_photo_csv(pred, out_path, proba=proba)
-        annotated = prediction.write_annotated(pred, annotate) if annotate is not None else []
-    for line in pred.unreadable:
+            raise UserError(f"--split {split}: photos and videos have no splits (use --split all)")
+        media = videos.predict_media(model_dir, data, every=parse_every(every), tta=tta, device=device,
+                                     batch_size=batch_size, progress=_progress())
+        if not media.videos:  # photos only: the photo CSV, as before videos were read
+            pred = replace(media.photos, unreadable=media.unreadable)
+            prediction.write_photo_csv(pred, out_path, proba=proba)
+            annotated = prediction.write_annotated(pred, annotate) if annotate is not None else []
+            info, timelines = prediction.photo_summary(pred), []
+        else:
+            videos.write_media_csv(media, out_path, proba=proba)
+            timelines = videos.write_timelines(media, out_path)
+            annotated = []
+            if annotate is not None:
+                annotated = (prediction.write_annotated(media.photos, annotate)
+                             + videos.write_annotated_videos(media, annotate))
+            info = videos.media_summary(media)
+    for line in media.unreadable:
         err.print(f"[yellow]skipped:[/yellow] {escape(line)}", highlight=False)
-    info = {**prediction.photo_summary(pred), "out": str(out_path), "annotated": str(annotate) if annotate else None}
+    info = {**info, "out": str(out_path), "annotated": str(annotate) if annotate else None,
+            **({"timelines": [str(p) for p in timelines]} if media.videos else {})}
     if as_json:
         print(json.dumps(info, indent=2))
         return
-    out.print(f"wrote {info['faces']} faces from {info['photos']} photos to {out_path} "
-              f"(tta {'on' if info['tta'] else 'off'})", highlight=False)
+    sampled = sum(v["frames"] for v in info.get("videos", []))
+    what = [f"{info['photos']} photo{'s' * (info['photos'] != 1)}"] if info["photos"] or not media.videos else []
+    if media.videos:
+        what.append(f"{len(media.videos)} video{'s' * (len(media.videos) != 1)} ({sampled} sampled frames)")
+    faces = info["faces"] + sum(v["faces"] for v in info.get("videos", []))
+    out.print(f"wrote {faces} faces from {' and '.join(what)} to {out_path} (tta {'on' if info['tta'] else 'off'})",
+              highlight=False)
+    for v, timeline in zip(info.get("videos", []), timelines):
+        step = f"every {v['every_s']:g} s" if v["every_s"] > 0 else "every frame"
+        out.print(f"{v['file']}: {v['frames']} frames sampled ({step}) of {v['duration_s']:g} s, faces in "
+                  f"{v['frames_with_face']}, {v['face_ids']} face id{'s' * (v['face_ids'] != 1)}; timeline {timeline}",
+                  highlight=False)
     found = ", ".join(f"{name} {n}" for name, n in info["predicted"].items() if n)
     if found:
         out.print(f"emotions: {found}", highlight=False)
     if annotated:
         out.print(f"annotated copies: {len(annotated)} in {annotate}", highlight=False)
-    out.print(f"photos with no face: {info['no_face']}" + (f"; unreadable files skipped: {info['unreadable']}"
-                                                          if info["unreadable"] else ""), highlight=False)
+    if info["photos"] or not media.videos:
+        out.print(f"photos with no face: {info['no_face']}" + (f"; unreadable files skipped: {info['unreadable']}"
+                                                              if info["unreadable"] else ""), highlight=False)
+    elif info["unreadable"]:
+        out.print(f"unreadable files skipped: {info['unreadable']}", highlight=False)
+
+
+def _progress():
+    """Progress of long videos on stderr: nothing for a video read within 2 s, then a line every 2 s."""
+    import time
+
+    state = {"name": None, "start": 0.0, "shown": 0.0}
+
+    def show(name: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if name != state["name"]:
+            state.update(name=name, start=now, shown=now)
+        if now - state["shown"] >= 2.0 or (done >= total and now - state["start"] >= 2.0):
+            state["shown"] = now
+            err.print(f"{name}: {done}/{total} frames sampled ({100 * done / max(1, total):.0f}%)", highlight=False)
+
+    return show
 
 
 @app.command()
@@ -117,7 +175,7 @@ def export(
     onnx_path: Annotated[Path, typer.Option("--onnx", help="ONNX file to write.")],
     as_json: Json = False,
 ) -> None:
-    """Write the model as ONNX (normalised N x 1 x 48 x 48 faces in, 7 logits out), checked with onnxruntime."""
+    """Write the model as ONNX (normalised N x 1 x 48 x 48 faces or crops in, 7 logits out), checked with onnxruntime."""
     from fer_sweep.results.export import export_onnx
 
     with user_errors():
@@ -127,7 +185,8 @@ def export(
     else:
         meta = done["metadata"]
         out.print(f"wrote {done['path']} ({done['bytes'] / 1024:.0f} KiB, ONNX opset {done['opset']}): input "
-                  f"N x 1 x 48 x 48 float, (pixel - {float(meta['norm_mean']):g}) / {float(meta['norm_std']):g}; "
+                  f"N x 1 x {done['input_size']} x {done['input_size']} float, (pixel - {float(meta['norm_mean']):g}) "
+                  f"/ {float(meta['norm_std']):g}; "
                   f"output 7 logits ({', '.join(json.loads(meta['classes']))})", highlight=False)
         out.print(f"onnxruntime vs torch on {done['checked_faces']} faces: max abs logit difference "
                   f"{done['max_abs_diff']:.3g}", highlight=False)

@@ -1,4 +1,4 @@
-"""Results layer: `best` (retrain the winner, test once), ensembles, predictions on FER2013 files and photos, ONNX
+"""Results layer: `best` (retrain the winner, test once), ensembles, predictions on FER2013 files, photos and videos, ONNX
 export, figures and the self-contained HTML report."""
 
 from fer_sweep import lazy_exports
@@ -7,6 +7,7 @@ _EXPORTS = {
     "pick_winner": "best", "retrain_best": "best",
     "build_ensemble": "ensemble", "save_ensemble": "ensemble", "greedy_select": "ensemble",
     "predict": "predict", "predict_photos": "predict", "load_members": "predict",
+    "predict_media": "video",
     "export_onnx": "export",
     "build_report": "html",
 }

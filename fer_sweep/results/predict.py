@@ -201,15 +201,23 @@ def predict_photos(model_dir: Path, data: str, *, tta: Optional[bool] = None, de
     """Find the faces in a photo or a folder of photos (faces.is_photo_source), crop each as FER2013 framed its
     faces and classify it with the model (or ensemble) saved by `best`. A 48x48 photo is taken as one face crop already.
     A file that cannot be decoded is listed in `unreadable` and skipped; none readable at all is a UserError."""
-    import torch
-
     from fer_sweep.data import photos as photo_faces
-    from fer_sweep.results.ensemble import ensemble_proba
-    from fer_sweep.learn.device import pick_device
 
     members, _ = load_members(model_dir)
+    photos, crops, unreadable = read_photo_faces(photo_faces.list_photos(Path(data)))
+    if not photos:
+        raise UserError(f"{data}: no readable photo ({unreadable[0]}{' and others' if len(unreadable) > 1 else ''})")
+    proba, tta = classify(members, crops, tta=tta, device=device, batch_size=batch_size)
+    return PhotoPredictions(photos=photos, proba=proba, unreadable=unreadable, source=str(data), tta=tta)
+
+
+def read_photo_faces(files) -> tuple[list[Photo], list[np.ndarray], list[str]]:
+    """For each (path, name): the photo with the faces found in it, and their 48x48 crops (a 48x48 photo is one
+    crop already); a file that cannot be decoded is one line in the third list."""
+    from fer_sweep.data import photos as photo_faces
+
     photos, crops, unreadable = [], [], []
-    for path, name in photo_faces.list_photos(Path(data)):
+    for path, name in files:
         try:
             grey = np.asarray(photo_faces.read_photo(path, "L"))
         except UserError as e:
@@ -222,14 +230,21 @@ def predict_photos(model_dir: Path, data: str, *, tta: Optional[bool] = None, de
             found = photo_faces.detect_faces(grey)
             crops += [photo_faces.crop_face(grey, face) for face in found]
         photos.append(Photo(path=path, name=name, faces=tuple(found)))
-    if not photos:
-        raise UserError(f"{data}: no readable photo ({unreadable[0]}{' and others' if len(unreadable) > 1 else ''})")
+    return photos, crops, unreadable
+
+
+def classify(members, crops, *, tta: Optional[bool] = None, device: str = "auto",
+             batch_size: Optional[int] = None) -> tuple[np.ndarray, bool]:
+    """(N, 7) float32 class probabilities of N 48x48 uint8 crops, and whether TTA was used."""
+    import torch
+
+    from fer_sweep.learn.device import pick_device
+    from fer_sweep.results.ensemble import ensemble_proba
+
     dev = pick_device(device)
-    x = torch.from_numpy(np.stack(crops) if crops else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8)).to(dev)
+    x = torch.from_numpy(np.stack(crops) if len(crops) else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8)).to(dev)
     proba = ensemble_proba([_on(m, dev) for m in members], x, tta=tta, batch_size=batch_size)
-    tta = _uses_tta(members) if tta is None else tta
-    return PhotoPredictions(photos=photos, proba=proba.float().cpu().numpy(), unreadable=unreadable,
-                            source=str(data), tta=tta)
+    return proba.float().cpu().numpy(), _uses_tta(members) if tta is None else tta
 
 
 PHOTO_COLUMNS = ("file", "face", "x", "y", "w", "h", "angle", "emotion", "emotion_name")
