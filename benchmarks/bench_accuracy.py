@@ -2,6 +2,13 @@
 
     python benchmarks/bench_accuracy.py SPEC [--data PATH] [--trials N] [--seeds 3] [--best-epochs E]
         [--ensemble E] [--workers K] [--device D] [--gpus 0,1] [--results DIR] [--study NAME]
+    python benchmarks/bench_accuracy.py --recipe [--data PATH] [--device D] [--results DIR]
+
+--recipe runs issue 20's whole recipe as resumable stages (see `Recipe`): sweeps/strong-sgd.yaml and
+sweeps/resnet.yaml, the cross-study ensemble of their kept trial models, each study's `best` (its spec's epochs and
+seeds), the cross-study ensemble of everything, then the ablation of each recipe element against the strong
+winner's recipe at a fixed budget; it writes "Accuracy: the issue-20 recipe on <data>" as it goes (results in
+results/recipe/ by default) and picks up where it stopped when run again.
 
 Runs `fer-sweep run SPEC --data PATH`, then `fer-sweep best --ensemble E` (the kept trial models combined,
 no training) and `fer-sweep best --seeds K`, and writes the section
@@ -129,9 +136,303 @@ def section(args, study: str, st: dict | None, times: dict, metrics: dict | None
     return "\n".join(lines)
 
 
+# ================================================================================================== the recipe
+# `--recipe`: the whole issue-20 recipe as resumable stages (sweeps of two architectures, their `best`, the
+# cross-study ensemble, and the ablation of each recipe element at a fixed budget). Each finished stage leaves
+# <results>/stages/<name>.json; a rerun of the same command skips those, resumes an interrupted sweep where its
+# study stopped (`run` resumes) and restarts an interrupted `best` from its first epoch.
+RECIPE_TITLE = "Accuracy: the issue-20 recipe on {data}"
+STUDIES = (("strong-sgd", "sweeps/strong-sgd.yaml"), ("resnet", "sweeps/resnet.yaml"))
+ENSEMBLE_PICKS = 12
+ABLATION_EPOCHS = 15
+# The strong sweep's winner (benchmarks/RESULTS.md, "Accuracy: strong": trial 3), the ablation's baseline recipe.
+STRONG_WINNER = {"schedule": "onecycle", "lr": 0.001151959200854397, "weight_decay": 0.01617620924717979,
+                 "dropout": 0.24839285536549888, "label_smoothing": 0.0, "mixup_alpha": 0.0, "aug_translate_px": 2,
+                 "aug_rotate_deg": 0.0, "aug_scale": 0.1, "aug_erase_p": 0.0}
+ABLATION = (  # (name, what it changes, train settings changed, refit too)
+    ("base", "the strong winner's recipe: AdamW, one-cycle, whole 48x48 faces, flip TTA", {}, True),
+    ("sgd-plateau", "SGD + Nesterov (lr 0.02, momentum 0.9, weight decay 5e-4) and reduce-on-plateau (x0.5 after 2 "
+     "epochs without a gain) instead of AdamW + one-cycle",
+     {"optimizer": "sgd", "nesterov": True, "momentum": 0.9, "lr": 0.02, "weight_decay": 5e-4,
+      "schedule": "plateau"}, False),
+    ("crops", "random 40x40 crops and ten-crop TTA instead of whole faces and flip TTA",
+     {"crop": 40, "tta": "tencrop"}, False),
+    ("ema", "a weight average (EMA, decay 0.999) validated and kept", {"ema": 0.999}, False),
+)
+
+
+def ablation_spec(folder: Path, data: str, name: str, changes: dict) -> Path:
+    """A one-configuration spec: strong.yaml with its searched keys fixed at its winner's values, `changes` on top,
+    and a 1-epoch, 1-trial sweep (it only gives `best` a study to read; `best --epochs` is the budget)."""
+    import yaml
+
+    from fer_sweep.sweep.spec import MODEL_FIELDS
+
+    raw = yaml.safe_load((ROOT / "sweeps" / "strong.yaml").read_text())
+    fixed = {**STRONG_WINNER, **changes}
+    raw.update(study=f"abl-{name}", data=data, trials=1, keep=0, pruner={"type": "none"}, space={},
+               wandb={"project": "fer-sweep", "mode": "disabled"}, best={"epochs": ABLATION_EPOCHS, "seeds": 1})
+    raw["model"] = {**raw["model"], **{k: v for k, v in fixed.items() if k in MODEL_FIELDS}}
+    raw["train"] = {**raw["train"], **{k: v for k, v in fixed.items() if k not in MODEL_FIELDS}, "epochs": 1}
+    path = folder / f"abl-{name}.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+class Recipe:
+    """The stages, their markers, and the RESULTS.md section rewritten as they go."""
+
+    def __init__(self, args):
+        self.args, self.results = args, args.results
+        self.stages = self.results / "stages"
+        self.stages.mkdir(parents=True, exist_ok=True)
+        self.title = RECIPE_TITLE.format(data=Path(args.data).name)
+        self.running: str | None = None
+        self.started = time.time()
+        self.lock = threading.Lock()
+
+    # ---------------------------------------------------------------- markers
+    def done(self, name: str) -> dict | None:
+        path = self.stages / f"{name.replace(':', '-')}.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def mark(self, name: str, output, seconds: float) -> None:
+        path = self.stages / f"{name.replace(':', '-')}.json"
+        path.write_text(json.dumps({"stage": name, "seconds": round(seconds, 1), "finished": time.time(),
+                                    "output": output}, indent=2))
+
+    def log(self, name: str) -> Path:
+        return self.results / f"{name.replace(':', '-')}.log"
+
+    # ---------------------------------------------------------------- running
+    def stage(self, name: str, cmd: list[str], parse_json: bool) -> dict | None:
+        """Run one stage's command unless its marker says it is done; its JSON stdout is the stage's output."""
+        if self.done(name):
+            print(f"[recipe] {name}: done before, skipped", flush=True)
+            return self.done(name)["output"]
+        self.running = name
+        print(f"[recipe] {name}: fer-sweep {' '.join(cmd)}", flush=True)
+        t0 = time.perf_counter()
+        log = self.log(name)
+        with open(log, "a") as err:
+            err.write(f"\n$ fer-sweep {' '.join(cmd)}  ({time.strftime('%Y-%m-%d %H:%M:%S')})\n")
+            err.flush()
+            proc = subprocess.Popen(cli(*cmd), cwd=ROOT, stdout=subprocess.PIPE if parse_json else err,
+                                    stderr=err, text=True)
+            if parse_json:  # read stdout on a thread: the JSON may exceed the pipe's buffer
+                chunks: list[str] = []
+                reader = threading.Thread(target=lambda: chunks.append(proc.stdout.read()), daemon=True)
+                reader.start()
+            while proc.poll() is None:
+                try:
+                    proc.wait(timeout=POLL_S)
+                except subprocess.TimeoutExpired:
+                    self.report()
+            if parse_json:
+                reader.join()
+        self.running = None
+        if proc.returncode != 0:
+            self.report()
+            raise SystemExit(f"[recipe] {name} failed (exit {proc.returncode}): see {log}; rerun the same command "
+                             "to resume")
+        output = json.loads("".join(chunks)) if parse_json else None
+        self.mark(name, output, time.perf_counter() - t0)
+        self.report()
+        return output
+
+    def run_all(self) -> None:
+        a, res = self.args, str(self.results)
+        common = ["--results", res, "--device", a.device]
+        for study, spec in STUDIES:
+            self.stage(f"sweep:{study}", ["run", spec, "--data", a.data, "--study", study, "--wandb", "disabled",
+                                          *common], parse_json=False)
+            self.mark_status(f"sweep:{study}", study)
+        pooled = [x for study, _ in STUDIES for x in ("--study", study)]
+        self.stage("ensemble:trials", ["best", "--ensemble", str(ENSEMBLE_PICKS), *pooled, "--json", *common],
+                   parse_json=True)
+        for study, _ in STUDIES:
+            self.stage(f"best:{study}", ["best", "--study", study, "--json", "--wandb", "disabled", *common],
+                       parse_json=True)
+        self.stage("ensemble:final", ["best", "--ensemble", str(ENSEMBLE_PICKS), *pooled, "--json", *common],
+                   parse_json=True)
+        for name, _, changes, refit in ABLATION:
+            spec = ablation_spec(self.results, a.data, name, changes)
+            self.stage(f"ablation-sweep:{name}", ["run", str(spec), "--wandb", "disabled", *common], parse_json=False)
+            self.stage(f"ablation:{name}", ["best", "--study", f"abl-{name}", "--epochs", str(ABLATION_EPOCHS),
+                                            "--seeds", "1", "--json", "--wandb", "disabled", *common,
+                                            *(["--refit"] if refit else [])], parse_json=True)
+        self.report(final=True)
+
+    def mark_status(self, name: str, study: str) -> None:
+        """Keep the finished sweep's status (trials, epochs, winner) in its marker, for the report."""
+        marker = self.done(name)
+        if marker and marker.get("output") is None:
+            marker["output"] = status(study, self.results)
+            (self.stages / f"{name.replace(':', '-')}.json").write_text(json.dumps(marker, indent=2))
+
+    # ---------------------------------------------------------------- the report
+    def report(self, final: bool = False) -> None:
+        import os
+
+        with self.lock:
+            with open(self.results / "load.log", "a") as f:  # how busy the shared machine was, for the report
+                f.write(f"{time.time():.0f} {os.getloadavg()[1]:.2f}\n")
+            body = self.section(final)
+            if not self.args.no_write:
+                write_section(self.title, body)
+
+    def section(self, final: bool) -> str:
+        from fer_sweep.learn.device import pick_device
+        from fer_sweep.learn.precision import precision
+
+        a = self.args
+        names = ([f"sweep:{s}" for s, _ in STUDIES] + ["ensemble:trials"] + [f"best:{s}" for s, _ in STUDIES]
+                 + ["ensemble:final"] + [f"{k}:{n}" for n, *_ in ABLATION for k in ("ablation-sweep", "ablation")])
+        markers = {n: self.done(n) for n in names}
+        spent = sum(m["seconds"] for m in markers.values() if m)
+        head = ("" if final else "**Partial: still running or stopped before the end** (rerun "
+                "`benchmarks/bench_accuracy.py --recipe` to resume; finished stages are kept). ")
+        lines = [head + f"`benchmarks/bench_accuracy.py --recipe` on `{a.data}` (validation = PublicTest, test carved "
+                 "from Training and read once per model).", "",
+                 f"- machine: {machine()}",
+                 f"- precision: {precision('auto', pick_device(a.device)).describe()}",
+                 f"- stages done: {sum(1 for m in markers.values() if m)} of {len(names)}"
+                 + (f"; running: {self.running}" if self.running else "")
+                 + f"; wall time of the finished stages {spent / 3600:.2f} h"]
+        lines += self.study_lines(markers) + self.ensemble_lines(markers) + self.ablation_lines(markers)
+        lines += self.compute_lines(markers) + self.target_lines(markers)
+        if self.running and self.running.startswith("best:"):
+            curves = retrain_curve(self.log(self.running))
+            for seed, curve in sorted(curves.items()):
+                lines.append(f"- {self.running} in progress, seed {seed} (epoch: train acc / val acc): " +
+                             ", ".join(f"{e}: {pct(tr)} / {pct(va)}" for e, tr, va in curve[-8:]))
+        if self.running and self.running.startswith("sweep:"):
+            st = status(self.running.split(":", 1)[1], self.results)
+            if st:
+                lines.append(f"- {self.running} in progress: {st['finished']} of {st['target']} trials finished, "
+                             f"{st['epochs_trained']} epochs trained"
+                             + (f", best val acc so far {pct(st['best']['val_acc'])}" if st.get("best") else "")
+                             + "".join(f"; trial {r['number']} at epoch {r['epoch']} of {r['epochs']} (val acc "
+                                       f"{pct(r['val_acc'])}, {r['progress'][1] / max(r['progress'][0], 1):.0f} s an epoch)"
+                                       for r in st.get("running", []) if r.get("epoch") and r.get("progress")))
+        return "\n".join(lines)
+
+    def study_lines(self, markers: dict) -> list[str]:
+        out = []
+        for study, spec in STUDIES:
+            sweep, best = markers.get(f"sweep:{study}"), markers.get(f"best:{study}")
+            st = sweep and sweep.get("output")
+            if st:
+                c = st["counts"]
+                out.append(f"- `{spec}` sweep: {st['finished']} trials (" + ", ".join(f"{k} {v}" for k, v in c.items()
+                                                                                    if v)
+                           + f"), {st['epochs_trained']} epochs of an unpruned {st['epochs_budget']}, "
+                           f"{sweep['seconds'] / 60:.0f} min; winner trial {st['best']['number']}, val acc "
+                           f"{pct(st['best']['val_acc'])}, params `{json.dumps(st['best']['params'])}`")
+            if best and best.get("output"):
+                m = best["output"]
+                split = m["split"]
+                acc = m[f"{split}/acc"]
+                out.append(f"- `best --study {study}` ({m['seeds']} seeds, {best['seconds'] / 60:.0f} min): **{split} "
+                           f"acc {pct(acc['mean'])} ± {pct(acc['std'])}** (mean of the seeds), macro-F1 "
+                           f"{pct(m[split + '/macro_f1']['mean'])}, val acc {pct(m['val/acc']['mean'])}; per seed: "
+                           + "; ".join(f"seed {r['seed']}: {r['epochs']} epochs (best {r['best_epoch']}), val "
+                                       f"{pct(r['val/acc'])}, {split} {pct(r[split + '/acc'])}" for r in m["runs"])
+                           + (f"; the seeds' average: {split} acc {pct(m['seeds_ensemble'][split + '/acc'])}"
+                              if m.get("seeds_ensemble") else ""))
+        return out
+
+    def ensemble_lines(self, markers: dict) -> list[str]:
+        out = []
+        for name, what in (("ensemble:trials", "kept trial models of both sweeps"),
+                           ("ensemble:final", "kept trial models and retrained seeds of both studies")):
+            e = (markers.get(name) or {}).get("output")
+            if not e:
+                continue
+            split, s = e["split"], e["single"]
+            archs = sorted({m["arch"] for m in e["members"]})
+            out.append(f"- cross-study ensemble (`best --ensemble {e['max_picks']} --study "
+                       + " --study ".join(e["studies"]) + f"`, {what}, {len(e['candidates'])} candidates, "
+                       f"{e['seconds']:.0f} s): **{split} acc {pct(e[split + '/acc'])}**, macro-F1 "
+                       f"{pct(e[split + '/macro_f1'])}, val acc {pct(e['val/acc'])}; {len(e['members'])} members of "
+                       f"{len(archs)} architecture(s) ({', '.join(archs)}): " +
+                       ", ".join(f"{m['name']} w {m['weight']:.2f}" for m in e["members"])
+                       + f"; best single candidate ({s['trial']}): {split} acc {pct(s[split + '/acc'])}, gain "
+                       f"{100 * (e[split + '/acc'] - s[split + '/acc']):+.2f} pts")
+        return out
+
+    def ablation_lines(self, markers: dict) -> list[str]:
+        rows, base = [], None
+        for name, what, _, refit in ABLATION:
+            m = (markers.get(f"ablation:{name}") or {}).get("output")
+            if not m:
+                continue
+            split = m["split"]
+            if refit:  # the selection run is the baseline itself; the refit is its own line
+                sel = m["refit"]["selection"]
+                base = sel[split + "/acc"]
+                rows.append((what, sel["val/acc"], base, sel["epochs"], True))
+                rows.append(("the baseline refit on train + validation for the epochs its selection run chose "
+                             f"({m['refit']['epochs']}); val not held out", m["val/acc"]["mean"],
+                             m[split + "/acc"]["mean"], m["refit"]["epochs"], False))
+            else:
+                rows.append(("baseline + " + what, m["val/acc"]["mean"], m[split + "/acc"]["mean"],
+                             m["runs"][0]["epochs"], False))
+        if not rows:
+            return []
+        out = ["", f"Ablation at a fixed budget of {ABLATION_EPOCHS} epochs, 1 seed each (one run's noise: about "
+               "±0.8 points of test accuracy, so a line within that of the baseline is no measured effect):", "",
+               "| recipe | val acc | test acc | vs baseline | epochs |", "|---|---:|---:|---:|---:|"]
+        for what, val, test, epochs, is_base in rows:
+            delta = "" if is_base or base is None else f"{round(100 * (test - base), 2) + 0.0:+.2f}"
+            out.append(f"| {what} | {pct(val)} | {pct(test)} | {delta} | {epochs} |")
+        return out + [""]
+
+    def target_lines(self, markers: dict) -> list[str]:
+        """Issue 20's accuracy targets, met or missed, once the numbers are in."""
+        out = []
+        singles = {s: (markers.get(f"best:{s}") or {}).get("output") for s, _ in STUDIES}
+        got = {s: m[m["split"] + "/acc"]["mean"] for s, m in singles.items() if m}
+        if got:
+            out.append("- target, best single model (mean of 2 seeds) >= 69.5%: " + ", ".join(
+                f"{s} {pct(v)} ({'met' if v >= 0.695 else 'missed'})" for s, v in got.items()))
+        e = (markers.get("ensemble:final") or {}).get("output")
+        if e:
+            acc, archs = e[e["split"] + "/acc"], sorted({m["arch"] for m in e["members"]})
+            out.append(f"- target, ensemble across at least two architectures >= 71.5%: {pct(acc)} with members of "
+                       f"{len(archs)} architecture(s) ({'met' if acc >= 0.715 and len(archs) >= 2 else 'missed'})")
+        return out
+
+    def compute_lines(self, markers: dict) -> list[str]:
+        epochs = 0
+        for study, _ in STUDIES:
+            st = (markers.get(f"sweep:{study}") or {}).get("output")
+            epochs += st["epochs_trained"] if st else 0
+            m = (markers.get(f"best:{study}") or {}).get("output")
+            epochs += sum(r["epochs"] for r in m["runs"]) if m else 0
+        for name, *_ in ABLATION:
+            epochs += 1 if markers.get(f"ablation-sweep:{name}") else 0
+            m = (markers.get(f"ablation:{name}") or {}).get("output")
+            if m:
+                epochs += sum(r["epochs"] for r in m["runs"]) + (m["refit"]["selection"]["epochs"] if "refit" in m
+                                                                 else 0)
+        spent = sum(m["seconds"] for m in markers.values() if m)
+        loads = []
+        if (self.results / "load.log").is_file():
+            loads = [float(line.split()[1]) for line in (self.results / "load.log").read_text().split("\n") if line]
+        busy = (f"; the machine is shared: 5-minute load average {sum(loads) / len(loads):.1f} on average over "
+                f"{len(loads)} samples, {max(loads):.1f} at most (2 cores: above 2 the recipe's share shrinks)"
+                if loads else "")
+        return [f"- compute of the finished stages: {epochs} training epochs (passes over a train split of ~25,800 "
+                f"faces, or ~29,400 for a refit), {spent / 3600:.2f} h of wall time on this machine in bf16 autocast"
+                + busy]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("spec", type=Path)
+    parser.add_argument("spec", type=Path, nargs="?", help="a sweep spec (or --recipe)")
+    parser.add_argument("--recipe", action="store_true", help="the issue-20 recipe: two architectures' sweeps, "
+                        "their best, the cross-study ensemble, the ablation (resumable stages)")
     parser.add_argument("--data", default=None, help="FER2013 in any layout (default: FER2013_CSV or the shared dev file)")
     parser.add_argument("--trials", type=int, default=None, help="default: the spec's")
     parser.add_argument("--seeds", type=int, default=3)
@@ -145,6 +446,13 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     args = parser.parse_args()
     args.data = args.data or default_data()
+    if args.recipe:
+        if args.results == ROOT / "results" / "bench-accuracy":
+            args.results = ROOT / "results" / "recipe"
+        args.results.mkdir(parents=True, exist_ok=True)
+        return Recipe(args).run_all()
+    if args.spec is None:
+        parser.error("give a SPEC, or --recipe")
     study = args.study or args.spec.stem
     args.results.mkdir(parents=True, exist_ok=True)
     log = args.results / f"{study}.log"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass, field
 from typing import Mapping, Optional
 
@@ -18,6 +19,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 SCHEDULES = ("constant", "plateau", "cosine", "onecycle")
 NORMALIZATIONS = ("unit", "sym", "standard")
 AMP_MODES = ("auto", "bf16", "off")
+TTA_MODES = ("none", "flip", "tencrop")  # test-time views; a spec's tta: true/false are flip/none
 
 
 class UserError(Exception):
@@ -25,6 +27,44 @@ class UserError(Exception):
 
     The CLI prints ``str(error)`` as one line on stderr and exits with code 2, never a traceback.
     """
+
+
+class Notice(UserWarning):
+    """What a user should hear that is no error (a journal healed, damaged records skipped): library code warns
+    with it, and the CLI shows it as one line on stderr."""
+
+
+class WriteError(UserError):
+    """Writing the study or its results failed (a full disk, a read-only or vanished folder): one line, exit code 75
+    (EX_TEMPFAIL: a temporary failure, try again), the running trial re-queued; the same command resumes."""
+
+    exit_code = 75
+
+
+def write_error(error: OSError) -> WriteError:
+    """The one line for an OSError met while writing: the path, the reason, and what to do."""
+    where = f"{error.filename}: " if error.filename else ""
+    reason = error.strerror or first_line(error)
+    fix = "free space" if error.errno in (errno.ENOSPC, errno.EDQUOT) else "make the folder writable"
+    return WriteError(f"cannot write {where}{reason}: {fix}, then run the same command to resume")
+
+
+def tta_mode(tta) -> str:
+    """A TrainConfig.tta value as one of TTA_MODES: False/None/"none" -> none, True/"flip" -> flip, "tencrop"."""
+    if tta is None or tta is False or tta == "none":
+        return "none"
+    if tta is True or tta == "flip":
+        return "flip"
+    if tta == "tencrop":
+        return "tencrop"
+    raise UserError(f"unknown tta {tta!r} (known: true, false, {', '.join(TTA_MODES)})")
+
+
+def canonical_tta(tta):
+    """How a record stores tta: False (none), True (flip) or "tencrop", so `bool(tta)` still says whether a model
+    averages views and model folders written before ten-crop existed read exactly as they did."""
+    mode = tta_mode(tta)
+    return {"none": False, "flip": True}.get(mode, mode)
 
 
 def first_line(error: BaseException, limit: int = 300) -> str:
@@ -75,8 +115,17 @@ class TrainConfig:
     mixup_alpha: float = 0.0  # mixup: Beta(a, a) mixing weight per batch (0 = off)
     cutmix_alpha: float = 0.0  # cutmix: Beta(a, a) area kept per batch (0 = off); with mixup, one of the two per batch
     mix_prob: float = 1.0  # share of batches that are mixed when mixup or cutmix is on
-    tta: bool = False  # flip test-time augmentation at evaluation
-    tta_shift_px: int = 0  # with tta: also average over 4 copies shifted by this many pixels (x2 with flips)
+    tta: bool | str = False  # test-time views (tta_mode): False/none | True/flip (face + mirror) | tencrop (crop > 0:
+    #                          4 corner crops + the centre crop, each mirrored); `fit` validates tencrop with centre + mirror
+    tta_shift_px: int = 0  # with tta flip: also average over 4 copies shifted by this many pixels (x2 with flips)
+    crop: int = 0  # random crop: train on random crop x crop windows of the face, evaluate the centre crop (or ten crops);
+    #                the model takes crop x crop input (0 = the whole 48x48 face)
+    ema: float = 0.0  # exponential moving average of the weights with this decay per step (0 = off; e.g. 0.999):
+    #                   validated, kept and saved with the averaged weights
+    plateau_factor: float = 0.5  # plateau schedule: lr multiplier when val/acc stalls
+    plateau_patience: int = 2  # plateau schedule: epochs without a val/acc gain before the lr is cut
+    lr_plan: tuple[float, ...] = ()  # set by `best --refit`, not a spec key: per-epoch multipliers of lr that the
+    #                                  plateau schedule replays instead of watching validation (the selection run's cuts)
     amp: str = "auto"  # precision policy (precision.py): auto (bf16 where native) | bf16 | off; true/false = auto/off
     channels_last: bool = True  # memory layout for convs (faster on CUDA and, measured, on CPU)
     compile: bool = False  # torch.compile the training forward/backward (eval runs the eager module)

@@ -60,12 +60,49 @@ def erase_batch(x: torch.Tensor, p: float) -> torch.Tensor:
     return x.masked_fill(inside.unsqueeze(1), 0.0)
 
 
+def random_crop_batch(x: torch.Tensor, size: int) -> torch.Tensor:
+    """A random size x size window of each image of a (B, C, H, W) batch (its own offset per image, uniform over
+    every position inside the image; one gather, no Python loop)."""
+    n, (h, w), device = x.shape[0], x.shape[-2:], x.device
+    if size > min(h, w):
+        raise ValueError(f"crop {size} is larger than the {h}x{w} images")
+    top = torch.randint(0, h - size + 1, (n, 1, 1), device=device)
+    left = torch.randint(0, w - size + 1, (n, 1, 1), device=device)
+    offsets = torch.arange(size, device=device)
+    rows, cols = (top + offsets.view(1, -1, 1)), (left + offsets.view(1, 1, -1))  # (B, size, 1), (B, 1, size)
+    flat = x.reshape(n, x.shape[1], h * w)
+    index = (rows * w + cols).reshape(n, 1, size * size).expand(n, x.shape[1], size * size)
+    return flat.gather(2, index).view(n, x.shape[1], size, size)
+
+
+def crop_at(x: torch.Tensor, top: int, left: int, size: int) -> torch.Tensor:
+    return x[..., top:top + size, left:left + size]
+
+
+def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
+    """The centred size x size window (the rounding puts an odd margin's extra pixel at the bottom/right)."""
+    h, w = x.shape[-2:]
+    return crop_at(x, (h - size) // 2, (w - size) // 2, size)
+
+
+def ten_crops(x: torch.Tensor, size: int) -> list[torch.Tensor]:
+    """The ten views of ten-crop testing (Krizhevsky et al.; torchvision's TenCrop): the four corner windows and
+    the centre one, each also mirrored left-right."""
+    h, w = x.shape[-2:]
+    five = [crop_at(x, 0, 0, size), crop_at(x, 0, w - size, size), crop_at(x, h - size, 0, size),
+            crop_at(x, h - size, w - size, size), center_crop(x, size)]
+    return five + [v.flip(3) for v in five]
+
+
 def augment_batch(x: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
-    """Apply the augmentations `cfg` turns on to a normalised (B, 1, 48, 48) float batch."""
+    """Apply the augmentations `cfg` turns on to a normalised (B, 1, 48, 48) float batch: flip, shift / rotation /
+    zoom, the random crop (then the batch is (B, 1, crop, crop)), erasing."""
     if cfg.aug_flip:
         x = flip_batch(x)
     if cfg.aug_translate_px > 0 or cfg.aug_rotate_deg > 0 or cfg.aug_scale > 0:
         x = affine_batch(x, cfg.aug_translate_px, cfg.aug_rotate_deg, cfg.aug_scale)
+    if cfg.crop > 0:
+        x = random_crop_batch(x, cfg.crop)
     if cfg.aug_erase_p > 0:
         x = erase_batch(x, cfg.aug_erase_p)
     return x
@@ -127,3 +164,13 @@ def tta_views(x: torch.Tensor, flip: bool, shift_px: int):
     for base in ([x, x.flip(3)] if flip else [x]):
         for dx, dy in shifts:
             yield shift_batch(base, dx, dy)
+
+
+def eval_views(x: torch.Tensor, mode: str, size: int, shift_px: int = 0) -> list[torch.Tensor]:
+    """What evaluation feeds a model that takes size x size input, for a normalised (B, 1, H, W) batch and a
+    `config.tta_mode`: none -> the (centre) crop; flip -> it and its mirror (with shift_px, the shifted copies
+    too); tencrop -> `ten_crops`. A model of the whole face (size = H) gets the face itself."""
+    if mode == "tencrop":
+        return ten_crops(x, size)
+    base = x if size == x.shape[-1] and size == x.shape[-2] else center_crop(x, size)
+    return list(tta_views(base, mode == "flip", shift_px if mode == "flip" else 0))

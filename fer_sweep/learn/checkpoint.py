@@ -15,7 +15,7 @@ from torch import nn
 
 from fer_sweep.config import EMOTIONS, ModelConfig, RunConfig, UserError, first_line
 from fer_sweep.files import atomic_path, write_atomic
-from fer_sweep.learn.models import build_model
+from fer_sweep.learn.models import build_model, input_size_of
 
 MODEL_FILE, CONFIG_FILE = "model.pt", "config.json"
 FINAL = "final"  # a study folder's sub-folder where `best` saves
@@ -38,11 +38,12 @@ def save_model(folder: Path, weights: Union[dict, bytes], config: dict) -> Path:
     atomically; config.json last, so a folder with a config always has its weights."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    if not isinstance(weights, bytes):  # serialised here, so a full disk is an OSError naming the file
+        buffer = io.BytesIO()
+        torch.save(weights, buffer)
+        weights = buffer.getvalue()
     with atomic_path(folder / MODEL_FILE) as tmp:
-        if isinstance(weights, bytes):
-            tmp.write_bytes(weights)
-        else:
-            torch.save(weights, tmp)
+        tmp.write_bytes(weights)
     write_atomic(folder / CONFIG_FILE, json.dumps(config, indent=2))
     return folder
 
@@ -54,7 +55,8 @@ def model_from(config: dict, weights: Union[dict, bytes]) -> nn.Module:
         weights = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
     fields = dict(config["model"])
     fields["conv"] = tuple(tuple(s) for s in fields["conv"])
-    model = build_model(ModelConfig(**fields), seed=0)  # seeded: the global RNG is left as it was
+    # seeded: the global RNG is left as it was; a model trained on random crops takes its crop size
+    model = build_model(ModelConfig(**fields), seed=0, input_size=input_size_of(config.get("train") or {}))
     model.load_state_dict(weights)
     return model.eval()
 

@@ -1,4 +1,9 @@
-"""Evaluation on the device: class probabilities (optional TTA), loss, accuracy, macro-F1, confusion."""
+"""Evaluation on the device: class probabilities (optional TTA), loss, accuracy, macro-F1, confusion.
+
+The views a model sees follow the model and its training record alone: a model trained on random crops takes
+crop x crop input (its `input_size`), and gets the centre crop, the centre crop and its mirror, or ten crops
+(`tta`: none, flip, tencrop); a model of the whole face gets the face (and its mirror, and shifted copies). So
+`fit`, `best`, ensembles and `predict` all score the same weights the same way, with nothing to pass but `tta`."""
 
 from __future__ import annotations
 
@@ -8,32 +13,36 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from fer_sweep.learn.augment import Norm, normalize_batch, tta_views
-from fer_sweep.config import EMOTIONS, NUM_CLASSES, UserError
+from fer_sweep.learn.augment import Norm, eval_views, normalize_batch
+from fer_sweep.config import EMOTIONS, IMAGE_SIZE, NUM_CLASSES, UserError, tta_mode
 from fer_sweep.learn.device import DeviceSplit, accumulator_dtype
 from fer_sweep.learn.precision import autocast, resolve_amp
 
 
-def _log_probs(model: nn.Module, x_u8: torch.Tensor, norm: Norm, batch_size: int, tta: bool, tta_shift_px: int,
+def model_input_size(model: nn.Module) -> int:
+    """The side of the input the model takes (`models.build_model` records it; the whole face otherwise)."""
+    return int(getattr(getattr(model, "_orig_mod", model), "input_size", IMAGE_SIZE))
+
+
+def _log_probs(model: nn.Module, x_u8: torch.Tensor, norm: Norm, batch_size: int, tta, tta_shift_px: int,
                amp) -> Iterator[tuple[int, torch.Tensor]]:
-    """(start, (B, 7) float32 log-probabilities) per batch; with tta, of the mean of the TTA views'
-    probabilities (x and its mirror, and with tta_shift_px their shifted copies)."""
+    """(start, (B, 7) float32 log-probabilities) per batch; with TTA, of the mean of the views' probabilities
+    (`augment.eval_views`: the face or its centre crop, its mirror and shifted copies, or ten crops)."""
     dtype = resolve_amp(amp, x_u8.device)
+    mode, size = tta_mode(tta), model_input_size(model)
     for start in range(0, x_u8.shape[0], batch_size):
         x = normalize_batch(x_u8[start:start + batch_size], norm)
         with autocast(x.device, dtype):
-            if not tta:
-                logp = model(x).float().log_softmax(1)
-            else:
-                views = [model(v).float().log_softmax(1) for v in tta_views(x, True, tta_shift_px)]
-                logp = torch.logsumexp(torch.stack(views), 0) - math.log(len(views))
+            views = [model(v).float().log_softmax(1) for v in eval_views(x, mode, size, tta_shift_px)]
+            logp = views[0] if len(views) == 1 else torch.logsumexp(torch.stack(views), 0) - math.log(len(views))
         yield start, logp
 
 
 def predict_proba(model: nn.Module, x: torch.Tensor, norm: Norm, *, batch_size: int = 1024,
-                  tta: bool = False, tta_shift_px: int = 0, amp="auto") -> torch.Tensor:
-    """(N, 7) float32 class probabilities for (N, 48, 48) uint8 faces, on their device.
-    `amp` is the precision policy the model was trained with (precision.resolve_amp)."""
+                  tta=False, tta_shift_px: int = 0, amp="auto") -> torch.Tensor:
+    """(N, 7) float32 class probabilities for (N, 48, 48) uint8 faces, on their device. `tta` is the record's value
+    (False/True/"none"/"flip"/"tencrop"); a crop model gets its crops. `amp` is the precision policy the model was
+    trained with (precision.resolve_amp)."""
     was_training = model.training
     model.eval()
     try:
@@ -44,7 +53,7 @@ def predict_proba(model: nn.Module, x: torch.Tensor, norm: Norm, *, batch_size: 
     return torch.cat(parts) if parts else torch.zeros(0, NUM_CLASSES, device=x.device)
 
 
-def evaluate(model: nn.Module, split: DeviceSplit, norm: Norm, *, batch_size: int = 1024, tta: bool = False,
+def evaluate(model: nn.Module, split: DeviceSplit, norm: Norm, *, batch_size: int = 1024, tta=False,
              tta_shift_px: int = 0, label_smoothing: float = 0.0, amp="auto") -> dict:
     """Loss, accuracy, macro-F1, per-class precision/recall/F1/support and the 7x7 confusion
     (rows = true class, columns = predicted). Macro-F1 averages the classes that occur in the labels

@@ -1,8 +1,9 @@
 """The CNNs a sweep can train: a small registry of 1x48x48 -> 7-logit networks.
 
-Every constructor takes a `ModelConfig` and returns an `nn.Module` mapping a float batch of shape
-(N, 1, 48, 48) to (N, 7) logits (no softmax inside). Input normalisation and augmentation belong to
-the trainer, not the model.
+Every constructor takes a `ModelConfig` and the input side (48, or the crop size of a model trained on random
+crops: `TrainConfig.crop`) and returns an `nn.Module` mapping a float batch of shape (N, 1, S, S) to (N, 7)
+logits (no softmax inside); the module's `input_size` attribute is S, which evaluation reads to cut its views.
+Input normalisation and augmentation belong to the trainer, not the model.
 
 Normalisation layers on conv feature maps (`ModelConfig.norm`):
   - "batch": `nn.BatchNorm2d(C)`.
@@ -22,7 +23,9 @@ from typing import Callable
 import torch
 from torch import nn
 
-from fer_sweep.config import HEADS, IMAGE_SIZE, NORMS, NUM_CLASSES, POOLINGS, ModelConfig, UserError
+from fer_sweep.config import (
+    HEADS, IMAGE_SIZE, NORMS, NUM_CLASSES, POOLINGS, ModelConfig, RunConfig, TrainConfig, UserError,
+)
 
 # Final layer init: std 0.05/sqrt(fan_in) keeps the first logits small, so the initial loss
 # is ~ln 7 whatever the depth, yet every earlier layer still gets a gradient on the first step.
@@ -49,7 +52,10 @@ def _pool(kind: str) -> nn.Module:
     return nn.MaxPool2d(2) if kind == "max" else nn.AvgPool2d(2)
 
 
-def _check(cfg: ModelConfig) -> None:
+def _check(cfg: ModelConfig, input_size: int = IMAGE_SIZE) -> None:
+    if not 1 <= input_size <= IMAGE_SIZE:
+        raise UserError(f"input size must be in 1..{IMAGE_SIZE} (a crop of the {IMAGE_SIZE}x{IMAGE_SIZE} face), "
+                        f"got {input_size}")
     for name, value, known in (("norm", cfg.norm, NORMS), ("pooling", cfg.pooling, POOLINGS),
                                ("head", cfg.head, HEADS)):
         if value not in known:
@@ -76,14 +82,14 @@ def _stage_tail(cfg: ModelConfig, layers: list[nn.Module], size: int) -> int:
     if cfg.stage_dropout > 0:
         layers.append(nn.Dropout2d(cfg.stage_dropout))
     if size < 1:
-        raise UserError(f"{len(cfg.conv)} stages shrink the 48x48 input below 1x1; use fewer stages")
+        raise UserError(f"{len(cfg.conv)} stages shrink the input below 1x1; use fewer stages (or a larger crop)")
     return size
 
 
-def _plain_features(cfg: ModelConfig) -> tuple[nn.Sequential, int, int]:
+def _plain_features(cfg: ModelConfig, input_size: int) -> tuple[nn.Sequential, int, int]:
     """Stages of `depth` x (conv -> norm -> ReLU) + pool/dropout; returns (features, channels, size)."""
     layers: list[nn.Module] = []
-    c_in, size = 1, IMAGE_SIZE
+    c_in, size = 1, input_size
     for channels, kernel in cfg.conv:
         for i in range(cfg.depth):
             stride = 2 if (i == 0 and cfg.pooling == "none") else 1
@@ -133,10 +139,11 @@ def _init(model: nn.Module) -> nn.Module:
 class PlainCNN(nn.Module):
     """Conv stages then a head; `cnn` uses one hidden FC layer, `vgg` two (as the VGG-style FER nets)."""
 
-    def __init__(self, cfg: ModelConfig, hidden_layers: int):
+    def __init__(self, cfg: ModelConfig, hidden_layers: int, input_size: int = IMAGE_SIZE):
         super().__init__()
-        _check(cfg)
-        self.features, channels, size = _plain_features(cfg)
+        _check(cfg, input_size)
+        self.input_size = input_size
+        self.features, channels, size = _plain_features(cfg, input_size)
         self.head = _head(cfg, channels, size, hidden_layers)
         _init(self)
 
@@ -166,13 +173,14 @@ class BasicBlock(nn.Module):
 class ResidualCNN(nn.Module):
     """Stem conv, then per stage `depth` basic blocks + pool/dropout, then the cnn head."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, input_size: int = IMAGE_SIZE):
         super().__init__()
-        _check(cfg)
+        _check(cfg, input_size)
+        self.input_size = input_size
         c_stem, k_stem = cfg.conv[0]
         layers: list[nn.Module] = [_conv(1, c_stem, k_stem, 1, cfg.norm), _norm(cfg.norm, c_stem),
                                    nn.ReLU(inplace=True)]
-        c_in, size = c_stem, _conv_size(IMAGE_SIZE, k_stem, 1)
+        c_in, size = c_stem, _conv_size(input_size, k_stem, 1)
         for channels, kernel in cfg.conv:
             for i in range(cfg.depth):
                 stride = 2 if (i == 0 and cfg.pooling == "none") else 1
@@ -195,33 +203,45 @@ class ResidualCNN(nn.Module):
         return self.head(self.features(x))
 
 
-def cnn(cfg: ModelConfig) -> nn.Module:
+def cnn(cfg: ModelConfig, input_size: int = IMAGE_SIZE) -> nn.Module:
     """The seeds' plain CNN: depth x (conv-norm-ReLU) per stage, pool, one hidden FC layer."""
-    return PlainCNN(cfg, hidden_layers=1)
+    return PlainCNN(cfg, hidden_layers=1, input_size=input_size)
 
 
-def residual(cfg: ModelConfig) -> nn.Module:
+def residual(cfg: ModelConfig, input_size: int = IMAGE_SIZE) -> nn.Module:
     """ResNet-style CNN with basic blocks; the seeds' best model family."""
-    return ResidualCNN(cfg)
+    return ResidualCNN(cfg, input_size=input_size)
 
 
-def vgg(cfg: ModelConfig) -> nn.Module:
+def vgg(cfg: ModelConfig, input_size: int = IMAGE_SIZE) -> nn.Module:
     """VGG-style net after the ~73% FER2013 CNNs (e.g. conv 64-128-256-512, depth 2, two FC layers)."""
-    return PlainCNN(cfg, hidden_layers=2)
+    return PlainCNN(cfg, hidden_layers=2, input_size=input_size)
 
 
-MODELS: dict[str, Callable[[ModelConfig], nn.Module]] = {"cnn": cnn, "residual": residual, "vgg": vgg}
+MODELS: dict[str, Callable[..., nn.Module]] = {"cnn": cnn, "residual": residual, "vgg": vgg}
 
 
-def build_model(cfg: ModelConfig, *, seed: int | None = None) -> nn.Module:
-    """Build the registered model named by `cfg.arch` (on CPU).
+def input_size_of(train: TrainConfig | dict | None) -> int:
+    """The side of the square input a model trained with `train` takes: its crop, else the whole 48x48 face.
+    `train` may be a config.json's "train" dict (folders written before crops existed have no key: 48)."""
+    crop = (train.get("crop", 0) if isinstance(train, dict) else getattr(train, "crop", 0)) or 0
+    return int(crop) or IMAGE_SIZE
+
+
+def build_model(cfg: ModelConfig, *, seed: int | None = None, input_size: int = IMAGE_SIZE) -> nn.Module:
+    """Build the registered model named by `cfg.arch` (on CPU) for input_size x input_size faces.
 
     With `seed`, the initial weights depend only on it (the global RNG state is left untouched).
     """
     if cfg.arch not in MODELS:
         raise UserError(f"unknown arch {cfg.arch!r} (known: {', '.join(MODELS)})")
     if seed is None:
-        return MODELS[cfg.arch](cfg)
+        return MODELS[cfg.arch](cfg, input_size)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return MODELS[cfg.arch](cfg)
+        return MODELS[cfg.arch](cfg, input_size)
+
+
+def model_for(cfg: RunConfig, *, seed: int | None = None) -> nn.Module:
+    """The model of a run: its architecture, at the input size its training recipe feeds it (the crop)."""
+    return build_model(cfg.model, seed=seed, input_size=input_size_of(cfg.train))

@@ -1,14 +1,22 @@
-"""`fer-sweep bench`: train images/s of one model on this machine's device, with the trainer's own loop."""
+"""`fer-sweep bench`: train images/s of one model on this machine's device, with the trainer's own loop, and the
+cost side: FLOPs per training image (torch's flop counter), the GFLOP/s that achieves, and the fraction of this
+machine's measured matmul peak in the same precision."""
 
 from __future__ import annotations
 
+import copy
+import time
 from typing import Any
+
+import torch
+import torch.nn.functional as F
 
 from fer_sweep.config import ModelConfig, TrainConfig, UserError
 from fer_sweep.data.splits import load_splits
-from fer_sweep.learn.models import build_model
-from fer_sweep.learn.precision import precision
-from fer_sweep.learn.device import pick_device, to_device
+from fer_sweep.learn.device import pick_device, sync, to_device
+from fer_sweep.learn.evaluate import model_input_size
+from fer_sweep.learn.models import build_model, input_size_of
+from fer_sweep.learn.precision import autocast, precision, resolve_amp
 from fer_sweep.learn.train import train_throughput
 
 # The best configuration of the notebook grid found by hand (the project's seed notebooks): residual CNN,
@@ -16,6 +24,8 @@ from fer_sweep.learn.train import train_throughput
 SEEDS_BEST_MODEL = ModelConfig(arch="residual", conv=((32, 3), (64, 3), (128, 3)), norm="batch", pooling="max",
                                dropout=0.3)
 SEEDS_BEST_TRAIN = TrainConfig(optimizer="adam", lr=1e-3, batch_size=64)
+PEAK_N = 2048  # square matmul timed for the peak: large enough for the BLAS to reach its best rate, 17 GFLOP a call
+PEAK_REPEATS = 5
 
 
 def parse_conv(text: str) -> tuple[tuple[int, int], ...]:
@@ -28,17 +38,62 @@ def parse_conv(text: str) -> tuple[tuple[int, int], ...]:
     return tuple((w, 3) for w in widths)
 
 
+def train_flops_per_image(model: torch.nn.Module, cfg: TrainConfig, device: torch.device, batch: int = 8) -> float:
+    """FLOPs of one training image, forward and backward, as torch's flop counter (torch.utils.flop_counter) counts
+    them: convolutions and matmuls at 2 per multiply-add; normalisation, activations, pooling, the loss and the
+    optimiser are not counted (memory-bound, no matmul work). Counted on a copy: the model is left as it was."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    net = copy.deepcopy(model).to(device).train()
+    size = model_input_size(model)
+    x = torch.zeros(batch, 1, size, size, device=device)
+    y = torch.zeros(batch, dtype=torch.long, device=device)
+    with FlopCounterMode(display=False) as counter:
+        with autocast(device, resolve_amp(cfg.amp, device)):
+            logits = net(x)
+        F.cross_entropy(logits.float(), y).backward()
+    return counter.get_total_flops() / batch
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype, n: int = PEAK_N, repeats: int = PEAK_REPEATS) -> float:
+    """This machine's measured matmul rate in GFLOP/s: the best of `repeats` n x n x n products in `dtype` on the
+    threads torch uses (the same BLAS / oneDNN kernels the convolutions reach through im2col or direct kernels)."""
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    torch.mm(a, b)  # warm-up: kernel choice, page faults
+    sync(device)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n ** 3 / best / 1e9
+
+
 def run_bench(*, data: str = "synthetic", steps: int = 50, batch_size: int = 64, device: str = "auto",
               arch: str = "residual", conv: str = "32,64,128", norm: str = "batch", pooling: str = "max",
-              warmup: int = 5, amp: str = "auto", compile: bool = False) -> dict[str, Any]:
+              warmup: int = 5, amp: str = "auto", compile: bool = False, depth: int = 1, crop: int = 0,
+              peak: bool = True) -> dict[str, Any]:
     model_cfg = ModelConfig(**{**vars(SEEDS_BEST_MODEL), "arch": arch, "conv": parse_conv(conv), "norm": norm,
-                               "pooling": pooling})
-    train_cfg = TrainConfig(**{**vars(SEEDS_BEST_TRAIN), "batch_size": batch_size, "amp": amp, "compile": compile})
+                               "pooling": pooling, "depth": depth})
+    train_cfg = TrainConfig(**{**vars(SEEDS_BEST_TRAIN), "batch_size": batch_size, "amp": amp, "compile": compile,
+                               "crop": crop})
     dev = pick_device(device)
     policy = precision(amp, dev)  # also refuses an impossible setting (bf16 on mps) before any work
     splits = load_splits(data, synthetic_n=max(4 * batch_size, 2048))
     train = to_device(splits.train.x, splits.train.y, dev)
-    model = build_model(model_cfg)
+    model = build_model(model_cfg, input_size=input_size_of(train_cfg))
+    flops = train_flops_per_image(model, train_cfg, dev)
     result = train_throughput(model, train, train_cfg, steps=steps, warmup=warmup)
-    name = f"{arch} conv {conv} norm {norm} pool {pooling}"
-    return {"model": name, "data": data, **result, "precision_detail": policy.describe()}
+    name = (f"{arch} conv {conv}" + (f" depth {depth}" if depth != 1 else "") + f" norm {norm} pool {pooling}"
+            + (f" crop {crop}" if crop else ""))
+    achieved = flops * result["train_img_per_s"] / 1e9
+    cost = {"train_flops_per_image": flops, "achieved_gflops": achieved}
+    if peak:
+        dtype = resolve_amp(amp, dev) or torch.float32
+        rate = matmul_peak(dev, dtype)
+        cost.update({"matmul_peak_gflops": rate, "peak_dtype": str(dtype).removeprefix("torch."), "peak_n": PEAK_N,
+                     "peak_fraction": achieved / rate, "threads": torch.get_num_threads()})
+    return {"model": name, "data": data, **result, **cost, "precision_detail": policy.describe()}
+

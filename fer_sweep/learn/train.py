@@ -6,11 +6,17 @@ ops; the step loop never syncs with the host (loss and accuracy accumulate in de
 are read once per epoch). Precision follows `precision.resolve_amp` (bf16 autocast on CUDA and on CPUs
 with native bf16); channels_last on CUDA and CPU, where oneDNN runs NHWC convs faster too; fused
 Adam(W) and cudnn autotuning on CUDA.
+
+Recipes beyond the optimiser: random crops (`crop`, in `augment`), an exponential moving average of the weights
+(`ema`: `WeightAverage`, updated after every step with foreach ops, no host sync; validation, the best-epoch
+snapshot and the saved model are the averaged weights), the plateau schedule with its factor and patience (or, in
+a refit without validation, its recorded cuts replayed: `lr_plan`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import os
 import time
@@ -23,15 +29,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from fer_sweep.config import (
-    NORMALIZATIONS, NUM_CLASSES, OPTIMIZERS, SCHEDULES, EpochResult, TrainConfig, UserError, first_line,
+    IMAGE_SIZE, NORMALIZATIONS, NUM_CLASSES, OPTIMIZERS, SCHEDULES, EpochResult, TrainConfig, UserError, first_line,
+    tta_mode,
 )
 from fer_sweep.learn.augment import Norm, augment_batch, mix_batch, normalize_batch, one_hot
 from fer_sweep.learn.device import DeviceSplit, accumulator_dtype, free_cached_memory, is_oom, sync
 from fer_sweep.learn.evaluate import evaluate
 from fer_sweep.learn.precision import autocast, resolve_amp
 
-PLATEAU_FACTOR = 0.5  # lr multiplier when val/acc stalls (plateau schedule)
-PLATEAU_PATIENCE = 2  # epochs without a val/acc gain before the plateau schedule cuts the lr
+PLATEAU_FACTOR = TrainConfig.plateau_factor  # defaults of the plateau schedule (TrainConfig.plateau_factor/_patience)
+PLATEAU_PATIENCE = TrainConfig.plateau_patience
+EMA_WARMUP = 10  # the average's decay ramps up as min(ema, (1 + n) / (EMA_WARMUP + n)) over the first steps n
 COMPILE_BACKEND = "inductor"  # torch.compile backend ("eager" in tests: same dynamo tracing, no codegen)
 METRIC_KEYS = ("train/loss", "train/acc", "val/loss", "val/acc", "val/macro_f1", "lr", "weights/l2",
                "grads/grad_to_weight", "time/epoch_s", "speed/train_img_per_s")
@@ -70,6 +78,17 @@ def _check_train(cfg: TrainConfig) -> None:
         raise UserError(f"lr must be > 0, got {cfg.lr}")
     if cfg.optimizer == "sgd" and cfg.nesterov and cfg.momentum <= 0:
         raise UserError("nesterov needs momentum > 0")
+    if tta_mode(cfg.tta) == "tencrop" and not cfg.crop:
+        raise UserError("tta tencrop needs crop > 0 (ten crops of crop x crop pixels; models trained on random crops)")
+    if not 0 <= cfg.crop <= IMAGE_SIZE:
+        raise UserError(f"crop must be 0 (off) or 1..{IMAGE_SIZE}, got {cfg.crop}")
+    if not 0.0 <= cfg.ema < 1.0:
+        raise UserError(f"ema must be in [0, 1) (0 = off), got {cfg.ema}")
+    if not 0.0 < cfg.plateau_factor < 1.0 or cfg.plateau_patience < 0:
+        raise UserError(f"plateau_factor must be in (0, 1) and plateau_patience >= 0, got {cfg.plateau_factor} "
+                        f"and {cfg.plateau_patience}")
+    if cfg.lr_plan and (cfg.schedule != "plateau" or min(cfg.lr_plan) <= 0):
+        raise UserError("lr_plan replays the plateau schedule's cuts: positive multipliers, schedule plateau only")
 
 
 def _optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
@@ -82,13 +101,37 @@ def _optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torc
     return torch.optim.RMSprop(params, **kw, momentum=cfg.momentum)
 
 
+class PlanReplay:
+    """The plateau schedule without validation: the lr of epoch e is lr x plan[e-1] (the last entry after the plan
+    ends): the cuts a selection run made, replayed by a refit on train + validation. Stepped once per epoch."""
+
+    def __init__(self, opt: torch.optim.Optimizer, base_lr: float, plan: tuple[float, ...]):
+        self.opt, self.base_lr, self.plan, self.epoch = opt, base_lr, plan, 1
+        self._apply()
+
+    def _apply(self) -> None:
+        scale = self.plan[min(self.epoch, len(self.plan)) - 1]
+        for group in self.opt.param_groups:
+            group["lr"] = self.base_lr * scale
+
+    def step(self, _metric=None) -> None:
+        self.epoch += 1
+        self._apply()
+
+
 def _schedule(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int, total_steps: int):
-    """Return (scheduler or None, steps per call: True = per step, False = per epoch on val/acc)."""
+    """Return (scheduler or None, steps per call: True = per step, False = per epoch on val/acc).
+
+    plateau cuts the lr by `plateau_factor` after `plateau_patience` epochs without a val/acc gain; its lr depends
+    on the epochs trained so far only, never on the epoch budget, so an ASHA rung compares trials at the learning
+    rates they would have at that epoch in a longer run, and `best --epochs` extends the same schedule."""
     if cfg.schedule == "constant":
         return None, True
+    if cfg.schedule == "plateau" and cfg.lr_plan:
+        return PlanReplay(opt, cfg.lr, tuple(cfg.lr_plan)), False
     if cfg.schedule == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
-            opt, mode="max", factor=PLATEAU_FACTOR, patience=PLATEAU_PATIENCE), False
+            opt, mode="max", factor=cfg.plateau_factor, patience=cfg.plateau_patience), False
     if cfg.schedule == "onecycle":  # +1: the scheduler is also stepped after the very last batch
         return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total_steps + 1), True
     warm = cfg.warmup_epochs * steps_per_epoch
@@ -143,6 +186,33 @@ def _global_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
     return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t.detach().float()) for t in tensors]))
 
 
+class WeightAverage:
+    """An exponential moving average of a model's weights and float buffers (BatchNorm statistics too), in a copy of
+    the model: avg = d * avg + (1 - d) * w after every optimiser step, d = min(decay, (1 + n) / (10 + n)) at step n
+    (TensorFlow's ExponentialMovingAverage with num_updates: a short run's average, e.g. a trial stopped at an ASHA
+    rung, is not dominated by the initial weights); integer buffers (BatchNorm's counter) are copied. One foreach
+    lerp per step, on the device, no host sync."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay, self.updates = decay, 0
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        ours, theirs = self.model.state_dict(), model.state_dict()
+        self._floats = [(ours[k], theirs[k]) for k in ours if ours[k].is_floating_point()]
+        self._others = [(ours[k], theirs[k]) for k in ours if not ours[k].is_floating_point()]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (EMA_WARMUP + self.updates))
+        if self._floats:
+            avg, live = zip(*self._floats)
+            torch._foreach_lerp_(list(avg), list(live), 1.0 - decay)
+        for avg, live in self._others:
+            avg.copy_(live)
+
+
 @dataclass
 class _Trainer:
     """Everything one training run needs; `step` is the hot path shared by `fit` and the benchmark."""
@@ -158,6 +228,12 @@ class _Trainer:
     device: torch.device
     amp: Optional[torch.dtype]  # autocast dtype, None = fp32
     channels_last: bool
+    ema: Optional[WeightAverage] = None
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """What is validated and kept: the averaged weights with `ema`, else the model itself."""
+        return self.ema.model if self.ema is not None else self.model
 
     def step(self, split: DeviceSplit, idx: torch.Tensor, stats: torch.Tensor, measure: bool) -> Optional[torch.Tensor]:
         """One optimiser step on split[idx]; adds (loss sum, correct) into `stats` on the device."""
@@ -178,17 +254,26 @@ class _Trainer:
         if self.cfg.grad_clip > 0:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         self.opt.step()
+        if self.ema is not None:
+            self.ema.update()
         if self.sched is not None and self.sched_per_step:
             self.sched.step()
         stats += torch.stack([loss.detach() * y.shape[0], (logits.detach().argmax(1) == y).sum().float()])
         return ratio
 
 
-def evaluate_as_trained(model: nn.Module, split: DeviceSplit, norm: Norm, cfg: TrainConfig) -> dict:
-    """`evaluate` with the run's own precision policy and TTA: what `fit` validates with, and what `best`
-    and `predict` use, so the same weights report the same accuracy everywhere."""
-    return evaluate(model, split, norm, batch_size=cfg.eval_batch_size, tta=cfg.tta, tta_shift_px=cfg.tta_shift_px,
-                    label_smoothing=cfg.label_smoothing, amp=cfg.amp)
+def fit_tta(cfg: TrainConfig):
+    """The views `fit` validates every epoch with: the run's own, except that ten-crop runs validate the centre crop
+    and its mirror (a fifth of the cost of ten crops, paid every epoch of every trial).
+    Wherever a trained model is scored or used (`best`, kept trial models, ensembles, `predict`) it gets its ten."""
+    return True if tta_mode(cfg.tta) == "tencrop" else cfg.tta
+
+
+def evaluate_as_trained(model: nn.Module, split: DeviceSplit, norm: Norm, cfg: TrainConfig, *, tta=None) -> dict:
+    """`evaluate` with the run's own precision policy and TTA (`tta` overrides the TTA): what `best` and `predict`
+    use, so the same weights report the same accuracy everywhere (`fit` passes `fit_tta`)."""
+    return evaluate(model, split, norm, batch_size=cfg.eval_batch_size, tta=cfg.tta if tta is None else tta,
+                    tta_shift_px=cfg.tta_shift_px, label_smoothing=cfg.label_smoothing, amp=cfg.amp)
 
 
 def compile_model(model: nn.Module) -> nn.Module:
@@ -211,8 +296,9 @@ def _make_trainer(model: nn.Module, train: DeviceSplit, cfg: TrainConfig, norm: 
     steps_per_epoch = max(1, len(train) // cfg.batch_size)
     opt = _optimizer(model, cfg, device)
     sched, per_step = _schedule(opt, cfg, steps_per_epoch, total_steps)
+    ema = WeightAverage(model, cfg.ema) if cfg.ema > 0 else None
     return _Trainer(model, net, opt, sched, per_step, _loss_fn(cfg, train.y), cfg, norm, device,
-                    resolve_amp(cfg.amp, device), channels_last)
+                    resolve_amp(cfg.amp, device), channels_last, ema)
 
 
 def _epoch_batches(n: int, batch_size: int, device: torch.device) -> Iterator[torch.Tensor]:
@@ -223,9 +309,13 @@ def _epoch_batches(n: int, batch_size: int, device: torch.device) -> Iterator[to
 
 
 # ---------------------------------------------------------------- fit
-def fit(model: nn.Module, train: DeviceSplit, val: DeviceSplit, cfg: TrainConfig, *,
+def fit(model: nn.Module, train: DeviceSplit, val: Optional[DeviceSplit], cfg: TrainConfig, *,
         norm: Norm | None = None) -> Iterator[EpochResult]:
     """Train `model` on `train`, yielding one `EpochResult` per epoch (validated on `val`).
+
+    With `val` None (a refit on train + validation, `best --refit`) nothing is validated: the run trains exactly
+    `cfg.epochs` epochs, the val/* metrics are nan and the model ends holding its last epoch's weights (averaged
+    with `ema`); a plateau schedule then needs `cfg.lr_plan`.
 
     The last result has `stop` set ("done", "early_stop", "diverged" or "oom"; never raised). An
     out-of-memory error before the first epoch (moving the model, the optimiser) yields one "oom" result
@@ -236,8 +326,10 @@ def fit(model: nn.Module, train: DeviceSplit, val: DeviceSplit, cfg: TrainConfig
     the batch order, dropout, augmentation and mixing with `cfg.seed`.
     """
     _check_train(cfg)  # bad settings fail at the call, not at the first next()
-    if len(train) == 0 or len(val) == 0:
-        raise UserError(f"need non-empty train and val splits, got {len(train)} and {len(val)}")
+    if len(train) == 0 or (val is not None and len(val) == 0):
+        raise UserError(f"need non-empty train and val splits, got {len(train)} and {len(val or ())}")
+    if val is None and cfg.schedule == "plateau" and not cfg.lr_plan:
+        raise UserError("the plateau schedule watches validation: without it (a refit) it needs lr_plan")
     resolve_amp(cfg.amp, train.x.device)  # an impossible precision fails at the call too
     return _fit_epochs(model, train, val, cfg, norm)
 
@@ -270,7 +362,7 @@ def _fit_epochs(model: nn.Module, train: DeviceSplit, val: DeviceSplit, cfg: Tra
             model.eval()
 
 
-def _epochs(tr: _Trainer, train: DeviceSplit, val: DeviceSplit, cfg: TrainConfig,
+def _epochs(tr: _Trainer, train: DeviceSplit, val: Optional[DeviceSplit], cfg: TrainConfig,
             best_state: dict) -> Iterator[EpochResult]:
     best_acc, best_epoch, stale = -1.0, 0, 0
     for epoch in range(1, cfg.epochs + 1):
@@ -278,9 +370,12 @@ def _epochs(tr: _Trainer, train: DeviceSplit, val: DeviceSplit, cfg: TrainConfig
         if problem:
             yield EpochResult(epoch, metrics, max(best_acc, 0.0), best_epoch, *problem)
             return
-        if metrics["val/acc"] > best_acc:
+        if val is None:  # a refit: every epoch is "the best", the last one is kept
+            best_acc, best_epoch = math.nan, epoch
+            _snapshot(tr.eval_model, best_state)
+        elif metrics["val/acc"] > best_acc:
             best_acc, best_epoch, stale = metrics["val/acc"], epoch, 0
-            _snapshot(tr.model, best_state)
+            _snapshot(tr.eval_model, best_state)
         else:
             stale += 1
         if tr.sched is not None and not tr.sched_per_step:
@@ -288,9 +383,9 @@ def _epochs(tr: _Trainer, train: DeviceSplit, val: DeviceSplit, cfg: TrainConfig
         stop, message = None, ""
         if epoch == cfg.epochs:
             stop, message = "done", f"finished {epoch} epochs"
-        elif cfg.patience > 0 and stale >= cfg.patience:
+        elif val is not None and cfg.patience > 0 and stale >= cfg.patience:
             stop, message = "early_stop", f"no val/acc gain for {stale} epochs"
-        if stop:
+        if stop and val is not None:
             message += f"; best val/acc {best_acc:.4f} at epoch {best_epoch}"
         yield EpochResult(epoch, metrics, best_acc, best_epoch, stop, message)
         if stop:
@@ -337,7 +432,10 @@ def _train_and_validate(tr: _Trainer, train: DeviceSplit, val: DeviceSplit, epoc
         return "diverged", f"train loss is {loss_sum / seen} at epoch {epoch}"
     if not math.isfinite(weight_l2):
         return "diverged", f"weight norm is {weight_l2} at epoch {epoch}"
-    result = evaluate_as_trained(tr.model, val, tr.norm, tr.cfg)  # eager module: no compiled eval graphs
+    if val is None:
+        return None
+    # the eager module (no compiled eval graphs), or its weight average
+    result = evaluate_as_trained(tr.eval_model, val, tr.norm, tr.cfg, tta=fit_tta(tr.cfg))
     metrics.update({"val/loss": result["loss"], "val/acc": result["acc"], "val/macro_f1": result["macro_f1"]})
     return None
 

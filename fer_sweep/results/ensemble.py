@@ -9,6 +9,13 @@ few thousand faces most candidate additions tie or win by noise, and greedy accu
 log-loss is smooth, rewards a member that fixes confident mistakes before they flip a label, and is what
 averaging probabilities optimises. Only validation data is looked at; the test split is read once, after the
 choice, by `_test`.
+
+The pool: every kept trial model and every retrained model (`best`'s final/, final/seeds/*, a refit's
+final/selection/) of one study, or of several studies on the same data and splits (`best --ensemble K --study A
+--study B`): ensembles gain most when their members differ, and members of different architectures differ more
+than one architecture's trials. Models refit on train + validation are left out (their validation is not held
+out, so selection would trust them blindly). Retrained models come first (best validation accuracy first), then
+the trial models (complete before pruned, then validation accuracy), and the selection starts from the first.
 """
 
 from __future__ import annotations
@@ -26,9 +33,10 @@ import optuna
 import torch
 from torch import nn
 
-from fer_sweep.config import EMOTIONS, RunConfig, UserError
+from fer_sweep.config import EMOTIONS, RunConfig, UserError, tta_mode
 from fer_sweep.files import write_atomic
-from fer_sweep.learn.checkpoint import folder_or_final, model_from, save_model, state_dict_cpu
+from fer_sweep.learn.checkpoint import CONFIG_FILE, FINAL, MODEL_FILE, folder_or_final, model_from, save_model
+from fer_sweep.learn.checkpoint import state_dict_cpu
 from fer_sweep.learn.device import accumulator_dtype, pick_device
 from fer_sweep.learn.evaluate import _scores as scores_from_confusion  # one definition of the metrics (macro-F1 etc.)
 from fer_sweep.learn.evaluate import predict_proba
@@ -51,9 +59,13 @@ class Member:
 
 def member_proba(m: Member, x: torch.Tensor, *, tta: Optional[bool] = None,
                  batch_size: Optional[int] = None) -> torch.Tensor:
-    """(N, 7) probabilities of one member with its own norm, TTA and precision (tta overrides TTA for all)."""
+    """(N, 7) probabilities of one member with its own norm, TTA (flip or ten crops; a crop model gets its crops)
+    and precision. `tta` overrides the TTA for all: False = one view, True = the member's own TTA, or flip for a
+    member that has none."""
     t = m.config.get("train") or {}
-    return predict_proba(m.model, x, tuple(m.config["norm"]), tta=bool(t.get("tta", False)) if tta is None else tta,
+    own = t.get("tta", False)
+    views = own if tta is None else (False if not tta else (own if tta_mode(own) != "none" else True))
+    return predict_proba(m.model, x, tuple(m.config["norm"]), tta=views,
                          tta_shift_px=int(t.get("tta_shift_px", 0)), amp=t.get("amp", "auto"),
                          batch_size=batch_size or int(t.get("eval_batch_size", 1024)))
 
@@ -116,44 +128,148 @@ def proba_scores(proba: torch.Tensor, y: torch.Tensor) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ build
-def build_ensemble(spec, study: optuna.Study, folder: Path, splits, *, picks: int,
-                   device: str = "auto") -> dict[str, Any]:
-    """Select up to `picks` picks among the kept trial models on validation, then evaluate the ensemble and the
-    single winner's kept model once on the test split. Returns {"info": ensemble.json, "files": {name: (config,
-    weights)}} for `save_ensemble`."""
+@dataclass(frozen=True)
+class Candidate:
+    """One model the selection may pick: a kept trial model or a retrained one, with its validation probabilities."""
+
+    label: Any  # how ensemble.json names it: the trial number (one study) or "<study>-t<N>"; "final", "s1", ...
+    name: str  # its folder under members/
+    study: str
+    source: str  # trial | final | seed | selection
+    number: Optional[int]  # the trial: its own number, or the winner's that a retrained model retrains
+    state: str  # complete | pruned | retrained
+    val_acc: float
+    config: dict
+    val_proba: np.ndarray  # (N_val, 7) float32
+    weights: bytes  # model.pt as stored
+
+
+Source = tuple  # (spec, optuna study, study folder): one study of a pooled ensemble
+
+
+def same_data_key(spec) -> tuple:
+    """What must be equal for studies to share an ensemble: the data (as a resolved path) and the split options."""
+    data = spec.data if spec.data == "synthetic" else str(Path(spec.data).expanduser().resolve())
+    return data, tuple(sorted(dataclasses.asdict(spec.splits).items()))
+
+
+def check_same_data(sources: Sequence[Source]) -> None:
+    """Studies trained on different data or splits cannot be selected on one validation split: refused."""
+    home = sources[0][0]
+    for spec, _, _ in sources[1:]:
+        if same_data_key(spec) != same_data_key(home):
+            what = "data" if same_data_key(spec)[0] != same_data_key(home)[0] else "splits"
+            raise UserError(f"--study {spec.study}: trained on other {what} than --study {home.study} "
+                            f"({spec.data} {dataclasses.asdict(spec.splits)} vs {home.data} "
+                            f"{dataclasses.asdict(home.splits)}): an ensemble needs one validation split")
+
+
+def _retrained(spec, folder: Path, val: torch.Tensor, notes: list[str]) -> list[tuple[str, str, dict, bytes, np.ndarray]]:
+    """(name, source, config, weights, val probabilities) of every retrained model `best` saved in the study folder:
+    the seeds (final/seeds/s*, of which final/ is one), else final/ itself, and a refit's final/selection/."""
+    final = Path(folder) / FINAL
+    found: list[tuple[str, str, Path]] = []
+    seeds = final / "seeds" / ENSEMBLE_JSON
+    if seeds.is_file():
+        try:
+            found += [(m["name"], "seed", final / "seeds" / m["path"]) for m in read_ensemble(seeds.parent)["members"]]
+        except UserError as e:
+            notes.append(f"{spec.study}: retrained seeds not readable ({e}); left out")
+    elif (final / MODEL_FILE).is_file():
+        found.append(("final", "final", final))
+    if (final / "selection" / MODEL_FILE).is_file():
+        found.append(("selection", "selection", final / "selection"))
+    out = []
+    for name, source, where in found:
+        try:
+            config = json.loads((where / CONFIG_FILE).read_text())
+            weights = (where / MODEL_FILE).read_bytes()
+            model = model_from(config, weights)
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
+            notes.append(f"{spec.study}: {where.relative_to(folder)} not readable ({type(e).__name__}); left out")
+            continue
+        if config.get("refit"):
+            notes.append(f"{spec.study}: {where.relative_to(folder)} was refit on train + validation (its validation "
+                         "is not held out); left out")
+            continue
+        if (config.get("data"), config.get("splits")) != (spec.data, dataclasses.asdict(spec.splits)):
+            notes.append(f"{spec.study}: {where.relative_to(folder)} was retrained on other data or splits "
+                         f"({config.get('data')}); left out")
+            continue
+        member = Member(name, 1.0, model.to(val.device), config)
+        out.append((name, source, config, weights, member_proba(member, val).float().cpu().numpy()))
+    return out
+
+
+def gather(sources: Sequence[Source], val_x: np.ndarray, val_y: np.ndarray, device: str
+           ) -> tuple[list[Candidate], list[str]]:
+    """Every kept trial model and retrained model of the studies, in selection order (module docstring)."""
+    several = len(sources) > 1
+    notes: list[str] = []
+    retrained, trials = [], []
+    dev = pick_device(device)
+    val = torch.from_numpy(np.ascontiguousarray(val_x)).to(dev)
+    for spec, study, folder in sources:
+        kept, more = load_kept(study, folder, spec.keep)
+        notes += [f"{spec.study}: {n}" if several else n for n in more]
+        for c in kept:
+            if c.val_proba.shape != (len(val_y), len(EMOTIONS)):
+                notes.append(f"{spec.study + ': ' if several else ''}trial {c.number}: validated on "
+                             f"{c.val_proba.shape[0]} faces, this data has {len(val_y)}; left out")
+                continue
+            label = f"{spec.study}-t{c.number}" if several else c.number
+            trials.append(Candidate(label, f"{spec.study}-t{c.number}" if several else f"t{c.number}", spec.study,
+                                    "trial", c.number, c.state, c.val_acc, c.config, c.val_proba, c.weights))
+        for name, source, config, weights, proba in _retrained(spec, folder, val, notes):
+            full = f"{spec.study}-{name}" if several else name
+            retrained.append(Candidate(full, full, spec.study, source, config.get("trial"), "retrained",
+                                       float(np.mean(proba.argmax(1) == val_y)), config, proba, weights))
+    retrained.sort(key=lambda c: -c.val_acc)  # stable: a tie keeps the study order
+    trials.sort(key=lambda c: (c.state != "complete", -c.val_acc))  # per study already ranked: a stable merge
+    return retrained + trials, notes
+
+
+def build_ensemble(spec, study: optuna.Study, folder: Path, splits, *, picks: int, device: str = "auto",
+                   others: Sequence[Source] = ()) -> dict[str, Any]:
+    """Select up to `picks` picks among the study's kept trial models and retrained models (and those of `others`,
+    studies on the same data and splits) on validation, then evaluate the ensemble and the best single candidate
+    once on the test split. Returns {"info": ensemble.json, "files": {name: (config, weights)}} for
+    `save_ensemble` (into the first study's final/)."""
     t0 = time.perf_counter()
-    cands, notes = load_kept(study, folder, spec.keep)
+    sources = [(spec, study, folder), *others]
+    check_same_data(sources)
     val_y = np.asarray(splits.val.y)
-    for c in [c for c in cands if c.val_proba.shape != (len(val_y), len(EMOTIONS))]:
-        notes.append(f"trial {c.number}: validated on {c.val_proba.shape[0]} faces, this data has {len(val_y)}; "
-                     "left out")
-        cands.remove(c)
+    cands, notes = gather(sources, splits.val.x, val_y, device)
     if not cands:
-        why = "spec keep: 0" if spec.keep == 0 else "no complete or pruned trial stored its model here"
-        raise UserError(f"study {spec.study!r}: no kept trial models to ensemble ({why})")
+        why = "spec keep: 0" if all(s.keep == 0 for s, _, _ in sources) else \
+            "no complete or pruned trial stored its model here, and no retrained model"
+        raise UserError(f"study {', '.join(s.study for s, _, _ in sources)}: no kept trial models to ensemble ({why})")
     sel = greedy_select(np.stack([c.val_proba for c in cands]), val_y, picks)
     chosen = list(dict.fromkeys(sel.order))  # members in first-pick order
     weights = [float(sel.weights[i]) for i in chosen]
     val_ens = np_scores(sum(w * cands[i].val_proba.astype(np.float64) for i, w in zip(chosen, weights)), val_y)
-    single = cands[0]  # best-ranked: the study's winner whenever its files are here
+    single = cands[0]  # the selection's start: the best retrained model, else the study's winner's kept model
     tested = _test(splits, [cands[i] for i in dict.fromkeys([*chosen, 0])], weights, device)
     if tested["split"] == "val":
         notes.append("no test split in this data: reporting validation only (where the ensemble was chosen)")
-    info = {"kind": "trials", "study": spec.study, "data": spec.data, "splits": dataclasses.asdict(spec.splits),
+    studies = [s.study for s, _, _ in sources]
+    info = {"kind": "studies" if len(sources) > 1 else "trials", "study": spec.study, "studies": studies,
+            "data": spec.data, "splits": dataclasses.asdict(spec.splits),
             "classes": list(EMOTIONS), "criterion": CRITERION, "max_picks": picks, "picks": len(sel.order),
-            "selection": [cands[i].number for i in sel.order], "path": [round(v, 6) for v in sel.path],
-            "candidates": [c.number for c in cands], "notes": notes, "split": tested["split"],
-            "members": [{"name": f"t{cands[i].number}", "path": f"members/t{cands[i].number}",
-                         "trial": cands[i].number, "picks": int(sel.counts[i]), "weight": w,
-                         "val/acc": round(cands[i].val_acc, 6), **tested["members"][cands[i].number]}
+            "selection": [cands[i].label for i in sel.order], "path": [round(v, 6) for v in sel.path],
+            "candidates": [c.label for c in cands], "notes": notes, "split": tested["split"],
+            "members": [{"name": cands[i].name, "path": f"members/{cands[i].name}", "trial": cands[i].label,
+                         "study": cands[i].study, "source": cands[i].source, "arch": cands[i].config["model"]["arch"],
+                         "picks": int(sel.counts[i]), "weight": w, "val/acc": round(cands[i].val_acc, 6),
+                         **tested["members"][cands[i].name]}
                         for i, w in zip(chosen, weights)],
             "val/acc": val_ens["acc"], "val/log_loss": val_ens["log_loss"],
-            "single": {"trial": single.number, "state": single.state, "val/acc": single.val_acc,
-                       "val/log_loss": np_scores(single.val_proba, val_y)["log_loss"],
-                       **tested["members"][single.number]},
+            "single": {"trial": single.label, "study": single.study, "source": single.source, "state": single.state,
+                       "val/acc": single.val_acc, "val/log_loss": np_scores(single.val_proba, val_y)["log_loss"],
+                       **tested["members"][single.name]},
             **tested["ensemble"]}
     info["seconds"] = round(time.perf_counter() - t0, 2)
-    return {"info": info, "files": {f"t{cands[i].number}": (cands[i].config, cands[i].weights) for i in chosen}}
+    return {"info": info, "files": {cands[i].name: (cands[i].config, cands[i].weights) for i in chosen}}
 
 
 def _test(splits, models: list, weights: list[float], device: str) -> dict[str, Any]:
@@ -166,11 +282,10 @@ def _test(splits, models: list, weights: list[float], device: str) -> dict[str, 
     xt, yt = torch.from_numpy(np.ascontiguousarray(x)).to(dev), torch.from_numpy(np.asarray(y)).to(dev)
     probas, members = {}, {}
     for c in models:
-        probas[c.number] = member_proba(Member(f"t{c.number}", 1.0, model_from(c.config, c.weights).to(dev),
-                                               c.config), xt)
-        s = proba_scores(probas[c.number], yt)
-        members[c.number] = {f"{split}/acc": s["acc"], f"{split}/macro_f1": s["macro_f1"]}
-    ens = proba_scores(combine([probas[c.number] for c in models[:len(weights)]], weights), yt)
+        probas[c.name] = member_proba(Member(c.name, 1.0, model_from(c.config, c.weights).to(dev), c.config), xt)
+        s = proba_scores(probas[c.name], yt)
+        members[c.name] = {f"{split}/acc": s["acc"], f"{split}/macro_f1": s["macro_f1"]}
+    ens = proba_scores(combine([probas[c.name] for c in models[:len(weights)]], weights), yt)
     return {"split": split, "members": members,
             "ensemble": {f"{split}/acc": ens["acc"], f"{split}/macro_f1": ens["macro_f1"],
                          f"{split}/log_loss": ens["loss"], "per_class": ens["per_class"],

@@ -1,4 +1,5 @@
-"""`export`: one saved model as an ONNX file (normalised 1x48x48 faces in, 7 logits out), checked with onnxruntime."""
+"""`export`: one saved model as an ONNX file (normalised 1 x S x S faces in, 7 logits out; S = 48, or the crop size of
+a model trained on random crops), checked with onnxruntime."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fer_sweep.config import EMOTIONS, IMAGE_SIZE, UserError
+from fer_sweep.config import EMOTIONS, IMAGE_SIZE, UserError, tta_mode
 from fer_sweep.files import atomic_path
 from fer_sweep.learn.checkpoint import folder_or_final
 from fer_sweep.results.ensemble import ENSEMBLE_JSON
@@ -37,8 +38,9 @@ def export_onnx(model_dir: Path, out_path: Path, *, check_faces: int = CHECK_FAC
     onnx, ort = _onnx_packages()
     norm = tuple(float(v) for v in config["norm"])
     model = model.float().eval()
-    proto = _to_onnx(model, torch)
-    metadata = _metadata(config, norm)
+    size = int(getattr(model, "input_size", IMAGE_SIZE))
+    proto = _to_onnx(model, torch, size)
+    metadata = _metadata(config, norm, size)
     onnx.helper.set_model_props(proto, metadata)
     proto.doc_string = metadata["fer_sweep.input"]
     onnx.checker.check_model(proto)
@@ -49,7 +51,7 @@ def export_onnx(model_dir: Path, out_path: Path, *, check_faces: int = CHECK_FAC
         raise UserError(f"--onnx {out_path}: cannot write ({e.strerror or e})") from None
     diff, largest = _check(out_path, model, norm, check_faces, ort, torch)
     tolerance = CHECK_TOLERANCE * max(1.0, largest)
-    return {"path": str(out_path), "bytes": out_path.stat().st_size, "model": str(folder),
+    return {"path": str(out_path), "bytes": out_path.stat().st_size, "model": str(folder), "input_size": size,
             "opset": max(op.version for op in proto.opset_import if op.domain in ("", "ai.onnx")),
             "metadata": metadata, "checked_faces": check_faces, "max_abs_diff": diff,
             "ok": diff <= tolerance, "tolerance": tolerance}
@@ -73,10 +75,10 @@ def _onnx_packages():
     return onnx, onnxruntime
 
 
-def _to_onnx(model, torch):
+def _to_onnx(model, torch, size: int = IMAGE_SIZE):
     """torch's exporter (torch.export based), with a dynamic batch dimension; its chatter is silenced here
     (library code never prints)."""
-    example = (torch.zeros(2, 1, IMAGE_SIZE, IMAGE_SIZE),)
+    example = (torch.zeros(2, 1, size, size),)
     quiet = logging.getLogger("torch.onnx")
     level = quiet.level
     quiet.setLevel(logging.ERROR)
@@ -91,17 +93,27 @@ def _to_onnx(model, torch):
     return program.model_proto
 
 
-def _metadata(config: dict, norm: tuple[float, float]) -> dict[str, str]:
+TTA_TEXT = {
+    "none": "none",
+    "flip": "flip: average the softmax of each face and of its left-right mirror, as `best` evaluated it",
+    "tencrop": "tencrop: average the softmax of ten crops of the 48x48 face (its four corner crops and its centre "
+               "crop, each also mirrored), as `best` evaluated it",
+}
+
+
+def _metadata(config: dict, norm: tuple[float, float], size: int = IMAGE_SIZE) -> dict[str, str]:
     """metadata_props: everything a user of the file needs to feed it and read its output."""
     mean, std = norm
+    crop = (f"the centre {size}x{size} crop of a {IMAGE_SIZE}x{IMAGE_SIZE} face (the model trained on random "
+            f"{size}x{size} crops)" if size != IMAGE_SIZE else "grey faces")
     return {
-        "fer_sweep.input": (f"{INPUT}: float32 N x 1 x {IMAGE_SIZE} x {IMAGE_SIZE} grey faces, normalised as "
+        "fer_sweep.input": (f"{INPUT}: float32 N x 1 x {size} x {size} {crop}, normalised as "
                             f"(pixel - norm_mean) / norm_std with pixels in 0..255; {OUTPUT}: N x {len(EMOTIONS)} "
                             "logits in the order of `classes` (softmax for probabilities)"),
         "norm_mean": repr(mean), "norm_std": repr(std),  # 0..255 pixel units, from config.json's "norm"
+        "input_size": str(size),
         "classes": json.dumps(list(config.get("classes") or EMOTIONS)),
-        "tta": ("flip: average the softmax of each face and of its left-right mirror, as `best` evaluated it"
-                if config["train"].get("tta") else "none"),
+        "tta": TTA_TEXT[tta_mode(config["train"].get("tta", False))],
         "arch": str(config["model"].get("arch")), "study": str(config.get("study")),
         "trial": str(config.get("trial")), "producer": "fer-sweep export",
     }
@@ -110,11 +122,12 @@ def _metadata(config: dict, norm: tuple[float, float]) -> dict[str, str]:
 def _check(path: Path, model, norm: tuple[float, float], n: int, ort, torch) -> tuple[float, float]:
     """Max abs logit difference between onnxruntime (on the written file) and torch on n synthetic faces, and
     the largest |logit| (the scale that difference is judged against)."""
-    from fer_sweep.learn.augment import normalize_batch
+    from fer_sweep.learn.augment import center_crop, normalize_batch
     from fer_sweep.data.synthetic import synthetic_faces
 
     faces, _ = synthetic_faces(n, seed=1)
     x = normalize_batch(torch.from_numpy(faces), norm)
+    x = center_crop(x, int(getattr(model, "input_size", IMAGE_SIZE))).contiguous()  # what a crop model takes
     with torch.no_grad():
         expected = model(x).float().numpy()
     options = ort.SessionOptions()

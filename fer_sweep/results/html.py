@@ -191,29 +191,45 @@ def _seeds_paragraph(final: dict) -> str:
             f"{pct(e.get(split + '/macro_f1'))}, val accuracy {pct(e.get('val/acc'))}.</p>")
 
 
+def single_label(s: dict) -> str:
+    """How the ensemble's single model reads: the winner's kept trial model, or the best retrained one."""
+    if s.get("source", "trial") == "trial" and isinstance(s["trial"], int):
+        return f"single winner's kept model (trial {s['trial']})"
+    return f"best single model ({s['trial']}, {s.get('source', 'trial')})"
+
+
 def _ensemble_section(e: dict, final: Optional[dict]) -> str:
-    """The ensemble next to the single winner's kept model (and the retrained winner and its seeds' average, when
-    `best` ran), then its members and weights."""
+    """The ensemble next to the best single model (the winner's kept model, or the best retrained one) and, when
+    `best` ran, the retrained winner and its seeds' average; then its members and weights (and, pooled from
+    several studies, which study and architecture each member comes from)."""
     split, s = e["split"], e["single"]
-    rows = [[f"single winner's kept model (trial {s['trial']})", pct(s["val/acc"]), pct(s.get(split + "/acc")),
+    studies = e.get("studies") or [e.get("study")]
+    rows = [[single_label(s), pct(s["val/acc"]), pct(s.get(split + "/acc")),
              pct(s.get(split + "/macro_f1"))],
             [f"ensemble: {len(e['members'])} model(s), {e['picks']} pick(s)", pct(e["val/acc"]),
              pct(e.get(split + "/acc")), pct(e.get(split + "/macro_f1"))]]
     if final and final.get("split") == split:
-        rows.append([f"retrained winner (mean of {final['seeds']} seed(s))", pct(final["val/acc"]["mean"]),
+        how = "refit on train + val; its val is not held out, " if final.get("refit") else ""
+        rows.append([f"retrained winner ({how}mean of {final['seeds']} seed(s))", pct(final["val/acc"]["mean"]),
                      pct((final.get(split + "/acc") or {}).get("mean")),
                      pct((final.get(split + "/macro_f1") or {}).get("mean"))])
         if final.get("seeds_ensemble"):
             se = final["seeds_ensemble"]
             rows.append([f"average of the {len(se['seeds'])} retrained seeds", pct(se.get("val/acc")),
                          pct(se.get(split + "/acc")), pct(se.get(split + "/macro_f1"))])
+    pooled = (f" of the studies {', '.join(map(str, studies))} (same data and splits)" if len(studies) > 1 else "")
     head = (f'<p id="ensemble">Members and weights chosen on validation only (greedy forward selection with '
-            f"replacement on {_e(e['criterion'])}, over {_e(len(e['candidates']))} kept trial models), then tested "
-            f"once on {_e(split)} ({_e(e.get('n_' + split))} faces).</p>")
+            f"replacement on {_e(e['criterion'])}, over {_e(len(e['candidates']))} kept trial models and retrained "
+            f"models{_e(pooled)}), then tested once on {_e(split)} ({_e(e.get('n_' + split))} faces).</p>")
     compare = _table(["model", "val acc", f"{split} acc", f"{split} macro-F1"], rows)
-    members = _table(["trial", "weight", "picks", "val acc", f"{split} acc"],
-                     [[m["trial"], f"{m['weight']:.3f}", m["picks"], pct(m["val/acc"]), pct(m.get(split + "/acc"))]
-                      for m in e["members"]], left=0)
+    if len(studies) > 1:
+        members = _table(["member", "study", "source", "arch", "weight", "picks", "val acc", f"{split} acc"],
+                         [[m["trial"], m.get("study"), m.get("source", "trial"), m.get("arch"), f"{m['weight']:.3f}",
+                           m["picks"], pct(m["val/acc"]), pct(m.get(split + "/acc"))] for m in e["members"]], left=4)
+    else:
+        members = _table(["trial", "weight", "picks", "val acc", f"{split} acc"],
+                         [[m["trial"], f"{m['weight']:.3f}", m["picks"], pct(m["val/acc"]),
+                           pct(m.get(split + "/acc"))] for m in e["members"]], left=0)
     notes = "".join(f'<p class="note">note: {_e(n)}</p>' for n in e.get("notes", []))
     return head + compare + members + notes
 

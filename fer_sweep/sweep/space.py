@@ -6,7 +6,7 @@ from typing import Any, Mapping
 
 import optuna
 
-from fer_sweep.config import ModelConfig, RunConfig, TrainConfig
+from fer_sweep.config import ModelConfig, RunConfig, TrainConfig, canonical_tta
 from fer_sweep.sweep.spec import MODEL_FIELDS, SweepSpec, decode_choice
 
 
@@ -29,6 +29,8 @@ def to_run_config(params: Mapping[str, Any], spec: SweepSpec, **train_overrides:
     values.update({k: v for k, v in train_overrides.items() if v is not None})
     model = {k: v for k, v in values.items() if k in MODEL_FIELDS}
     train = {k: v for k, v in values.items() if k not in MODEL_FIELDS}
+    if "tta" in train:  # flip/none as true/false: model folders read as they always did; tencrop by name
+        train["tta"] = canonical_tta(train["tta"])
     return RunConfig(model=ModelConfig(**model), train=TrainConfig(**train))
 
 

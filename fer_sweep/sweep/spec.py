@@ -12,8 +12,8 @@ from typing import Any, Mapping
 import yaml
 
 from fer_sweep.config import (
-    AMP_MODES, ARCHS, HEADS, NORMALIZATIONS, NORMS, OPTIMIZERS, POOLINGS, SCHEDULES, ModelConfig, TrainConfig,
-    UserError,
+    AMP_MODES, ARCHS, HEADS, IMAGE_SIZE, NORMALIZATIONS, NORMS, OPTIMIZERS, POOLINGS, SCHEDULES, TTA_MODES,
+    ModelConfig, TrainConfig, UserError,
 )
 
 SAMPLERS = ("random", "tpe")
@@ -32,9 +32,11 @@ BOUNDS = {"dropout": (0, 1, False), "stage_dropout": (0, 1, False), "fc_units": 
           "patience": (0, None, True), "aug_translate_px": (0, 24, True), "aug_rotate_deg": (0, 180, True),
           "aug_scale": (0, 1, False), "aug_erase_p": (0, 1, True), "eval_batch_size": (1, None, True),
           "mixup_alpha": (0, None, True), "cutmix_alpha": (0, None, True), "mix_prob": (0, 1, True),
-          "tta_shift_px": (0, 8, True)}
+          "tta_shift_px": (0, 8, True), "crop": (0, IMAGE_SIZE, True), "ema": (0, 1, False),
+          "plateau_factor": (1e-6, 1, False), "plateau_patience": (0, None, True)}
+INTERNAL_FIELDS = ("lr_plan",)  # TrainConfig fields that `best` sets, never a spec
 MODEL_FIELDS = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
-TRAIN_FIELDS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+TRAIN_FIELDS = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.name not in INTERNAL_FIELDS}
 
 
 class SpecError(UserError):
@@ -155,11 +157,23 @@ def parse_spec(raw: Mapping[str, Any], where: str, *, check_data: bool = True) -
     model = _fixed(raw.get("model") or {}, "model", MODEL_FIELDS, fail)
     train = _fixed(raw.get("train") or {}, "train", TRAIN_FIELDS, fail)
     space = _space(raw.get("space") or {}, fail, fixed=set(model) | set(train))
+    _check_recipe(train, space, fail)
     return SweepSpec(
         path=where, study=study, data=data, trials=trials, seed=seed, sampler=sampler,
         splits=_record(SplitOptions, raw.get("splits"), "splits", fail),
         pruner=_pruner(raw.get("pruner"), fail), wandb=_wandb(raw.get("wandb"), fail),
         model=model, train=train, space=space, best=_best(raw.get("best"), fail), resolved=dict(raw), keep=keep)
+
+
+def _check_recipe(train: Mapping[str, Any], space: tuple, fail) -> None:
+    """Settings that only make sense together: ten-crop testing needs models trained on random crops."""
+    searched = {p.name: p.choices for p in space}
+    tta = train.get("tta") if "tta" in train else None
+    tencrop = tta == "tencrop" or "tencrop" in (searched.get("tta") or ())
+    crops = [train.get("crop", 0)] if "crop" not in searched else [c for c in searched["crop"] or (1,)]
+    if tencrop and 0 in crops:
+        fail("train.tta" if tta == "tencrop" else "space.tta", "tencrop needs train.crop > 0 (ten crops of crop x "
+             "crop pixels from models trained on random crops)")
 
 
 def _no_unknown(section: Mapping, known, prefix: str, fail) -> None:
@@ -192,6 +206,10 @@ def check_value(name: str, value, key: str, fail, default=None):
         return tuple(tuple(s) for s in value)
     if name == "amp" and isinstance(value, bool):  # older specs: true/false = auto/off
         return "auto" if value else "off"
+    if name == "tta":  # true/false (flip/none, as ever) or a mode's name; to_run_config stores it canonically
+        if not isinstance(value, bool) and value not in TTA_MODES:
+            fail(key, f"unknown tta {value!r} (known: true, false, {', '.join(TTA_MODES)})")
+        return value
     if isinstance(default, bool):
         if not isinstance(value, bool):
             fail(key, f"expected true or false, got {value!r}")

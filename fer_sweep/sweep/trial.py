@@ -14,7 +14,7 @@ from fer_sweep.config import EpochResult, RunConfig
 from fer_sweep.data.splits import Splits, load_splits
 from fer_sweep.learn.checkpoint import model_config
 from fer_sweep.learn.device import DeviceSplit
-from fer_sweep.learn.models import build_model
+from fer_sweep.learn.models import model_for
 from fer_sweep.learn.train import fit
 from fer_sweep.sweep.space import sample_params, to_run_config
 from fer_sweep.sweep.spec import SweepSpec
@@ -65,7 +65,7 @@ class Training:
     @classmethod
     def start(cls, cfg: RunConfig) -> "Training":
         """A fresh model for `cfg`, initialised with its seed."""
-        return cls(cfg, build_model(cfg.model, seed=cfg.train.seed))
+        return cls(cfg, model_for(cfg, seed=cfg.train.seed))
 
     def run(self, train: DeviceSplit, val: DeviceSplit, *, norm, log: Optional[Callable[..., None]] = None,
             on_epoch: Optional[Callable[[EpochResult], None]] = None,
