@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import cpu_name  # noqa: E402
 from fer_sweep.data.read import read_faces
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,17 +50,6 @@ def best_of(repeat: int, fn):
 def first_parse(path: Path):
     with tempfile.TemporaryDirectory() as cache:  # empty cache: a real parse
         return read_faces(path, cache_dir=cache)
-
-
-def cpu_name() -> str:
-    """platform.processor(), which is empty on Linux, else the model name from /proc/cpuinfo."""
-    if platform.processor():
-        return platform.processor()
-    try:
-        model = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
-        return f"{model.split(':', 1)[1].strip()} ({platform.machine()})"
-    except (OSError, StopIteration):
-        return platform.machine()
 
 
 def machine() -> str:

@@ -14,6 +14,7 @@ import argparse
 import datetime as dt
 import os
 import platform
+import sys
 import re
 import time
 from dataclasses import replace
@@ -25,6 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import cpu_name  # noqa: E402
 from fer_sweep.config import ModelConfig, TrainConfig
 from fer_sweep.learn.models import build_model
 from fer_sweep.learn.device import sync
@@ -189,14 +192,6 @@ def report(args: argparse.Namespace, result: dict) -> str:
     return "\n".join(lines)
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def write_section(body: str) -> None:

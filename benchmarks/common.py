@@ -14,10 +14,23 @@ RESULTS = Path(__file__).with_name("RESULTS.md")
 def machine() -> str:
     import torch
 
+    from fer_sweep.learn.precision import cpu_capability
+
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    cpu = platform.processor() or platform.machine()
+    cpu = f"{cpu_name()} ({cpu_capability()})"
     return (f"{cpu}, {os.cpu_count()} cores, {gpu}; Python {platform.python_version()}, torch {torch.__version__}; "
             f"{dt.date.today().isoformat()}")
+
+
+def cpu_name() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), e.g. "AMD EPYC"; else what platform knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def write_section(title: str, body: str) -> None:

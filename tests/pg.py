@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -73,4 +74,16 @@ def start_postgres():
                        capture_output=True, timeout=60)
         shutil.rmtree(root, ignore_errors=True)
 
-    return f"postgresql://fer:{PASSWORD}@127.0.0.1:{port}/sweeps", stop
+    def outage(seconds: float) -> None:
+        """The server stopped (fast shutdown: every connection cut) for `seconds`, then started again."""
+        run(str(bindir / "pg_ctl"), "-D", str(data), "-w", "-m", "fast", "stop")
+        time.sleep(seconds)
+        run(str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l", str(root / "log"), "-o",
+            f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c max_connections=100", "start")
+
+    url = f"postgresql://fer:{PASSWORD}@127.0.0.1:{port}/sweeps"
+    OUTAGES[url] = outage
+    return url, stop
+
+
+OUTAGES: dict = {}  # url -> outage(seconds) of each server started here

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import warnings
 from pathlib import Path
 from typing import Annotated, Any, Iterator, Mapping, Optional
 
@@ -10,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from fer_sweep.config import UserError
+from fer_sweep.config import Notice, UserError, write_error
 
 app = typer.Typer(rich_markup_mode="rich", no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Hyperparameter sweeps of facial-expression CNNs on FER2013.")
@@ -32,15 +33,33 @@ Wandb = Annotated[Optional[str], typer.Option("--wandb", help="auto | online | o
 def user_errors() -> Iterator[None]:
     """Known user errors end as one line on stderr and exit code 2; Ctrl-C as exit code 130, SIGTERM (how
     clusters preempt a job; `run` treats it like Ctrl-C) as 143, the codes a shell gives those signals."""
-    try:
-        yield
-    except UserError as e:
-        err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2)
-    except KeyboardInterrupt as e:
-        how = "terminated (SIGTERM)" if getattr(e, "exit_code", 130) == 143 else "interrupted"
-        err.print(f"{how}: the running trial was re-queued; run the same command again to resume")
-        raise typer.Exit(getattr(e, "exit_code", 130))
+    with warnings.catch_warnings():  # restores warnings.showwarning on the way out
+        warnings.simplefilter("always", Notice)
+        warnings.showwarning = _notices_as_lines(warnings.showwarning)
+        try:
+            yield
+        except OSError as e:  # a write that failed outside the study's own handling (final/, report, --out)
+            e = write_error(e)
+            err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(e.exit_code)
+        except UserError as e:
+            err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(getattr(e, "exit_code", 2))
+        except KeyboardInterrupt as e:
+            how = "terminated (SIGTERM)" if getattr(e, "exit_code", 130) == 143 else "interrupted"
+            err.print(f"{how}: the running trial was re-queued; run the same command again to resume")
+            raise typer.Exit(getattr(e, "exit_code", 130))
+
+
+def _notices_as_lines(show):
+    """A warnings.showwarning that prints a Notice (a journal healed or read past damage) as one yellow line on
+    stderr and hands every other warning to `show`."""
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, Notice):
+            err.print(f"[yellow]warning:[/yellow] {escape(str(message))}", highlight=False, soft_wrap=True)
+        else:
+            show(message, category, filename, lineno, file, line)
+    return showwarning
 
 
 def check_choice(value: str, allowed: tuple[str, ...], flag: str) -> str:

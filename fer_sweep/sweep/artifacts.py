@@ -22,6 +22,7 @@ from __future__ import annotations
 import io
 import json
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -34,8 +35,10 @@ from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import FrozenTrial, TrialState
 
 from fer_sweep.config import RunConfig
+from fer_sweep.files import naming
 from fer_sweep.learn.checkpoint import state_dict_cpu
 from fer_sweep.learn.evaluate import predict_proba
+from fer_sweep.sweep.journal import write_delay_s
 from fer_sweep.sweep.trial import checkpoint_config
 
 ARTIFACTS = "artifacts"  # user attr: {"model": id, "val_proba": id, "config": id}, set once all three are written
@@ -68,10 +71,12 @@ def save_trial_model(w, trial: optuna.Trial, model: torch.nn.Module, cfg: RunCon
                               batch_size=t.eval_batch_size).float().cpu().numpy()
         config = {**checkpoint_config(cfg, norm, params, w.spec, trial.number),
                   "val/acc": result.best_val_acc, "best_epoch": result.best_epoch, "n_val": int(proba.shape[0])}
-        ids = _upload(artifact_store(w.folder), trial, state_dict_cpu(model), proba, config)
+        ids = _upload(artifact_store(w.folder), w.folder / FOLDER, trial, state_dict_cpu(model), proba, config)
         trial.set_user_attr(ARTIFACTS, ids)  # last, in one write: only a complete set is ever named
         return ids
-    except Exception as e:  # noqa: BLE001 - a full disk must not end the sweep: the trial keeps its verdict
+    except OSError:  # a full disk ends the run (the trial is re-queued); its half-written files are pruned later
+        raise
+    except Exception as e:  # noqa: BLE001 - a model that cannot be stored must not end the sweep: the trial keeps its verdict
         try:
             trial.set_user_attr(ARTIFACTS_ERROR, f"{type(e).__name__}: {str(e).strip()[:300]}")
         except Exception:  # noqa: BLE001 - e.g. the trial was failed meanwhile (reaped as stale)
@@ -79,14 +84,18 @@ def save_trial_model(w, trial: optuna.Trial, model: torch.nn.Module, cfg: RunCon
         return None
 
 
-def _upload(store, trial: optuna.Trial, state: dict, proba: np.ndarray, config: dict) -> dict[str, str]:
+def _upload(store, store_path: Path, trial: optuna.Trial, state: dict, proba: np.ndarray, config: dict) -> dict[str, str]:
     with tempfile.TemporaryDirectory(prefix="fer-sweep-trial-") as tmp:
         paths = {key: Path(tmp) / name for key, name in FILES.items()}
         torch.save(state, paths["model"])
         np.save(paths["val_proba"], proba, allow_pickle=False)
         paths["config"].write_text(json.dumps(config, indent=2))
-        return {key: upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial)
-                for key, path in paths.items()}
+        ids = {}
+        with naming(store_path):  # a full disk names the store's folder
+            for key, path in paths.items():
+                ids[key] = upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial)
+                time.sleep(write_delay_s())  # test hook (0 unless set): a kill can land between two uploads
+        return ids
 
 
 def val_acc(t: FrozenTrial) -> float:

@@ -63,7 +63,10 @@ class Heartbeat:
 
     def _beat(self) -> None:
         while True:
-            self.storage.record_heartbeat(self.id)
+            try:
+                self.storage.record_heartbeat(self.id)
+            except Exception:  # noqa: BLE001 - a database restarting: the trial's own writes report it; beat again
+                pass
             if self.stop.wait(self.interval):
                 return
 

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import random
 import re
+import time
 import warnings
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Optional
 
 import optuna
 
-from fer_sweep.config import UserError, first_line
+from fer_sweep.config import UserError, WriteError, first_line, write_error
+from fer_sweep.sweep.journal import HealingJournal
 
 JOURNAL = "journal.log"
 STORAGE_NOTE = "storage.txt"  # the masked URL of an external storage, so `status` can say which one
@@ -54,16 +57,27 @@ def open_storage(folder: Path, url: str | None, *, heartbeat_s: int = 30,
                         "pass the same --storage URL")
     if url is None:
         folder.mkdir(parents=True, exist_ok=True)
-        backend = optuna.storages.journal.JournalFileBackend(str(folder / JOURNAL))
-        return optuna.storages.JournalStorage(backend)
-    try:
-        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna, and what we need
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat_s, grace_period=3 * heartbeat_s,
-                                              heartbeat_stale_trial_callback=on_stale)
-    except Exception as e:  # bad URL, server down, missing driver: one line, password masked
-        msg = mask_url(first_line(e))
-        raise UserError(f"storage {mask_url(url)}: cannot open ({msg})") from None
+        return optuna.storages.JournalStorage(HealingJournal(str(folder / JOURNAL)))
+    for attempt in range(6):
+        try:
+            with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna, and what we need
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat_s, grace_period=3 * heartbeat_s,
+                                                  heartbeat_stale_trial_callback=on_stale)
+        except Exception as e:  # bad URL, server down, missing driver: one line, password masked
+            if attempt < 5 and _schema_race(e):
+                time.sleep(0.2 + random.random())  # then the tables are there, made by whoever won
+                continue
+            msg = mask_url(first_line(e))
+            raise UserError(f"storage {mask_url(url)}: cannot open ({msg})") from None
+    raise AssertionError("unreachable")
+
+
+def _schema_race(e: Exception) -> bool:
+    """Optuna creating its tables in a new database while another process does the same (the tasks of a Slurm
+    array all start at once): PostgreSQL refuses the loser's CREATE with a duplicate key or 'already exists'."""
+    return type(e).__name__ in ("IntegrityError", "ProgrammingError") and \
+        any(m in str(e) for m in ("duplicate key", "already exists"))
 
 
 @contextlib.contextmanager
@@ -76,3 +90,26 @@ def folder_lock(folder: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def study_fault(error: BaseException) -> Optional[WriteError]:
+    """The one-line error for a fault of the study's storage rather than of a trial: an OSError while writing (a
+    full disk, a read-only folder) or a database that stopped answering; None for anything else."""
+    if isinstance(error, OSError):
+        return write_error(error)
+    if isinstance(error, optuna.exceptions.StorageInternalError) or type(error).__module__.startswith("sqlalchemy"):
+        return WriteError(f"the study's storage stopped answering ({mask_url(first_line(error, 200))}): the running "
+                          "trial goes back in the queue; run the same command to resume once it answers again")
+    return None
+
+
+@contextlib.contextmanager
+def study_faults() -> Iterator[None]:
+    """Turn a storage fault (see study_fault) raised inside into its one-line WriteError."""
+    try:
+        yield
+    except Exception as e:
+        fault = study_fault(e)
+        if fault is None:
+            raise
+        raise fault from None

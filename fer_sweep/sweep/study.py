@@ -10,7 +10,9 @@ workers. A trial whose worker died is failed (`crashed`) and its ticket enqueued
 from __future__ import annotations
 
 import os
+import random
 import socket
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -26,10 +28,13 @@ from fer_sweep.sweep.optuna_api import storage_of, trial_id, trial_object
 from fer_sweep.sweep.policies import make_pruner, make_sampler
 from fer_sweep.sweep.space import sample_configs
 from fer_sweep.sweep.spec import SweepSpec, dump_spec, parse_spec
-from fer_sweep.sweep.store import STORAGE_NOTE, find_study, folder_lock, mask_url, open_storage, study_dir
+from fer_sweep.sweep.journal import rewrite_clean
+from fer_sweep.sweep.store import JOURNAL, STORAGE_NOTE, find_study, folder_lock, mask_url, open_storage, study_dir
 from fer_sweep.sweep.summary import OUTCOME, TICKET, is_finished
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+CLAIM_MARK = "claim:"  # system attr prefix: a process about to try to take a ticket
+ORPHAN_AFTER_S = 120  # a trial running this long with no owner stamped, taken on another machine, is reaped
 SAME_STUDY_KEYS = ("data", "splits", "seed", "sampler", "model", "train", "space")  # may not change on resume
 
 
@@ -117,8 +122,8 @@ def reap(study: optuna.Study) -> list[int]:
         optuna.storages.fail_stale_trials(study)
     storage, host, reaped = storage_of(study), socket.gethostname(), []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        owner = t.system_attrs.get("owner") or {}
-        if owner.get("host") != host or _process_start(owner["pid"]) in (owner.get("start"), "?"):
+        owner = _dead_holder(t, host)
+        if owner is None:
             continue
         try:
             tid = trial_id(study, t.number)
@@ -132,15 +137,36 @@ def reap(study: optuna.Study) -> list[int]:
     return reaped
 
 
+def _dead_holder(t: FrozenTrial, host: str) -> dict | None:
+    """The holder of a RUNNING trial when it is gone (its process on this host has ended), else None. A trial
+    whose owner was never stamped (a fault between taking the ticket and the stamp: a database gone away) is held
+    by the processes that tried to take it (their `claim:` marks): gone when all of them are, or, on other hosts,
+    once it has been running for ORPHAN_AFTER_S without an owner."""
+    owner = t.system_attrs.get("owner")
+    holders = [owner] if owner else [v for k, v in t.system_attrs.items() if k.startswith(CLAIM_MARK)]
+    if not holders:
+        return None  # not taken by a fer-sweep worker
+    if all(h.get("host") == host for h in holders):
+        alive = [h for h in holders if _process_start(h["pid"]) in (h.get("start"), "?")]
+        return None if alive else holders[0]
+    if owner is None and t.datetime_start and time.time() - t.datetime_start.timestamp() > ORPHAN_AFTER_S:
+        return holders[0]
+    return None  # another machine's worker: Optuna's heartbeat fails it when it stops beating
+
+
 def claim(study: optuna.Study, target: int, worker: str) -> optuna.Trial | None:
-    """Atomically take a WAITING ticket (storage compare-and-set) and stamp it with its owner."""
-    storage = storage_of(study)
-    for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+    """Atomically take a WAITING ticket (storage compare-and-set) and stamp it with its owner. Before the attempt
+    the process marks the ticket (`claim:<host>:<pid>`), so a fault between the two writes leaves a trial that
+    `reap` can still trace to a process."""
+    storage, pid = storage_of(study), os.getpid()
+    me = {"host": socket.gethostname(), "pid": pid, "start": _process_start(pid), "worker": worker}
+    for t in _claim_order(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)), target):
         index = t.user_attrs.get(TICKET)
         if index is None or index >= target:
             continue
         tid = trial_id(study, t.number)
         try:
+            storage.set_trial_system_attr(tid, f"{CLAIM_MARK}{me['host']}:{pid}", me)
             if not storage.set_trial_state_values(tid, TrialState.RUNNING):
                 continue
         except UpdateFinishedTrialError:
@@ -149,18 +175,27 @@ def claim(study: optuna.Study, target: int, worker: str) -> optuna.Trial | None:
             storage.set_trial_user_attr(tid, OUTCOME, "duplicate")
             storage.set_trial_state_values(tid, TrialState.FAIL)
             continue
-        pid = os.getpid()
-        storage.set_trial_system_attr(tid, "owner", {"host": socket.gethostname(), "pid": pid,
-                                                     "start": _process_start(pid), "worker": worker})
+        storage.set_trial_system_attr(tid, "owner", me)
         return trial_object(study, t.number)
     return None
+
+
+def _claim_order(waiting: list[FrozenTrial], target: int) -> list[FrozenTrial]:
+    """The order to try tickets in: the head of the queue first (one worker takes them in order), then the rest at
+    random, so workers that lose the head to another do not all go on to try the same next one (64 workers starting
+    together otherwise queue on one row's lock after another: benchmarks/RESULTS.md, coordination at scale)."""
+    eligible = [t for t in waiting if t.user_attrs.get(TICKET) is not None and t.user_attrs[TICKET] < target]
+    return eligible[:1] + random.sample(eligible[1:], len(eligible) - 1) if eligible else []
 
 
 def _is_duplicate(study: optuna.Study, mine: FrozenTrial, index: int) -> bool:
     """Two tickets for one index (a requeue racing a resume): the finished or older one wins."""
     return any(t.number != mine.number and t.user_attrs.get(TICKET) == index
                and (is_finished(t) or (t.state == TrialState.RUNNING and t.number < mine.number))
-               for t in study.get_trials(deepcopy=False))
+               for t in study.get_trials(deepcopy=False, states=_NOT_WAITING))  # (the queue itself need not be read)
+
+
+_NOT_WAITING = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
 def open_existing(results: Path, study: str | None, storage_url: str | None) -> tuple[SweepSpec, optuna.Study, Path]:
@@ -169,3 +204,28 @@ def open_existing(results: Path, study: str | None, storage_url: str | None) -> 
     folder = study_dir(results, find_study(results, study))
     spec = load_saved_spec(folder)
     return spec, open_study(spec, folder, storage_url), folder
+
+
+def repair_journal(results: Path, study: str | None) -> dict[str, Any]:
+    """`fer-sweep repair`: rewrite a study's journal without its damaged records (journal.rewrite_clean, which
+    keeps a backup). Refused while a trial of the study runs on this machine, and for database storages."""
+    folder = study_dir(results, find_study(results, study))
+    if (folder / STORAGE_NOTE).is_file():
+        raise UserError(f"{folder}: this study lives in {(folder / STORAGE_NOTE).read_text().strip()}: repair "
+                        "rewrites journal files; a database is repaired with its own tools")
+    path = folder / JOURNAL
+    if not path.is_file():
+        raise UserError(f"{path}: no journal here")
+    spec = load_saved_spec(folder)
+    live = [t.number for t in open_study(spec, folder, None).get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            if _owner_alive(t)]
+    if live:
+        raise UserError(f"{folder}: trial(s) {', '.join(map(str, live))} are running: stop the sweep, then repair")
+    return rewrite_clean(path)
+
+
+def _owner_alive(t: FrozenTrial) -> bool:
+    owner = t.system_attrs.get("owner") or {}
+    if not owner.get("pid") or owner.get("host") != socket.gethostname():
+        return False
+    return _process_start(owner["pid"]) in (owner.get("start"), "?")

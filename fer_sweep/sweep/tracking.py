@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from fer_sweep.config import UserError
+from fer_sweep.config import UserError, first_line
 
 
 def logged_in() -> bool:
@@ -21,11 +21,19 @@ def logged_in() -> bool:
     return any("wandb" in host for host in hosts)
 
 
+ENV_MODES = ("online", "offline", "disabled", "dryrun", "run", "shared")  # what wandb accepts in WANDB_MODE
+
+
 def resolve_mode(mode: str) -> str:
-    """`auto` is online when an API key or a `wandb login` is present, else offline (sync later)."""
+    """`auto` is online when an API key or a `wandb login` is present, else offline (sync later). A WANDB_MODE in
+    the environment overrides any mode inside wandb, so one that wandb refuses is named here, before any work."""
+    env = os.environ.get("WANDB_MODE")
+    if mode != "disabled" and env is not None and env not in ENV_MODES:
+        raise UserError(f"WANDB_MODE={env!r} in the environment: wandb accepts {', '.join(ENV_MODES[:3])} there "
+                        "(it overrides --wandb and the spec's wandb.mode): set one of those, or unset WANDB_MODE")
     if mode != "auto":
         return mode
-    return "online" if os.environ.get("WANDB_MODE") == "online" or logged_in() else "offline"
+    return "online" if env == "online" or logged_in() else "offline"
 
 
 class TrialRun:
@@ -47,8 +55,10 @@ class TrialRun:
                                   config=dict(config), dir=str(run_dir), mode=mode, reinit="finish_previous",
                                   settings=settings)
         except Exception as e:  # a dead network or a bad key must not lose the trial
-            raise UserError(f"wandb: could not start run {name} in {mode} mode ({type(e).__name__}: {e}); "
-                            "use --wandb offline or disabled") from None
+            override = (f"WANDB_MODE={os.environ['WANDB_MODE']!r} in the environment overrides --wandb: unset it, or "
+                        if "WANDB_MODE" in os.environ else "")
+            raise UserError(f"wandb: could not start run {name} in {mode} mode ({type(e).__name__}: {first_line(e, 200)}); "
+                            f"{override}use --wandb offline or disabled") from None
         for key in ("val/acc", "val/macro_f1"):
             self.run.define_metric(key, summary="max")
 
