@@ -70,8 +70,90 @@ class LiveView:
             epoch = res.epoch if res else r["epoch"]
             val = res.metrics["val/acc"] if res else r["val_acc"]
             table.add_row(str(r["number"]), r["worker"] or "", f"{epoch}/{r['epochs']}", pct(val), _params(r["params"]))
-        return Panel(Group(Text(counts_line(self.snap)), Text(best_line(self.snap), style="green"), table),
-                     title=f"fer-sweep: {self.snap['study']}")
+        lines = [Text(counts_line(self.snap)), Text(best_line(self.snap), style="green")]
+        if eta_line(self.snap):
+            lines.append(Text(eta_line(self.snap), style="cyan"))
+        return Panel(Group(*lines, table), title=f"fer-sweep: {self.snap['study']}")
+
+
+def duration(seconds: float) -> str:
+    """Seconds as a person reads them: 45 s, 12 min, 3 h 05 min, 2.5 days."""
+    s = float(seconds)
+    if s < 90:
+        return f"{s:.0f} s"
+    if s < 90 * 60:
+        return f"{s / 60:.0f} min"
+    if s < 48 * 3600:
+        h, m = divmod(round(s / 60), 60)
+        return f"{h} h {m:02d} min"
+    return f"{s / 86400:.1f} days"
+
+
+def eta_line(snap: Mapping[str, Any]) -> str:
+    """The projected time to finish (summary.eta), with what it rests on; '' once nothing is left."""
+    b, eta = snap.get("eta_basis") or {}, snap.get("eta_s")
+    if not b or (eta is not None and b.get("trials_left", 0) == 0):
+        return ""
+    if eta is None:
+        return f"ETA: once the first epoch is timed ({b['trials_left']} trials left)"
+    most = snap.get("eta_max_s") or eta
+    bound = f" (at most {duration(most)} if nothing is pruned)" if most > 1.05 * eta else ""
+    workers = f"{b['workers']} worker{'s' if b['workers'] != 1 else ''}"
+    return (f"ETA ~{duration(eta)}{bound}: {b['epochs_left']:.0f} epochs left x {b['s_per_epoch']:.1f} s/epoch "
+            f"over {workers}")
+
+
+class ProgressLines:
+    """`run`'s output where stderr is no terminal (a Slurm log, nohup): one line per epoch of each of this run's
+    trials and one per finished trial with the ETA. Epochs come straight from an in-process worker (`epoch`) or
+    from the successive snapshots (worker processes); trials other runs or machines train are left to theirs."""
+
+    def __init__(self, emit, epochs: int = 0):
+        self.emit, self.max_epochs = emit, epochs
+        self.epochs: dict[int, tuple[int, float | None]] = {}  # trial -> (epochs, train seconds) last printed
+        self.done: set[int] | None = None  # finished trials already there or printed
+
+    def epoch(self, number: int, result) -> None:
+        """An in-process trial's epoch, as the worker reports it."""
+        m = result.metrics
+        total = f"/{self.max_epochs}" if self.max_epochs else ""
+        self.emit(f"trial {number} epoch {result.epoch}{total}: val/acc {m['val/acc']:.4f} "
+                  f"({m.get('time/epoch_s', 0.0):.1f} s)" + (f"; {result.message}" if result.stop not in (None, "done") else ""))
+        self.epochs[number] = (result.epoch, None)
+
+    def update(self, snap: Mapping[str, Any]) -> None:
+        if self.done is None:  # a resumed study: what finished before this run is not news
+            self.done = {r["number"] for r in snap.get("recent", [])}
+        for r in snap["running"]:
+            if r.get("ours") is False:
+                continue
+            epochs, seconds = r["progress"] if r.get("progress") else (r["epoch"], None)
+            seen, seen_s = self.epochs.get(r["number"], (0, 0.0))
+            if epochs <= seen:
+                continue
+            took = "" if seconds is None or seen_s is None else \
+                f" ({(seconds - seen_s) / (epochs - seen):.1f} s{'/epoch' if epochs - seen > 1 else ''})"
+            val = "-" if r["val_acc"] is None else f"{r['val_acc']:.4f}"
+            self.emit(f"trial {r['number']} epoch {epochs}/{r['epochs']}: val/acc {val}{took}")
+            self.epochs[r["number"]] = (epochs, seconds)
+        for r in reversed(snap.get("recent", [])):
+            if r["number"] in self.done or r.get("ours") is False:
+                continue
+            self.done.add(r["number"])
+            self.epochs.pop(r["number"], None)
+            val = "-" if r["val_acc"] is None else f"{r['val_acc']:.4f}"
+            took = "" if r.get("seconds") is None else f" ({duration(r['seconds'])})"
+            eta = eta_line(snap)
+            self.emit(f"trial {r['number']} {r['state']}: val/acc {val} after {r['epochs']} epochs{took}; "
+                      f"{snap['finished']}/{snap['target']} finished" + (f"; {eta}" if eta else ""))
+
+
+def deadline_line(snap: Mapping[str, Any], timeout: str) -> str:
+    """`run --timeout`'s one line when the deadline stopped the sweep: how far it got, and how to go on."""
+    b, left = snap.get("best"), snap["target"] - snap["finished"]
+    best = f", best val acc {pct(b['val_acc'])} (trial {b['number']})" if b else ""
+    return (f"--timeout {timeout} reached: {snap['finished']}/{snap['target']} trials finished{best}; "
+            f"run the same command again to resume the other {left}")
 
 
 def leaderboard(rows: list[Mapping[str, Any]], title: str) -> "Leaderboard":
@@ -145,6 +227,7 @@ def status_view(st: Mapping[str, Any]) -> Group:
     parts: list[Any] = [Text(counts_line(st)), Text(best_line(st), style="green"),
                         Text(f"epochs trained: {st['epochs_trained']} of {st['epochs_budget']} "
                              f"unpruned budget ({pct(st['epochs_trained'] / max(st['epochs_budget'], 1))})"),
+                        *([Text(eta_line(st))] if eta_line(st) else []),
                         leaderboard(st["leaderboard"], f"top {len(st['leaderboard'])} trials of {st['study']}")]
     if st.get("importances"):
         basis = st.get("importance_basis") or {}

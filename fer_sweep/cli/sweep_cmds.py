@@ -46,17 +46,24 @@ def run(
     gpus: Annotated[Optional[str], typer.Option("--gpus", help="GPUs for the workers, round-robin, e.g. 0,1.")] = None,
     backend: Annotated[str, typer.Option("--backend", help="optuna | wandb (W&B's own sweep controller and a local "
                                          "`wandb agent` loop; online only).")] = "optuna",
+    timeout: Annotated[Optional[str], typer.Option("--timeout", help="Stop this long after the start (20s, 90m, 2h): "
+                                                   "no trial starts after it, the running one is re-queued, exit 0; "
+                                                   "the same command resumes.")] = None,
 ) -> None:
     """Run (or resume) a sweep: random search, weak trials pruned, one wandb run per trial."""
+    import contextlib
+    import time
+
     from rich.live import Live
 
     from fer_sweep.cli import render
     from fer_sweep.sweep import launch as runner
     from fer_sweep.sweep import tracking
     from fer_sweep.sweep.spec import WANDB_MODES, load_spec
-    from fer_sweep.sweep.signals import interrupting
+    from fer_sweep.sweep.signals import interrupting, parse_duration
 
     with user_errors(), interrupting(signal.SIGTERM):  # preemption (SIGTERM) is handled like Ctrl-C
+        deadline = time.time() + parse_duration(timeout) if timeout is not None else None
         flags = {"trials": trials, "data": data, "study": study, "seed": seed}
         with flags_named(str(spec_path), flags):
             spec = load_spec(spec_path, overrides=flags)
@@ -65,8 +72,9 @@ def run(
         if check_choice(backend, ("optuna", "wandb"), "--backend") == "wandb":
             from fer_sweep.sweep.wandb_backend import run_wandb_sweep
 
-            if workers > 1 or gpus or storage:
-                raise UserError("--workers, --gpus and --storage apply to --backend optuna (with W&B, start more agents)")
+            if workers > 1 or gpus or storage or timeout:
+                raise UserError("--workers, --gpus, --storage and --timeout apply to --backend optuna (with W&B, start "
+                                "more agents)")
             _check_run_flags(device, None, results, None)
             done = run_wandb_sweep(spec, results=results, wandb_mode=mode, device=device)
             out.print(f"W&B sweep {done['sweep_id']} ({done['project']}): {done['runs']} runs; config {done['config']}")
@@ -75,13 +83,23 @@ def run(
         if workers > 1 and spec.pruner.type == "median" and spec.pruner.startup_trials < workers:
             err.print(f"[yellow]warning:[/yellow] pruner.startup_trials={spec.pruner.startup_trials} is below "
                       f"--workers {workers}: early trials will be pruned against too few finished trials")
-        view = render.LiveView(spec.study, spec.trials)
-        with Live(view, console=err, refresh_per_second=2, transient=True, redirect_stdout=False):
+        if err.is_terminal:  # the live view; elsewhere (a Slurm log, nohup) one line per epoch and per trial
+            view = render.LiveView(spec.study, spec.trials)
+            shown, on_update, on_epoch = Live(view, console=err, refresh_per_second=2, transient=True,
+                                              redirect_stdout=False), view.update, view.epoch
+        else:
+            lines = render.ProgressLines(lambda line: err.print(line, highlight=False, soft_wrap=True),
+                                         int(spec.train.get("epochs", 15)))
+            shown, on_update, on_epoch = contextlib.nullcontext(), lines.update, lines.epoch
+        with shown:
             snap = runner.run_sweep(spec, results=results, storage_url=storage, workers=max(workers, len(gpu_list or [])),
-                                    gpus=gpu_list, device=device, wandb_mode=mode, on_update=view.update,
-                                    on_epoch=view.epoch,
+                                    gpus=gpu_list, device=device, wandb_mode=mode, on_update=on_update,
+                                    on_epoch=on_epoch, deadline=deadline,
                                     on_start=lambda: err.print(render.run_header(spec, device, gpu_list, workers),
                                                                highlight=False))
+        if snap.get("deadline_reached"):
+            out.print(render.deadline_line(snap, timeout), highlight=False)
+            return
         folder = results / spec.study
         out.print(render.leaderboard(snap["leaderboard"], f"{spec.study}: top trials"))
         out.print(render.counts_line(snap))
@@ -101,7 +119,7 @@ def status(study: Study = None, results: Results = Path("results"), storage: Sto
 
     with user_errors():
         spec, st, _ = open_existing(results, study, storage)
-        data = summary.status(st, spec.trials, int(spec.train.get("epochs", 15)), top=top)
+        data = summary.status(st, spec.trials, int(spec.train.get("epochs", 15)), top=top, pruner=spec.pruner)
     if as_json:
         print(json.dumps(data, indent=2, default=str))
     else:
@@ -110,7 +128,10 @@ def status(study: Study = None, results: Results = Path("results"), storage: Sto
 
 @app.command()
 def best(
-    study: Study = None, results: Results = Path("results"), storage: Storage = None,
+    study: Annotated[Optional[list[str]], typer.Option("--study", help="Study name (default: the only or most recent "
+                                                       "one); with --ensemble, repeat it to pool several studies "
+                                                       "on the same data and splits.")] = None,
+    results: Results = Path("results"), storage: Storage = None,
     retrain: Annotated[bool, typer.Option("--retrain/--no-retrain", help="Retrain and test the winner.")] = True,
     epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Epochs for the retrain (default: the "
                                                   "spec's best.epochs, else the sweep's).")] = None,
@@ -119,8 +140,12 @@ def best(
     data: Annotated[Optional[str], typer.Option("--data", help="Data for the retrain (default: the sweep's).")] = None,
     device: Device = "auto", wandb: Wandb = None, as_json: Json = False,
     ensemble: Annotated[Optional[int], typer.Option("--ensemble", min=1, help="Instead of the retrain: combine the "
-                                                    "kept trial models, up to K picks chosen on validation (greedy, "
-                                                    "with replacement), test once, save to final/ensemble.json.")] = None,
+                                                    "kept trial models and retrained models, up to K picks chosen on "
+                                                    "validation (greedy, with replacement), test once, save to "
+                                                    "final/ensemble.json.")] = None,
+    refit: Annotated[bool, typer.Option("--refit", help="After a selection run (validation held out, it picks the "
+                                        "epoch count), refit each seed on train + validation for that many epochs; "
+                                        "test once. Validation is then not held out.")] = False,
 ) -> None:
     """Print the winner; retrain it, test it once on the test split, save it to <results>/<study>/final/."""
     from fer_sweep.cli import render
@@ -133,59 +158,94 @@ def best(
     with user_errors():
         if wandb is not None:
             check_choice(wandb, WANDB_MODES, "--wandb")
-        if ensemble is not None and (epochs or seeds):
-            raise UserError("--ensemble combines the kept trial models without training: --epochs and --seeds "
-                            "belong to the retrain (run `best` without --ensemble)")
+        if ensemble is not None and (epochs or seeds or refit):
+            raise UserError("--ensemble combines the kept trial models without training: --epochs, --seeds and "
+                            "--refit belong to the retrain (run `best` without --ensemble)")
+        names = list(dict.fromkeys(study or [None]))
+        if len(names) > 1 and ensemble is None:
+            raise UserError(f"--study given {len(names)} times: several studies only go together in an ensemble "
+                            "(add --ensemble K)")
+        if refit and not retrain:
+            raise UserError("--refit belongs to the retrain: drop --no-retrain")
         if retrain or ensemble:
             check_device(device)
-        spec, st, folder = open_existing(results, study, storage)
+        opened = [open_existing(results, name, storage) for name in names]
         if data and (retrain or ensemble):
-            with flags_named(spec.path, {"data": data}):
-                spec = parse_spec({**spec.resolved, "data": data}, spec.path)
+            for i, (spec, st, folder) in enumerate(opened):
+                with flags_named(spec.path, {"data": data}):
+                    opened[i] = (parse_spec({**spec.resolved, "data": data}, spec.path), st, folder)
+        spec, st, folder = opened[0]
         info = final.winner_info(final.pick_winner(st))
         if not as_json:
             out.print(render.winner_panel(info))
         if ensemble is not None:
-            return _best_ensemble(spec, st, folder, ensemble, device, as_json)
+            return _best_ensemble(spec, st, folder, ensemble, device, as_json, opened[1:])
         if not retrain:
             if as_json:
                 print(json.dumps({"winner": info}, indent=2))
             return
         mode = tracking.resolve_mode(check_choice(wandb or spec.wandb.mode, WANDB_MODES, "--wandb"))
         metrics = final.retrain_best(spec, st, folder, runner.load_data(spec), device=device, epochs=epochs,
-                                     seeds=seeds, wandb_mode=mode, on_epoch=_retrain_progress)
+                                     seeds=seeds, wandb_mode=mode, on_epoch=_retrain_progress, refit=refit)
     if as_json:
         print(json.dumps(metrics, indent=2))
     else:
         out.print(render.final_view(metrics))
         if "seeds_ensemble" in metrics:
             out.print(render.seeds_ensemble_line(metrics), highlight=False)
+        if "refit" in metrics:
+            out.print(_refit_line(metrics), highlight=False)
         out.print(f"saved: {folder / 'final'}/ (model.pt, config.json, metrics.json, confusion.png"
                   f"{'; seeds/: every seed, an ensemble folder' if 'seeds_ensemble' in metrics else ''})")
 
 
-def _best_ensemble(spec, st, folder: Path, picks: int, device: str, as_json: bool) -> None:
-    """`best --ensemble K`: the kept trial models combined (no training), tested once, saved into final/."""
+def _refit_line(m: dict) -> str:
+    """`best --refit`: the selection run beside the refit (which trained on validation: its val is not held out)."""
+    r, split = m["refit"], m["split"]
+    sel = r["selection"]
+    return (f"refit on train + val ({r['faces']} faces) for {r['epochs']} epochs, chosen by the selection run "
+            f"(seed {sel['seed']}, validation held out: val acc {100 * sel['val/acc']:.2f}%"
+            + (f", {split} acc {100 * sel[split + '/acc']:.2f}%" if split + "/acc" in sel else "")
+            + f"; saved in final/{sel['path']}/); the val figures above are not held out")
+
+
+def _best_ensemble(spec, st, folder: Path, picks: int, device: str, as_json: bool, others: list) -> None:
+    """`best --ensemble K`: the kept trial models and retrained models of one study or several (on the same data and
+    splits) combined (no training), tested once, saved into the first study's final/."""
     from fer_sweep.results import ensemble
     from fer_sweep.cli import render
     from fer_sweep.sweep import launch as runner
 
-    built = ensemble.build_ensemble(spec, st, folder, runner.load_data(spec), picks=picks, device=device)
+    if others:
+        ensemble.check_same_data([(spec, st, folder), *others])  # before the data is read
+    built = ensemble.build_ensemble(spec, st, folder, runner.load_data(spec), picks=picks, device=device,
+                                    others=others)
     path = ensemble.save_ensemble(folder / "final", built)
     if as_json:
         print(json.dumps(built["info"], indent=2))
         return
     out.print(render.ensemble_view(built["info"]))
+    info = built["info"]
+    if info["single"].get("source", "trial") != "trial":
+        out.print(f"the single model above is the best retrained model ({info['single']['trial']}, "
+                  f"{info['single']['source']}), where the selection started", highlight=False)
+    if len(info["studies"]) > 1:
+        by = {s: [m["name"] for m in info["members"] if m["study"] == s] for s in info["studies"]}
+        out.print("pooled studies: " + "; ".join(f"{s}: {', '.join(n) or 'no member'}" for s, n in by.items()),
+                  highlight=False)
     out.print(f"saved: {path.parent}/ (ensemble.json, members/, ensemble-confusion.png); "
               f"predict with: fer-sweep predict {path.parent} --data ...", highlight=False)
 
 
 def _retrain_progress(seed: int, r, epochs: int) -> None:
-    """One stderr line per retrain epoch (a CPU retrain can take an hour; benchmarks parse these lines)."""
+    """One stderr line per retrain epoch (a CPU retrain can take an hour; benchmarks parse these lines); a refit's
+    epochs (no validation) read `refit`."""
+    import math
+
     m = r.metrics
+    val = f"val/acc {m['val/acc']:.4f}" if math.isfinite(m["val/acc"]) else "refit (no validation)"
     err.print(f"best: seed {seed} epoch {r.epoch}/{epochs}: train/acc {m['train/acc']:.4f} "
-              f"val/acc {m['val/acc']:.4f} ({m['time/epoch_s']:.0f} s)" + (f"; {r.message}" if r.stop else ""),
-              highlight=False)
+              f"{val} ({m['time/epoch_s']:.0f} s)" + (f"; {r.message}" if r.stop else ""), highlight=False)
 
 
 @app.command()
@@ -202,19 +262,32 @@ def bench(
                                      "| bf16 | off (fp32).")] = "auto",
     compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the training step "
                                            "(the warm-up then includes compile time).")] = False,
+    depth: Annotated[int, typer.Option("--depth", min=1, max=8, help="Convs (cnn, vgg) or residual blocks per "
+                                       "stage.")] = 1,
+    crop: Annotated[int, typer.Option("--crop", min=0, max=48, help="Train on random crop x crop windows (the model "
+                                      "takes that input; 0 = the whole 48x48 face).")] = 0,
+    peak: Annotated[bool, typer.Option("--peak/--no-peak", help="Also time this machine's matmul peak in the same "
+                                       "precision (a few seconds) and report the fraction reached.")] = True,
 ) -> None:
-    """Train images/s of one model (default: the seeds' best residual CNN) on this machine."""
+    """Train images/s of one model (default: the seeds' best residual CNN) on this machine, its FLOPs per training
+    image, the GFLOP/s that makes and the fraction of this machine's measured matmul peak."""
     from fer_sweep.learn.throughput import run_bench
 
     with user_errors():
         result = run_bench(data=data, steps=steps, batch_size=batch_size, device=device, arch=arch, conv=conv,
-                           norm=norm, pooling=pooling, amp=amp, compile=compile_)
+                           norm=norm, pooling=pooling, amp=amp, compile=compile_, depth=depth, crop=crop, peak=peak)
     if as_json:
         print(json.dumps(result, indent=2))
     else:
         out.print(f"{result['model']} on {result['device']}, batch {result['batch_size']}, {result['steps']} steps: "
                   f"[bold]{result['train_img_per_s']:,.0f} train images/s[/bold] ({result['step_ms']:.2f} ms/step)")
         out.print(f"precision: {result['precision_detail']}; channels_last: {result['channels_last']}", highlight=False)
+        line = (f"cost: {result['train_flops_per_image'] / 1e6:,.0f} MFLOP per training image (forward + backward, "
+                f"torch's flop counter) -> {result['achieved_gflops']:,.1f} GFLOP/s achieved")
+        if "matmul_peak_gflops" in result:
+            line += (f"; this machine's {result['peak_dtype']} matmul peak {result['matmul_peak_gflops']:,.1f} GFLOP/s "
+                     f"({result['peak_n']}^3, {result['threads']} threads): {100 * result['peak_fraction']:.0f}% of it")
+        out.print(line, highlight=False)
 
 
 @data_app.command("info")
@@ -231,3 +304,20 @@ def data_info(path: Annotated[str, typer.Argument(help="FER2013 file or folder (
     else:
         out.print(render.data_table(info))
 
+
+@app.command()
+def repair(study: Study = None, results: Results = Path("results"), as_json: Json = False) -> None:
+    """Rewrite a study's journal without its damaged records (a backup is kept); run it with the sweep stopped."""
+    from fer_sweep.sweep.study import repair_journal
+
+    with user_errors():
+        done = repair_journal(results, study)
+    if as_json:
+        print(json.dumps(done, indent=2))
+    elif not done["damaged"]:
+        out.print(f"{done['path']}: {done['records']} records, none damaged: nothing to repair", highlight=False)
+    else:
+        out.print(f"{done['path']}: rewrote {done['records']} records without {done['damaged']} damaged line(s) "
+                  f"({done['recovered']} whole record(s) recovered from them; trial ids named: "
+                  f"{', '.join(map(str, done['trial_ids'])) or 'none'}); the damaged copy is {done['backup']}",
+                  highlight=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -12,15 +13,17 @@ from typing import Any, Callable, Mapping
 
 import optuna
 
-from fer_sweep.config import UserError
+from fer_sweep.config import UserError, WriteError
 from fer_sweep.learn.device import pick_device
+from fer_sweep.sweep.signals import past
 from fer_sweep.sweep.spec import SweepSpec
-from fer_sweep.sweep.store import study_dir
+from fer_sweep.sweep.store import study_dir, study_fault, study_faults
 from fer_sweep.sweep.study import prepare_study, reap
 from fer_sweep.sweep.summary import snapshot, status, write_trials_csv
 from fer_sweep.sweep.trial import load_data
 from fer_sweep.sweep.worker import SHARED_GPU_ENV, STORAGE_ENV, make_worker, worker_loop
 
+REFRESH_S = 5.0  # in-process: the fewest seconds between two snapshots read after an epoch (a study read each)
 STOP_GRACE_S = 20  # on Ctrl-C/SIGTERM, how long workers get to re-queue their trials (schedulers wait ~30 s)
 
 
@@ -55,38 +58,90 @@ def worker_env(parent: Mapping[str, str], k: int, workers: int, gpus: list[str] 
 def run_sweep(spec: SweepSpec, *, results: Path, storage_url: str | None = None, workers: int = 1,
               gpus: list[str] | None = None, device: str = "auto", wandb_mode: str = "offline",
               heartbeat_s: int = 30, on_update: Callable[[dict], None] | None = None,
-              on_epoch: Callable | None = None, on_start: Callable[[], None] | None = None) -> dict[str, Any]:
-    """Run the sweep to `spec.trials` finished trials (resuming whatever is there); returns the snapshot.
-    `on_start` is called once every input has been checked and the study is open (the run header)."""
+              on_epoch: Callable | None = None, on_start: Callable[[], None] | None = None,
+              deadline: float | None = None) -> dict[str, Any]:
+    """Run the sweep to `spec.trials` finished trials (resuming whatever is there); returns the status, with
+    `deadline_reached` true when `deadline` (a time.time() value: `run --timeout`) stopped it first: no trial starts
+    after the deadline and every worker interrupts and re-queues the trial it is training then.
+    `on_start` is called once every input has been checked and the study is open (the run header); `on_update`
+    with a snapshot after every epoch and trial (K worker processes: every second)."""
     folder = study_dir(results, spec.study)
     for k in range(workers if gpus else 0):  # a bad --gpus fails here, before anything is written
         worker_env(os.environ, k, workers, gpus, os.cpu_count() or 1)
     splits = load_data(spec)  # unreadable data or a bad device end here too, before the study folder is written
     pick_device("cuda" if gpus else device)  # (K workers then read the data from the parse cache this filled)
-    study = prepare_study(spec, results, storage_url, heartbeat_s)
+    with study_faults():
+        study = prepare_study(spec, results, storage_url, heartbeat_s)
     if on_start:
         on_start()
     max_epochs = int(spec.train.get("epochs", 15))
-    update = (lambda: on_update(snapshot(study, spec.trials, max_epochs))) if on_update else None
+    k = max(workers, len(gpus or []))
+    ours = (socket.gethostname(), {os.getpid()})  # this run's workers (their pids join when they start)
+    last = [0.0]
+
+    def refresh() -> None:
+        last[0] = time.monotonic()
+        try:
+            on_update(snapshot(study, spec.trials, max_epochs, spec.pruner, k, ours=ours))
+        except Exception as e:  # noqa: BLE001 - the view skips a refresh while the storage does not answer
+            if study_fault(e) is None:
+                raise
+
+    update = refresh if on_update else None
     if workers == 1 and not gpus:
         w = make_worker(spec, study, folder, device=device, wandb_mode=wandb_mode, name="w0", splits=splits)
-        w.on_epoch = on_epoch
+
+        def epoch(number: int, result) -> None:
+            if on_epoch:
+                on_epoch(number, result)
+            if update and time.monotonic() - last[0] >= REFRESH_S:
+                update()
+
+        w.on_epoch = epoch
         if update:
             update()
-        worker_loop(w, on_trial=update)
+        with study_faults():  # a full disk or a storage gone away: one line, the trial re-queued
+            worker_loop(w, on_trial=update, deadline=deadline)
     else:
         del splits
-        for _ in range(3):  # another round re-runs trials reaped after the other workers had left
-            try:
-                _run_processes(spec, folder, storage_url, workers, gpus, device, wandb_mode, heartbeat_s, update)
-            except KeyboardInterrupt:  # Ctrl-C or SIGTERM: a worker that had to be killed leaves its trial RUNNING
-                reap(study)
-                raise
+        _run_rounds(spec, study, folder, storage_url, workers, gpus, device, wandb_mode, heartbeat_s, update, deadline,
+                    ours[1])
+    with study_faults():
+        write_trials_csv(study, folder)
+        done = status(study, spec.trials, max_epochs, pruner=spec.pruner, workers=k)
+    done["deadline_reached"] = past(deadline) and done["finished"] < spec.trials
+    return done
+
+
+@study_faults()
+def _run_rounds(spec, study, folder, storage_url, workers, gpus, device, wandb_mode, heartbeat_s, update,
+                deadline, pids: set | None = None) -> None:
+    """K worker processes until no ticket waits (a worker's storage fault ends it with one line)."""
+    for _ in range(3):  # another round re-runs trials reaped after the other workers had left
+        try:
+            _run_processes(spec, folder, storage_url, workers, gpus, device, wandb_mode, heartbeat_s, update,
+                           deadline, pids)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: a worker that had to be killed leaves its trial RUNNING
             reap(study)
-            if not _waiting(study, spec.trials):
-                break
-    write_trials_csv(study, folder)
-    return status(study, spec.trials, max_epochs)
+            raise
+        reap(study)
+        if past(deadline) or not _waiting(study, spec.trials):
+            break
+
+
+def _stop(procs: list[subprocess.Popen], signum: int) -> None:
+    """Send `signum` to the workers still running (each fails and re-queues its trial, then exits); kill those
+    that have not exited STOP_GRACE_S later (their trials stay RUNNING until reaped)."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signum)
+    until = time.monotonic() + STOP_GRACE_S
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.1, until - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
 
 
 def _waiting(study: optuna.Study, target: int) -> int:
@@ -94,8 +149,10 @@ def _waiting(study: optuna.Study, target: int) -> int:
                if (t.user_attrs.get("ticket") or 0) < target)
 
 
-def _run_processes(spec, folder, storage_url, workers, gpus, device, wandb_mode, heartbeat_s, update) -> None:
-    """Start K `python -m fer_sweep.sweep.worker` processes (round-robin over GPUs) and watch them."""
+def _run_processes(spec, folder, storage_url, workers, gpus, device, wandb_mode, heartbeat_s, update,
+                   deadline: float | None = None, pids: set | None = None) -> None:
+    """Start K `python -m fer_sweep.sweep.worker` processes (round-robin over GPUs) and watch them. Each stops
+    itself at `deadline`; one still running STOP_GRACE_S after it is sent SIGTERM."""
     procs = []
     for k in range(workers):
         env = worker_env(os.environ, k, workers, gpus, os.cpu_count() or 1)
@@ -104,27 +161,29 @@ def _run_processes(spec, folder, storage_url, workers, gpus, device, wandb_mode,
         log = open(folder / f"worker-{k}.log", "a")
         cmd = [sys.executable, "-m", "fer_sweep.sweep.worker", str(folder), "--name", f"w{k}",
                "--device", "cuda" if gpus else device, "--wandb", wandb_mode, "--heartbeat", str(heartbeat_s)]
+        if deadline is not None:
+            cmd += ["--deadline", repr(deadline)]
         procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT))
+        if pids is not None:  # whose trials are this run's (the progress lines name only those)
+            pids.add(procs[-1].pid)
         log.close()
     try:
         while any(p.poll() is None for p in procs):
             if update:
                 update()
+            if deadline is not None and past(deadline + STOP_GRACE_S):  # a worker stuck past its own deadline
+                _stop(procs, signal.SIGTERM)
+                break
             time.sleep(1.0)
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (Terminated): forward the same signal
-        for p in procs:  # workers fail and re-queue their current trial, then exit
-            if p.poll() is None:
-                p.send_signal(getattr(e, "signum", signal.SIGINT))
-        deadline = time.monotonic() + STOP_GRACE_S
-        for p in procs:
-            try:
-                p.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                p.kill()  # its trial stays RUNNING; run_sweep reaps it
-                p.wait()
+        _stop(procs, getattr(e, "signum", signal.SIGINT))
         raise
     # a worker killed (SIGKILL: reaped) or stopped by a signal (SIGINT/SIGTERM: its trial re-queued) has not failed
     failed = [k for k, p in enumerate(procs) if p.returncode not in (0, -9, 137, -2, 130, -15, 143)]
+    faulted = [k for k in failed if procs[k].returncode == WriteError.exit_code]
+    if faulted:  # a full disk or a storage gone away in a worker: the run ends as it would in-process
+        tail = (folder / f"worker-{faulted[0]}.log").read_text()[-500:].strip().splitlines()
+        raise WriteError(tail[-1].removeprefix("error: ") if tail else f"worker-{faulted[0]} could not write the study")
     if failed and not any(p.returncode == 0 for p in procs):
         tail = (folder / f"worker-{failed[0]}.log").read_text()[-500:].strip().splitlines()
         raise UserError(f"{folder}: every worker failed; last line of worker-{failed[0]}.log: "

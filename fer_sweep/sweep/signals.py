@@ -1,11 +1,17 @@
-"""How a sweep process turns SIGTERM (a cluster preempting the job) into an interrupt like Ctrl-C."""
+"""How a sweep process turns SIGTERM (a cluster preempting the job), and `run --timeout`'s deadline, into an
+interrupt like Ctrl-C."""
 
 from __future__ import annotations
 
 import contextlib
+import re
 import signal
 import threading
-from typing import Iterator
+import time
+from types import FrameType
+from typing import Callable, Iterator
+
+from fer_sweep.config import UserError
 
 
 class Terminated(KeyboardInterrupt):
@@ -36,3 +42,57 @@ def interrupting(*signums: int) -> Iterator[None]:
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+class DeadlineReached(KeyboardInterrupt):
+    """`run --timeout`'s deadline, reached while a trial trains: the trial is failed as `interrupted` and re-queued,
+    as on SIGTERM, and the worker stops; `run` then exits 0 with one line saying how far the study got."""
+
+    exit_code = 0
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str, flag: str = "--timeout") -> float:
+    """Seconds in a duration such as `20s`, `90m`, `2h`, `1h30m` or `1.5h` (a bare number is seconds, as for
+    coreutils' `timeout`); anything else, or zero, is a UserError naming the flag."""
+    cleaned = text.strip().lower().replace(" ", "")
+    parts = re.findall(r"(\d+(?:\.\d+)?)([smhd]?)", cleaned)
+    if not cleaned or "".join(n + u for n, u in parts) != cleaned or (len(parts) > 1 and any(not u for _, u in parts)):
+        raise UserError(f"{flag} {text!r}: expected a duration such as 20s, 90m, 2h or 1h30m")
+    seconds = sum(float(n) * _UNITS[u or "s"] for n, u in parts)
+    if seconds <= 0:
+        raise UserError(f"{flag} {text!r}: the duration must be more than 0")
+    return seconds
+
+
+@contextlib.contextmanager
+def deadline_alarm(deadline: float | None, interruptible: Callable[[FrameType | None], bool] = lambda _: True,
+                   retry_s: float = 0.2) -> Iterator[None]:
+    """While inside, raise DeadlineReached in the main thread at `deadline` (a time.time() value; None: never).
+
+    The interrupt lands only where `interruptible(frame)` says the main thread may be cut short (a worker says:
+    inside the training, not while it writes a verdict); elsewhere the alarm tries again every `retry_s`, so
+    code between trials runs on and sees the deadline itself. One interrupt at most; SIGALRM is the timer."""
+    if deadline is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        if interruptible(frame):
+            raise DeadlineReached(f"deadline (--timeout) reached at {time.strftime('%H:%M:%S')}")
+        signal.setitimer(signal.ITIMER_REAL, retry_s)
+
+    previous = signal.signal(signal.SIGALRM, handler)
+    signal.setitimer(signal.ITIMER_REAL, max(deadline - time.time(), 0.001))
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def past(deadline: float | None) -> bool:
+    """Whether `deadline` (a time.time() value, or None for none) has passed."""
+    return deadline is not None and time.time() >= deadline

@@ -5,17 +5,21 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from fer_sweep.files import write_atomic
+from fer_sweep.sweep.policies import epochs_ahead
+from fer_sweep.sweep.spec import PrunerSpec
 
 TICKET = "ticket"  # user attr: index of the configuration in the seeded search (0..N-1)
 OUTCOME = "outcome"  # user attr: complete | pruned | diverged | oom | oom_retry | error | crashed | interrupted | duplicate
 FINISHED_FAILS = ("diverged", "oom", "error")  # failed trials that still count as finished (not re-run)
 IMPORTANCE_MIN_TRIALS = 4  # complete trials before fANOVA is run at all (fewer: its forest has nothing to split)
+PROGRESS = "progress"  # user attr of a trial while it trains: [epochs, train seconds so far] (times the ETA)
+RECENT = 10  # finished trials a snapshot lists, the most recent first
 
 
 def outcome(t: FrozenTrial) -> str:
@@ -60,8 +64,11 @@ def write_trials_csv(study: optuna.Study, folder: Path) -> Path:
     return path
 
 
-def snapshot(study: optuna.Study, target: int, max_epochs: int) -> dict[str, Any]:
-    """What the live view and `status` show: counts, the best trial, the trials running now."""
+def snapshot(study: optuna.Study, target: int, max_epochs: int, pruner: PrunerSpec | None = None,
+             workers: int = 1, ours: tuple[str, Collection[int]] | None = None) -> dict[str, Any]:
+    """What the live view and `status` show: counts, the best trial, the trials running now, the most recently
+    finished ones, and the ETA (see `eta`; `workers`: how many this run started, when it knows). With `ours`
+    (host, worker pids), each running and recent trial says whether one of those workers ran it (`ours`)."""
     trials = [t for t in study.get_trials(deepcopy=False) if outcome(t) != "duplicate"]
     counts: dict[str, int] = {}
     for t in trials:
@@ -71,16 +78,70 @@ def snapshot(study: optuna.Study, target: int, max_epochs: int) -> dict[str, Any
     running = [{"number": t.number, "worker": t.user_attrs.get("worker") or t.system_attrs.get("owner", {}).get("worker", ""),
                 "epoch": len(t.intermediate_values), "epochs": max_epochs,
                 "val_acc": _round(list(t.intermediate_values.values())[-1]) if t.intermediate_values else None,
-                "params": t.params} for t in trials if t.state == TrialState.RUNNING]
-    return {"study": study.study_name, "target": target, "finished": sum(is_finished(t) for t in trials),
-            "counts": counts, "running": running,
+                "progress": t.user_attrs.get(PROGRESS), "ours": _is_ours(t, ours), "params": t.params}
+               for t in trials if t.state == TrialState.RUNNING]
+    finished = sorted((t for t in trials if is_finished(t)), key=lambda t: (t.datetime_complete is None,
+                                                                          t.datetime_complete), reverse=True)
+    recent = [{**{k: trial_row(t)[k] for k in ("number", "state", "val_acc", "epochs", "seconds")},
+               "ours": _is_ours(t, ours)} for t in finished[:RECENT]]
+    snap = {"study": study.study_name, "target": target, "finished": len(finished), "counts": counts,
+            "running": running, "recent": recent,
             "best": None if best is None else {"number": best.number, "val_acc": _round(best.value),
                                                "epochs": best.user_attrs.get("epochs"), "params": best.params}}
+    snap.update(eta(trials, target, max_epochs, pruner or PrunerSpec(type="none"), workers))
+    return snap
 
 
-def status(study: optuna.Study, target: int, max_epochs: int, top: int = 10) -> dict[str, Any]:
-    """The leaderboard, counts by state, epochs trained vs. the unpruned budget, param importances."""
-    snap = snapshot(study, target, max_epochs)
+def _is_ours(t: FrozenTrial, ours: tuple[str, Collection[int]] | None) -> bool:
+    owner = t.system_attrs.get("owner") or {}
+    return ours is None or (owner.get("host") == ours[0] and owner.get("pid") in ours[1])
+
+
+def eta(trials: list[FrozenTrial], target: int, max_epochs: int, pruner: PrunerSpec, workers: int = 1) -> dict[str, Any]:
+    """The projected time to finish the study: epochs still possible under the pruner's rungs x measured seconds
+    per epoch (plus each trial's set-up), divided among the workers.
+
+    Seconds per epoch are pooled over every timed epoch in the storage (trials that ended, finished or cut short,
+    and running ones from their `progress`), so they are measured on the machines and with the worker count actually running, whoever
+    reads them. Epochs left: for each ticket not started, `policies.epochs_ahead` (asha/hyperband: to each rung
+    with the chance of being promoted; median/none: every epoch), or the mean epochs of the finished trials where
+    that is fewer (early stopping, the median pruner); for each running trial, what it may still train. `eta_max_s`
+    counts every epoch of every unfinished trial (no pruning at all). Workers: those running a trial now, or
+    `workers`, whichever is more. None until the first epoch is timed."""
+    finished = [t for t in trials if is_finished(t)]
+    running = [t for t in trials if t.state == TrialState.RUNNING]
+    timed = [(int(t.user_attrs.get("epochs") or 0), float(t.user_attrs.get("train_seconds") or 0)) for t in trials
+             if t.state != TrialState.RUNNING]  # finished, and cut short (interrupted, crashed): their epochs ran
+    timed += [(int(p[0]), float(p[1])) for t in running if isinstance(p := t.user_attrs.get(PROGRESS), list)]
+    epochs_timed, seconds = sum(e for e, s in timed if s > 0), sum(s for e, s in timed if s > 0)
+    fresh = max(target - len(finished) - len(running), 0)
+    done = [min(len(t.intermediate_values), max_epochs) for t in running]
+    per_trial = epochs_ahead(pruner, max_epochs)
+    epoch_counts = [int(t.user_attrs.get("epochs") or 0) for t in finished if t.user_attrs.get("epochs")]
+    if len(epoch_counts) >= 3:  # trials stop early here (patience, the median pruner): count what they do
+        per_trial = min(per_trial, sum(epoch_counts) / len(epoch_counts))
+    left = fresh * per_trial + sum(epochs_ahead(pruner, max_epochs, d) for d in done)
+    left_max = fresh * max_epochs + sum(max_epochs - d for d in done)
+    overheads = [float(t.user_attrs["seconds"]) - float(t.user_attrs["train_seconds"]) for t in finished
+                 if t.user_attrs.get("seconds") is not None and t.user_attrs.get("train_seconds") is not None]
+    setup = max(sum(overheads) / len(overheads), 0.0) if overheads else 0.0
+    k = max(len(running), workers, 1)
+    basis = {"epochs_left": round(left, 1), "epochs_left_max": left_max, "trials_left": fresh + len(running),
+             "s_per_epoch": round(seconds / epochs_timed, 3) if epochs_timed else None, "s_setup_per_trial": round(setup, 2),
+             "timed_epochs": epochs_timed, "workers": k, "pruner": pruner.type}
+    if fresh + len(running) == 0:
+        return {"eta_s": 0.0, "eta_max_s": 0.0, "eta_basis": basis}
+    if not epochs_timed:
+        return {"eta_s": None, "eta_max_s": None, "eta_basis": basis}
+    spe = seconds / epochs_timed
+    return {"eta_s": round((left * spe + fresh * setup) / k, 1), "eta_max_s": round((left_max * spe + fresh * setup) / k, 1),
+            "eta_basis": basis}
+
+
+def status(study: optuna.Study, target: int, max_epochs: int, top: int = 10, pruner: PrunerSpec | None = None,
+           workers: int = 1) -> dict[str, Any]:
+    """The leaderboard, counts by state, epochs trained vs. the unpruned budget, param importances, the ETA."""
+    snap = snapshot(study, target, max_epochs, pruner, workers)
     trials = study.get_trials(deepcopy=False)
     ranked = sorted((t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)),
                     key=lambda t: (t.state != TrialState.COMPLETE, -(trial_row(t)["val_acc"] or 0)))

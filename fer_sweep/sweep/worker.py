@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from fer_sweep.config import UserError, first_line
@@ -22,11 +23,12 @@ from fer_sweep.data.splits import Splits
 from fer_sweep.learn.device import DeviceSplit, is_oom, pick_device, to_device
 from fer_sweep.learn.train import input_norm
 from fer_sweep.sweep import artifacts, tracking
-from fer_sweep.sweep.optuna_api import Heartbeat, frozen
-from fer_sweep.sweep.signals import Terminated, interrupting
+from fer_sweep.sweep.optuna_api import Heartbeat, frozen, storage_of, trial_id
+from fer_sweep.sweep.signals import DeadlineReached, Terminated, deadline_alarm, interrupting, past
 from fer_sweep.sweep.spec import SweepSpec
+from fer_sweep.sweep.store import study_fault, study_faults
 from fer_sweep.sweep.study import claim, load_saved_spec, open_study, reap, requeue
-from fer_sweep.sweep.summary import OUTCOME, write_trials_csv
+from fer_sweep.sweep.summary import OUTCOME, PROGRESS, write_trials_csv
 from fer_sweep.sweep.trial import Training, load_data, trial_config, wandb_config
 
 STORAGE_ENV = "FER_SWEEP_STORAGE"  # how a parent hands the storage URL to its workers (not argv: `ps` shows argv)
@@ -66,18 +68,62 @@ def make_worker(spec: SweepSpec, study: optuna.Study, folder: Path, *, device: s
                   shared_device=os.environ.get(SHARED_GPU_ENV) == "1")
 
 
-def worker_loop(w: Worker, on_trial: Callable[[], None] | None = None) -> int:
-    """Claim and run tickets until none is left; returns how many trials this worker ran."""
-    ran = 0
-    while True:
-        reap(w.study)
-        trial = claim(w.study, w.spec.trials, w.name)
-        if trial is None:
-            return ran
-        run_trial(w, trial)
-        ran += 1
-        if on_trial:
-            on_trial()
+def worker_loop(w: Worker, on_trial: Callable[[], None] | None = None, deadline: float | None = None) -> int:
+    """Claim and run tickets until none is left, or until `deadline` (a time.time() value: `run --timeout`): no
+    trial starts after it, and the one training then is interrupted and re-queued as on SIGTERM. Every epoch's
+    time also goes to the storage (user attr `progress`), which is what times the ETA wherever it is read.
+    Returns how many trials this worker ran."""
+    ran, then = 0, w.on_epoch
+    w.on_epoch = _recording_progress(w, then)
+    try:
+        with deadline_alarm(deadline, _interruptible):
+            while not past(deadline):
+                reap(w.study)
+                trial = claim(w.study, w.spec.trials, w.name)
+                if trial is None:
+                    break
+                run_trial(w, trial)
+                ran += 1
+                if on_trial:
+                    on_trial()
+    except DeadlineReached:  # run_trial has failed the trial as `interrupted` and re-queued it
+        pass
+    finally:
+        w.on_epoch = then
+    return ran
+
+
+_NOT_HERE = ("optuna", "sqlalchemy", "psycopg", "wandb")  # a storage write or a wandb log half done: not cut short
+
+
+def _interruptible(frame) -> bool:
+    """Where the deadline may interrupt: inside a trial's training (`Training.run`), not in the middle of a storage
+    call or a wandb log, nor anywhere between trials (claiming, writing a verdict), which sees the deadline itself."""
+    while frame is not None:
+        if frame.f_code is Training.run.__code__:
+            return True
+        if frame.f_globals.get("__name__", "").split(".")[0] in _NOT_HERE:
+            return False
+        frame = frame.f_back
+    return False
+
+
+def _recording_progress(w: Worker, then: Callable[[int, Any], None] | None) -> Callable[[int, Any], None]:
+    """An on_epoch that stores the trial's [epochs, train seconds so far] (user attr PROGRESS, one write per epoch),
+    then calls `then`."""
+    seconds: dict[int, float] = {}
+
+    def on_epoch(number: int, result) -> None:
+        seconds[number] = seconds.get(number, 0.0) + float(result.metrics.get("time/epoch_s", 0.0))
+        try:
+            storage_of(w.study).set_trial_user_attr(trial_id(w.study, number), PROGRESS,
+                                                    [result.epoch, round(seconds[number], 3)])
+        except UpdateFinishedTrialError:  # reaped meanwhile: its verdict is someone else's now
+            pass
+        if then:
+            then(number, result)
+
+    return on_epoch
 
 
 def run_trial(w: Worker, trial: optuna.Trial) -> str:
@@ -104,12 +150,15 @@ def run_trial(w: Worker, trial: optuna.Trial) -> str:
                 artifacts.save_trial_model(w, trial, t.model, cfg, params, t.last)
         outcome_, message = t.outcome, t.message
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (preemption) raised as Terminated("SIGTERM") by the caller
-        _finish(w, trial, run, t, "interrupted", str(e) or "Ctrl-C", time.perf_counter() - start)
-        requeue(w.study, frozen(w.study, trial.number))
+        _abandon(w, trial, run, t, str(e) or "Ctrl-C", start)
         raise
     except UserError as e:
         outcome_, message = "error", str(e)
     except Exception as e:  # a bug in one configuration must not end the sweep: record it, go on
+        fault = study_fault(e)
+        if fault:  # a full disk or a storage gone away: this run ends, the trial goes back in the queue
+            _abandon(w, trial, run, t, str(fault), start)
+            raise fault from None
         if is_oom(e):  # e.g. building a model too big for memory, before `fit` (which reports its own OOMs)
             outcome_, message = "oom", f"out of memory: {first_line(e)}"
         else:
@@ -120,11 +169,22 @@ def run_trial(w: Worker, trial: optuna.Trial) -> str:
     retry = outcome_ == "oom" and w.shared_device and retries < MAX_OOM_RETRIES
     if retry:  # a neighbour on the same GPU may have taken the memory: not this configuration's verdict
         outcome_, message = "oom_retry", f"{message}; the GPU is shared with other workers: re-queued"
-    _finish(w, trial, run, t, outcome_, message, time.perf_counter() - start)
-    artifacts.prune_trial_models(w.study, w.folder, w.spec.keep)  # after the verdict: see artifacts.py
-    if retry:
-        requeue(w.study, frozen(w.study, trial.number), **{OOM_RETRIES: retries + 1})
+    with study_faults():  # a verdict that cannot be written: the next run reaps the trial and runs it again
+        _finish(w, trial, run, t, outcome_, message, time.perf_counter() - start)
+        artifacts.prune_trial_models(w.study, w.folder, w.spec.keep)  # after the verdict: see artifacts.py
+        if retry:
+            requeue(w.study, frozen(w.study, trial.number), **{OOM_RETRIES: retries + 1})
     return outcome_
+
+
+def _abandon(w: Worker, trial, run, t: Training | None, message: str, start: float) -> None:
+    """Record an unfinished trial as `interrupted` and queue its configuration again, as far as the storage can
+    still be written (a full disk, a database gone away): what is not written, the next run's reap does."""
+    try:
+        _finish(w, trial, run, t, "interrupted", message, time.perf_counter() - start)
+        requeue(w.study, frozen(w.study, trial.number))
+    except Exception:  # noqa: BLE001 - the fault that brought us here is what the caller reports
+        pass
 
 
 def _finish(w: Worker, trial, run, t: Training | None, outcome_: str, message: str, seconds: float) -> None:
@@ -148,11 +208,14 @@ def _finish(w: Worker, trial, run, t: Training | None, outcome_: str, message: s
     write_trials_csv(w.study, w.folder)
 
 
-def worker_main(folder: Path, *, name: str, device: str, wandb_mode: str, heartbeat_s: int) -> int:
-    """Entry of one worker process: resume the study in `folder` and run tickets until none is left."""
+def worker_main(folder: Path, *, name: str, device: str, wandb_mode: str, heartbeat_s: int,
+                deadline: float | None = None) -> int:
+    """Entry of one worker process: resume the study in `folder` and run tickets until none is left (or until
+    `deadline`, a time.time() value)."""
     spec = load_saved_spec(folder)
     study = open_study(spec, folder, os.environ.get(STORAGE_ENV), heartbeat_s)
-    return worker_loop(make_worker(spec, study, folder, device=device, wandb_mode=wandb_mode, name=name))
+    return worker_loop(make_worker(spec, study, folder, device=device, wandb_mode=wandb_mode, name=name),
+                       deadline=deadline)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,19 +225,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--wandb", default="offline")
     parser.add_argument("--heartbeat", type=int, default=30)
+    parser.add_argument("--deadline", type=float, default=None, help="time.time() after which no trial runs")
     args = parser.parse_args(argv)
     with interrupting(signal.SIGINT, signal.SIGTERM):
         try:
-            ran = worker_main(args.folder, name=args.name, device=args.device, wandb_mode=args.wandb,
-                              heartbeat_s=args.heartbeat)
+            with study_faults():
+                ran = worker_main(args.folder, name=args.name, device=args.device, wandb_mode=args.wandb,
+                                  heartbeat_s=args.heartbeat, deadline=args.deadline)
         except KeyboardInterrupt as e:
             how = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
             print(f"worker {args.name}: {how}, its trial was re-queued", file=sys.stderr)
             return getattr(e, "exit_code", 130)
         except UserError as e:
             print(f"error: {e}", file=sys.stderr)
-            return 2
-    print(f"worker {args.name}: ran {ran} trials", file=sys.stderr)
+            return getattr(e, "exit_code", 2)
+    stopped = " and stopped at the deadline (--timeout)" if past(args.deadline) else ""
+    print(f"worker {args.name}: ran {ran} trials{stopped}", file=sys.stderr)
     return 0
 
 

@@ -1,0 +1,129 @@
+"""The ETA (summary.eta, policies.epochs_ahead) and how `run` and `status` show it (cli/render.py): epochs still
+possible under the pruner's rungs x measured seconds per epoch, per worker."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.trial import TrialState, create_trial
+
+from fer_sweep.cli import render
+from fer_sweep.sweep import summary
+from fer_sweep.sweep.policies import epochs_ahead, rungs
+from fer_sweep.sweep.spec import PrunerSpec
+
+ASHA = PrunerSpec(type="asha", min_epochs=1, reduction_factor=3)
+
+
+def test_rungs_and_expected_epochs():
+    assert rungs(ASHA, 15) == [1, 3, 9] and rungs(ASHA, 15, bracket=1) == [3, 9]
+    # 1 epoch for sure, then 2 more with chance 1/3, 6 with 1/9, the last 6 with 1/27
+    assert epochs_ahead(ASHA, 15) == pytest.approx(1 + 2 / 3 + 6 / 9 + 6 / 27)
+    assert epochs_ahead(ASHA, 15, done=4) == pytest.approx(5 + 6 / 3)  # to rung 9 for sure, then 1/3 of the rest
+    assert epochs_ahead(ASHA, 15, done=15) == 0
+    assert epochs_ahead(PrunerSpec(type="median"), 15, done=4) == 11  # no rungs: every epoch still possible
+    assert epochs_ahead(PrunerSpec(type="none"), 15) == 15
+    hb = epochs_ahead(PrunerSpec(type="hyperband", min_epochs=1, reduction_factor=3), 15)
+    assert epochs_ahead(ASHA, 15) < hb < 15  # later brackets start at larger budgets
+
+
+def study_with(finished: int, running: int, target: int, epochs: int = 10, s_per_epoch: float = 30.0,
+               setup_s: float = 5.0) -> optuna.Study:
+    study = optuna.create_study(direction="maximize")
+    for i in range(finished):
+        study.add_trial(create_trial(value=0.5, params={}, distributions={}, user_attrs={
+            "ticket": i, "epochs": epochs, "train_seconds": epochs * s_per_epoch, "seconds": epochs * s_per_epoch + setup_s}))
+    for i in range(running):
+        t = study.ask()
+        for e in (1, 2):
+            t.report(0.4, e)
+        t.set_user_attr(summary.PROGRESS, [2, 2 * s_per_epoch])
+    for i in range(finished + running, target):
+        study.enqueue_trial({}, user_attrs={"ticket": i})
+    return study
+
+
+def test_eta_from_measured_epochs_per_worker():
+    study = study_with(finished=2, running=2, target=10)
+    snap = summary.snapshot(study, 10, 10, PrunerSpec(type="none"), workers=1)
+    b = snap["eta_basis"]
+    assert b["s_per_epoch"] == 30 and b["workers"] == 2 and b["trials_left"] == 8 and b["timed_epochs"] == 24
+    assert b["epochs_left"] == 6 * 10 + 2 * 8
+    assert snap["eta_s"] == pytest.approx((76 * 30 + 6 * 5) / 2)  # 6 fresh trials pay their set-up too
+    assert snap["eta_max_s"] == snap["eta_s"]  # no pruner: what is possible is what is counted
+    assert summary.snapshot(study, 10, 10, PrunerSpec(type="none"), workers=4)["eta_s"] == pytest.approx(
+        (76 * 30 + 6 * 5) / 4)  # four workers started by run, two of them busy now
+    line = render.eta_line(snap)
+    assert line.startswith("ETA ~") and "76 epochs left x 30.0 s/epoch over 2 workers" in line, line
+
+
+def test_eta_under_asha_rungs_and_its_upper_bound():
+    study = study_with(finished=1, running=0, target=30, epochs=15, s_per_epoch=40.0, setup_s=0)
+    snap = summary.snapshot(study, 30, 15, ASHA)
+    assert snap["eta_s"] == pytest.approx(29 * epochs_ahead(ASHA, 15) * 40.0, abs=0.1)
+    assert snap["eta_max_s"] == pytest.approx(29 * 15 * 40.0)  # nothing pruned: 4 h 50 min
+    line = render.eta_line(snap)
+    assert "(at most 4 h 50 min if nothing is pruned)" in line, line
+
+
+def test_no_eta_before_the_first_epoch_and_none_left_at_the_end():
+    fresh = study_with(finished=0, running=0, target=4)
+    snap = summary.snapshot(fresh, 4, 10)
+    assert snap["eta_s"] is None and render.eta_line(snap) == "ETA: once the first epoch is timed (4 trials left)"
+    done = study_with(finished=4, running=0, target=4)
+    snap = summary.snapshot(done, 4, 10)
+    assert snap["eta_s"] == 0 and render.eta_line(snap) == ""
+
+
+def test_status_carries_the_eta_as_data():
+    st = summary.status(study_with(finished=2, running=1, target=5), 5, 10, pruner=PrunerSpec(type="median"))
+    assert {"eta_s", "eta_max_s", "eta_basis"} <= set(st) and st["eta_basis"]["pruner"] == "median"
+    assert "ETA ~" in str(render.status_view(st).renderables)
+
+
+def test_progress_lines_one_per_epoch_and_per_finished_trial():
+    lines = []
+    view = render.ProgressLines(lines.append)
+    snap = {"target": 3, "finished": 1, "recent": [{"number": 0, "state": "complete", "val_acc": 0.5, "epochs": 2,
+                                                    "seconds": 60.0}],
+            "running": [{"number": 1, "epoch": 1, "epochs": 2, "val_acc": 0.25, "progress": [1, 20.0]}],
+            "eta_s": None, "eta_basis": {}}
+    other = {"number": 9, "epoch": 1, "epochs": 2, "val_acc": 0.3, "progress": [1, 5.0], "ours": False}
+    view.update({**snap, "running": [*snap["running"], other]})  # trial 0 finished before this run: not news,
+    assert lines == ["trial 1 epoch 1/2: val/acc 0.2500 (20.0 s)"]  # and trial 9 is another run's to print
+    view.update(snap)  # nothing new, nothing printed
+    snap = {**snap, "finished": 2, "running": [], "recent": [{"number": 1, "state": "pruned", "val_acc": 0.25,
+                                                              "epochs": 1, "seconds": 21.0}, *snap["recent"]],
+            "eta_s": 50.0, "eta_max_s": 50.0, "eta_basis": {"trials_left": 1, "epochs_left": 2, "s_per_epoch": 20.0,
+                                                            "workers": 1}}
+    view.update(snap)
+    assert lines[1] == "trial 1 pruned: val/acc 0.2500 after 1 epochs (21 s); 2/3 finished; ETA ~50 s: 2 epochs " \
+                       "left x 20.0 s/epoch over 1 worker"
+    assert len(lines) == 2
+
+
+@pytest.mark.parametrize("seconds,text", [(45, "45 s"), (600, "10 min"), (3 * 3600 + 300, "3 h 05 min"),
+                                          (3 * 86400, "3.0 days")])
+def test_durations_read_as_people_say_them(seconds, text):
+    assert render.duration(seconds) == text
+
+
+def test_in_process_epochs_print_as_the_worker_reports_them():
+    from fer_sweep.config import EpochResult
+
+    lines = []
+    view = render.ProgressLines(lines.append, epochs=15)
+    view.epoch(4, EpochResult(3, {"val/acc": 0.61234, "time/epoch_s": 41.04}, 0.61, 3))
+    view.epoch(4, EpochResult(4, {"val/acc": 0.2, "time/epoch_s": 40.0}, 0.61, 3, stop="diverged", message="loss is nan"))
+    assert lines == ["trial 4 epoch 3/15: val/acc 0.6123 (41.0 s)", "trial 4 epoch 4/15: val/acc 0.2000 (40.0 s); loss is nan"]
+    view.update({"target": 5, "finished": 0, "recent": [], "eta_s": None, "eta_basis": {},
+                 "running": [{"number": 4, "epoch": 4, "epochs": 15, "val_acc": 0.2, "progress": [4, 160.0]}]})
+    assert len(lines) == 2  # the snapshot brings nothing the worker had not said
+
+
+def test_running_trials_only_count_what_they_may_still_train():
+    study = study_with(finished=0, running=1, target=1, epochs=10, s_per_epoch=10.0)
+    snap = summary.snapshot(study, 1, 10)
+    assert snap["eta_basis"]["epochs_left"] == 8 and snap["eta_s"] == pytest.approx(80.0)
+    assert [r["progress"] for r in snap["running"]] == [[2, 20.0]]
+    assert study.get_trials(states=(TrialState.RUNNING,))
