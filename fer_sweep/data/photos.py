@@ -80,15 +80,20 @@ class Face:
 # ------------------------------------------------------------------------------------------ which files
 
 
+def _first_bytes(path: Path, n: int = 12) -> bytes:
+    """The first `n` bytes of a file (its signature); b"" when it cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(n)
+    except OSError:
+        return b""
+
+
 def looks_like_photo(path: Path) -> bool:
     """A file whose first bytes are an image signature, or whose suffix is an image suffix."""
     if path.suffix.lower() in PHOTO_SUFFIXES:
         return True
-    try:
-        with open(path, "rb") as f:
-            head = f.read(12)
-    except OSError:
-        return False
+    head = _first_bytes(path)
     return head.startswith(_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
 
 
@@ -96,11 +101,7 @@ def looks_like_video(path: Path) -> bool:
     """A file whose suffix is a video suffix, or whose first bytes are a video container's signature."""
     if path.suffix.lower() in VIDEO_SUFFIXES:
         return True
-    try:
-        with open(path, "rb") as f:
-            head = f.read(12)
-    except OSError:
-        return False
+    head = _first_bytes(path)
     return head[4:8] == b"ftyp" or head.startswith(_VIDEO_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"AVI ")
 
 
