@@ -97,23 +97,43 @@ def _is_ours(t: FrozenTrial, ours: tuple[str, Collection[int]] | None) -> bool:
     return ours is None or (owner.get("host") == ours[0] and owner.get("pid") in ours[1])
 
 
+RECENT_EPOCHS = 12  # the ETA's speed: at least this many of the latest timed epochs
+
+
+def recent_epoch_seconds(trials: list[FrozenTrial]) -> tuple[int, float]:
+    """(epochs, seconds) of the latest timed epochs: every running trial's progress, then trials that ended
+    (finished, and cut short: interrupted, crashed; their epochs ran), latest end first, until `RECENT_EPOCHS`."""
+    def ended_at(t: FrozenTrial) -> tuple[float, int]:
+        return (t.datetime_complete.timestamp() if t.datetime_complete else 0.0, t.number)
+
+    now = [(int(p[0]), float(p[1])) for t in trials
+           if t.state == TrialState.RUNNING and isinstance(p := t.user_attrs.get(PROGRESS), list)]
+    ended = [(int(t.user_attrs.get("epochs") or 0), float(t.user_attrs.get("train_seconds") or 0))
+             for t in sorted(trials, key=ended_at, reverse=True) if t.state not in (TrialState.RUNNING, TrialState.WAITING)]
+    epochs, seconds = 0, 0.0
+    for i, (e, s) in enumerate(now + ended):
+        if i >= len(now) and epochs >= RECENT_EPOCHS:
+            break
+        if e > 0 and s > 0:
+            epochs, seconds = epochs + e, seconds + s
+    return epochs, seconds
+
+
 def eta(trials: list[FrozenTrial], target: int, max_epochs: int, pruner: PrunerSpec, workers: int = 1) -> dict[str, Any]:
     """The projected time to finish the study: epochs still possible under the pruner's rungs x measured seconds
     per epoch (plus each trial's set-up), divided among the workers.
 
-    Seconds per epoch are pooled over every timed epoch in the storage (trials that ended, finished or cut short,
-    and running ones from their `progress`), so they are measured on the machines and with the worker count actually running, whoever
-    reads them. Epochs left: for each ticket not started, `policies.epochs_ahead` (asha/hyperband: to each rung
+    Seconds per epoch are pooled over the most recent timed epochs in the storage (running trials from their
+    `progress` first, then trials that ended, finished or cut short, latest first, until `RECENT_EPOCHS` epochs), so
+    they are measured on the machines and with the worker count running now, whoever reads them: a study resumed on
+    another machine, or on one less busy, is not timed by its first session. Epochs left: for each ticket not started, `policies.epochs_ahead` (asha/hyperband: to each rung
     with the chance of being promoted; median/none: every epoch), or the mean epochs of the finished trials where
     that is fewer (early stopping, the median pruner); for each running trial, what it may still train. `eta_max_s`
     counts every epoch of every unfinished trial (no pruning at all). Workers: those running a trial now, or
     `workers`, whichever is more. None until the first epoch is timed."""
     finished = [t for t in trials if is_finished(t)]
     running = [t for t in trials if t.state == TrialState.RUNNING]
-    timed = [(int(t.user_attrs.get("epochs") or 0), float(t.user_attrs.get("train_seconds") or 0)) for t in trials
-             if t.state != TrialState.RUNNING]  # finished, and cut short (interrupted, crashed): their epochs ran
-    timed += [(int(p[0]), float(p[1])) for t in running if isinstance(p := t.user_attrs.get(PROGRESS), list)]
-    epochs_timed, seconds = sum(e for e, s in timed if s > 0), sum(s for e, s in timed if s > 0)
+    epochs_timed, seconds = recent_epoch_seconds(trials)
     fresh = max(target - len(finished) - len(running), 0)
     done = [min(len(t.intermediate_values), max_epochs) for t in running]
     per_trial = epochs_ahead(pruner, max_epochs)

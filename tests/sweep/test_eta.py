@@ -47,7 +47,8 @@ def test_eta_from_measured_epochs_per_worker():
     study = study_with(finished=2, running=2, target=10)
     snap = summary.snapshot(study, 10, 10, PrunerSpec(type="none"), workers=1)
     b = snap["eta_basis"]
-    assert b["s_per_epoch"] == 30 and b["workers"] == 2 and b["trials_left"] == 8 and b["timed_epochs"] == 24
+    assert b["s_per_epoch"] == 30 and b["workers"] == 2 and b["trials_left"] == 8
+    assert b["timed_epochs"] == 2 * 2 + 10  # the running trials, then the latest finished one (>= RECENT_EPOCHS)
     assert b["epochs_left"] == 6 * 10 + 2 * 8
     assert snap["eta_s"] == pytest.approx((76 * 30 + 6 * 5) / 2)  # 6 fresh trials pay their set-up too
     assert snap["eta_max_s"] == snap["eta_s"]  # no pruner: what is possible is what is counted
@@ -55,6 +56,22 @@ def test_eta_from_measured_epochs_per_worker():
         (76 * 30 + 6 * 5) / 4)  # four workers started by run, two of them busy now
     line = render.eta_line(snap)
     assert line.startswith("ETA ~") and "76 epochs left x 30.0 s/epoch over 2 workers" in line, line
+
+
+def test_eta_is_timed_by_the_latest_epochs_not_a_resumed_study_s_first_session():
+    """A study resumed on a faster (or less busy) machine: its first session's slow epochs do not set the speed."""
+    study = optuna.create_study(direction="maximize")
+    for i, (epochs, s_per_epoch) in enumerate([(3, 440.0), (3, 420.0), (9, 400.0), (3, 43.0), (9, 42.0)]):
+        study.add_trial(create_trial(value=0.5, params={}, distributions={}, user_attrs={
+            "ticket": i, "epochs": epochs, "train_seconds": epochs * s_per_epoch}))
+    crashed = create_trial(state=TrialState.FAIL, user_attrs={"ticket": 5, "epochs": 1, "train_seconds": 41.0})
+    study.add_trial(crashed)  # cut short, latest: its epoch ran and counts
+    t = study.ask()
+    t.set_user_attr(summary.PROGRESS, [4, 4 * 44.0])
+    b = summary.snapshot(study, 8, 24, PrunerSpec(type="none"), workers=1)["eta_basis"]
+    assert b["timed_epochs"] == 4 + 1 + 9  # the running trial, then the latest ended ones until >= 12 epochs
+    assert b["s_per_epoch"] == pytest.approx((4 * 44 + 41 + 9 * 42) / 14)
+    assert summary.recent_epoch_seconds(study.get_trials()) == (14, pytest.approx(4 * 44 + 41 + 9 * 42))
 
 
 def test_eta_under_asha_rungs_and_its_upper_bound():
