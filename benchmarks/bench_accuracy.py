@@ -2,13 +2,15 @@
 
     python benchmarks/bench_accuracy.py SPEC [--data PATH] [--trials N] [--seeds 3] [--best-epochs E]
         [--ensemble E] [--workers K] [--device D] [--gpus 0,1] [--results DIR] [--study NAME]
-    python benchmarks/bench_accuracy.py --recipe [--data PATH] [--device D] [--results DIR]
+    python benchmarks/bench_accuracy.py --recipe [--data PATH] [--device D] [--results DIR] [--trials N]
+                                                 [--best-epochs E] [--report-only]
 
---recipe runs issue 20's whole recipe as resumable stages (see `Recipe`): sweeps/strong-sgd.yaml and
-sweeps/resnet.yaml, the cross-study ensemble of their kept trial models, each study's `best` (its spec's epochs and
-seeds), the cross-study ensemble of everything, then the ablation of each recipe element against the strong
-winner's recipe at a fixed budget; it writes "Accuracy: the issue-20 recipe on <data>" as it goes (results in
-results/recipe/ by default) and picks up where it stopped when run again.
+--recipe runs issue 20's whole recipe as resumable stages (see `Recipe.run_all`), in the order that answers the most
+if it is cut short: sweeps/strong-sgd.yaml and its `best` (its spec's epochs and seeds), sweeps/resnet.yaml, the
+cross-study ensemble of everything kept so far, resnet's `best`, the cross-study ensemble of everything, then the
+ablation of each recipe element against the strong winner's recipe at a fixed budget. `--trials N` caps each sweep
+(a smaller budget than the specs', said in the report); it writes "Accuracy: the issue-20 recipe on <data>" as it
+goes (results in results/recipe/ by default) and picks up where it stopped when run again, with the same flags.
 
 Runs `fer-sweep run SPEC --data PATH`, then `fer-sweep best --ensemble E` (the kept trial models combined,
 no training) and `fer-sweep best --seeds K`, and writes the section
@@ -241,18 +243,31 @@ class Recipe:
         return output
 
     def run_all(self) -> None:
+        """The stages in the order that answers the most if the run is cut short: the first family's sweep and its
+        retrained seeds (the single-model target), the second family's sweep, an ensemble of everything kept so far
+        (already two architectures), the second family's seeds, the final ensemble, then the ablation."""
         a, res = self.args, str(self.results)
         common = ["--results", res, "--device", a.device]
-        for study, spec in STUDIES:
-            self.stage(f"sweep:{study}", ["run", spec, "--data", a.data, "--study", study, "--wandb", "disabled",
-                                          *common], parse_json=False)
-            self.mark_status(f"sweep:{study}", study)
+        budget = [*(["--trials", str(a.trials)] if a.trials else [])]
+        best_budget = [*(["--epochs", str(a.best_epochs)] if a.best_epochs else [])]
         pooled = [x for study, _ in STUDIES for x in ("--study", study)]
+
+        def sweep(study: str, spec: str) -> None:
+            self.stage(f"sweep:{study}", ["run", spec, "--data", a.data, "--study", study, "--wandb", "disabled",
+                                          *budget, *common], parse_json=False)
+            self.mark_status(f"sweep:{study}", study)
+
+        def best(study: str) -> None:
+            self.stage(f"best:{study}", ["best", "--study", study, "--json", "--wandb", "disabled", *best_budget,
+                                         *common], parse_json=True)
+
+        (first, first_spec), (second, second_spec) = STUDIES
+        sweep(first, first_spec)
+        best(first)
+        sweep(second, second_spec)
         self.stage("ensemble:trials", ["best", "--ensemble", str(ENSEMBLE_PICKS), *pooled, "--json", *common],
                    parse_json=True)
-        for study, _ in STUDIES:
-            self.stage(f"best:{study}", ["best", "--study", study, "--json", "--wandb", "disabled", *common],
-                       parse_json=True)
+        best(second)
         self.stage("ensemble:final", ["best", "--ensemble", str(ENSEMBLE_PICKS), *pooled, "--json", *common],
                    parse_json=True)
         for name, _, changes, refit in ABLATION:
@@ -296,6 +311,9 @@ class Recipe:
                  "from Training and read once per model).", "",
                  f"- machine: {machine()}",
                  f"- precision: {precision('auto', pick_device(a.device)).describe()}",
+                 "- budget: " + self.budget(markers)
+                 + (f", `best --epochs {a.best_epochs}`" if a.best_epochs else ", each spec's `best` epochs and seeds")
+                 + f"; ablation {ABLATION_EPOCHS} epochs per line",
                  f"- stages done: {sum(1 for m in markers.values() if m)} of {len(names)}"
                  + (f"; running: {self.running}" if self.running else "")
                  + f"; wall time of the finished stages {spent / 3600:.2f} h"]
@@ -317,6 +335,18 @@ class Recipe:
                                        for r in st.get("running", []) if r.get("epoch") and r.get("progress")))
         return "\n".join(lines)
 
+    def budget(self, markers: dict) -> str:
+        """Each sweep's trials (a finished sweep's from its marker: `--trials` may differ between invocations)."""
+        import yaml
+
+        parts = []
+        for study, spec in STUDIES:
+            st = (markers.get(f"sweep:{study}") or {}).get("output")
+            planned = yaml.safe_load((ROOT / spec).read_text())["trials"]
+            n = st["target"] if st else (self.args.trials or planned)
+            parts.append(f"{study} {n} trials" + (f" (its spec: {planned})" if n != planned else ""))
+        return "sweeps: " + ", ".join(parts)
+
     def study_lines(self, markers: dict) -> list[str]:
         out = []
         for study, spec in STUDIES:
@@ -324,9 +354,11 @@ class Recipe:
             st = sweep and sweep.get("output")
             if st:
                 c = st["counts"]
-                out.append(f"- `{spec}` sweep: {st['finished']} trials (" + ", ".join(f"{k} {v}" for k, v in c.items()
-                                                                                    if v)
-                           + f"), {st['epochs_trained']} epochs of an unpruned {st['epochs_budget']}, "
+                ended = ", ".join(f"{k} {c[k]}" for k in ("complete", "pruned") if c.get(k))
+                cut = ", ".join(f"{k} {c[k]}" for k in ("interrupted", "crashed", "failed") if c.get(k))
+                out.append(f"- `{spec}` sweep: {st['finished']} trials finished ({ended})"
+                           + (f"; {cut} cut short by earlier stops, each re-queued and rerun" if cut else "")
+                           + f"; {st['epochs_trained']} epochs of an unpruned {st['epochs_budget']}, "
                            f"{sweep['seconds'] / 60:.0f} min; winner trial {st['best']['number']}, val acc "
                            f"{pct(st['best']['val_acc'])}, params `{json.dumps(st['best']['params'])}`")
             if best and best.get("output"):
@@ -344,7 +376,8 @@ class Recipe:
 
     def ensemble_lines(self, markers: dict) -> list[str]:
         out = []
-        for name, what in (("ensemble:trials", "kept trial models of both sweeps"),
+        for name, what in (("ensemble:trials", f"kept trial models of both sweeps and {STUDIES[0][0]}'s retrained "
+                                               "seeds"),
                            ("ensemble:final", "kept trial models and retrained seeds of both studies")):
             e = (markers.get(name) or {}).get("output")
             if not e:
@@ -434,9 +467,9 @@ def main() -> None:
     parser.add_argument("--recipe", action="store_true", help="the issue-20 recipe: two architectures' sweeps, "
                         "their best, the cross-study ensemble, the ablation (resumable stages)")
     parser.add_argument("--data", default=None, help="FER2013 in any layout (default: FER2013_CSV or the shared dev file)")
-    parser.add_argument("--trials", type=int, default=None, help="default: the spec's")
+    parser.add_argument("--trials", type=int, default=None, help="default: the spec's (--recipe: each sweep's)")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--best-epochs", type=int, default=None, help="epochs of the retrain (default: the sweep's)")
+    parser.add_argument("--best-epochs", type=int, default=None, help="epochs of the retrain (default: the sweep's; --recipe: each study's)")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--gpus", default=None, help="GPUs for the workers, as `run --gpus` (e.g. 0)")
@@ -444,13 +477,15 @@ def main() -> None:
     parser.add_argument("--study", default=None, help="default: the spec's study name")
     parser.add_argument("--ensemble", type=int, default=10, help="picks of `best --ensemble` (0: skip it)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
+    parser.add_argument("--report-only", action="store_true", help="--recipe: rewrite its RESULTS.md section from "
+                        "the finished stages and run nothing")
     args = parser.parse_args()
     args.data = args.data or default_data()
     if args.recipe:
         if args.results == ROOT / "results" / "bench-accuracy":
             args.results = ROOT / "results" / "recipe"
         args.results.mkdir(parents=True, exist_ok=True)
-        return Recipe(args).run_all()
+        return Recipe(args).report() if args.report_only else Recipe(args).run_all()
     if args.spec is None:
         parser.error("give a SPEC, or --recipe")
     study = args.study or args.spec.stem
