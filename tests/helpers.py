@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import os
 import socket
 import sys
 from pathlib import Path
@@ -211,6 +212,16 @@ def write_rows_csv(path: Path, header: list[str], rows: list[list]) -> Path:
     return path
 
 
+def skip_or_fail(require_env: str, what: str, reason: str, install: str):
+    """Skip a test whose real service is missing, or fail it where `require_env`=1 says the service must be here
+    (CI sets it where it installed the service)."""
+    import pytest
+
+    if os.environ.get(require_env) == "1":
+        pytest.fail(f"{what} required here but {reason}")
+    pytest.skip(f"needs {what}: {reason} ({install})")
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket() as s:
@@ -283,6 +294,24 @@ def astronaut_path() -> Path:
     import skimage.data as skimage_data
 
     return Path(skimage_data.__file__).parent / "astronaut.png"
+
+
+def astronaut_piece() -> np.ndarray:
+    """The astronaut's 240x240 head and shoulders as a BGR array (OpenCV's order, for video frames): the face, 95 px,
+    centred at (120.5, 113.5)."""
+    from PIL import Image
+
+    return np.asarray(Image.open(astronaut_path()).convert("RGB"))[0:240, 104:344, ::-1]
+
+
+def tiny_model_folder(folder: Path) -> Path:
+    """A small untrained CNN saved in `folder` as `best` saves its model (for predict's plumbing, not its accuracy)."""
+    from fer_sweep.config import ModelConfig, RunConfig
+    from fer_sweep.learn.checkpoint import model_config, save_model, state_dict_cpu
+    from fer_sweep.learn.models import build_model
+
+    cfg = RunConfig(model=ModelConfig(conv=((4, 3), (8, 3)), fc_units=8))
+    return save_model(folder, state_dict_cpu(build_model(cfg.model, seed=0)), model_config(cfg, (128.0, 64.0)))
 
 
 def composite():

@@ -10,27 +10,18 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-import pytest
+from tests.helpers import free_port, skip_or_fail
 
 PASSWORD = "s3cret-Pw-4729"  # tests check this string appears in no output or file
 
 
 def _skip_or_fail(reason: str):
-    if os.environ.get("FER_SWEEP_REQUIRE_POSTGRES") == "1":
-        pytest.fail(f"PostgreSQL required here but {reason}")
-    pytest.skip(f"needs a PostgreSQL server: {reason} (apt-get install postgresql)")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    skip_or_fail("FER_SWEEP_REQUIRE_POSTGRES", "a PostgreSQL server", reason, "apt-get install postgresql")
 
 
 def start_postgres():
@@ -44,7 +35,7 @@ def start_postgres():
     except ImportError:
         _skip_or_fail("psycopg is not installed")
     root = Path(tempfile.mkdtemp(prefix="fer-pg-"))
-    data, pwfile, port = root / "data", root / "pw", _free_port()
+    data, pwfile, port = root / "data", root / "pw", free_port()
     pwfile.write_text(PASSWORD + "\n")
     prefix: list[str] = []
     if os.geteuid() == 0:  # postgres refuses to run as root: run it as the package's user

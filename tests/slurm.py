@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
+from tests.helpers import free_port, skip_or_fail
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
 COMMANDS = ("sbatch", "scontrol", "squeue", "scancel", "sinfo")
@@ -31,15 +31,7 @@ KILL_WAIT_S = 10  # SIGTERM to SIGKILL when a job is cancelled or runs past its 
 
 
 def _skip_or_fail(reason: str):
-    if os.environ.get("FER_SWEEP_REQUIRE_SLURM") == "1":
-        pytest.fail(f"Slurm required here but {reason}")
-    pytest.skip(f"needs a single-node Slurm cluster: {reason} (apt-get install slurm-wlm munge, as root)")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    skip_or_fail("FER_SWEEP_REQUIRE_SLURM", "a single-node Slurm cluster", reason, "apt-get install slurm-wlm munge, as root")
 
 
 def _which(name: str) -> str | None:
@@ -148,8 +140,8 @@ ClusterName=fertest
 SlurmctldHost={host}(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
-SlurmctldPort={_free_port()}
-SlurmdPort={_free_port()}
+SlurmctldPort={free_port()}
+SlurmdPort={free_port()}
 AuthType=auth/munge
 CredType=cred/munge
 AuthInfo=socket={root}/munge.sock,cred_expire=5

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from fer_sweep.config import EMOTIONS
-from tests.helpers import astronaut_path, csv_rows, invoke, refused
+from tests.helpers import astronaut_path, astronaut_piece, csv_rows, invoke, refused, tiny_model_folder
 
 
 def write_clip(path: Path, frames: int = 20, face_frames: int = 15, fps: int = 10) -> Path:
@@ -20,7 +20,7 @@ def write_clip(path: Path, frames: int = 20, face_frames: int = 15, fps: int = 1
     `face_frames`, drifting 2 px right per frame; grey after."""
     import cv2
 
-    piece = np.asarray(Image.open(astronaut_path()).convert("RGB"))[0:240, 104:344, ::-1]
+    piece = astronaut_piece()
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (240, 240))
     for i in range(frames):
         frame = np.full((240, 240, 3), 90, np.uint8)
@@ -34,14 +34,7 @@ def write_clip(path: Path, frames: int = 20, face_frames: int = 15, fps: int = 1
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:
-    """A small untrained CNN saved as `best` saves its model."""
-    from fer_sweep.config import ModelConfig, RunConfig
-    from fer_sweep.learn.checkpoint import model_config, save_model, state_dict_cpu
-    from fer_sweep.learn.models import build_model
-
-    cfg = RunConfig(model=ModelConfig(conv=((4, 3), (8, 3)), fc_units=8))
-    folder = tmp_path_factory.mktemp("cli-video-model") / "final"
-    return save_model(folder, state_dict_cpu(build_model(cfg.model, seed=0)), model_config(cfg, (128.0, 64.0)))
+    return tiny_model_folder(tmp_path_factory.mktemp("cli-video-model") / "final")
 
 
 @pytest.fixture(scope="module")

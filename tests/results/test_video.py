@@ -16,7 +16,7 @@ from PIL import Image
 
 from fer_sweep.config import EMOTIONS, UserError
 from fer_sweep.results import video as videos
-from tests.helpers import astronaut_path
+from tests.helpers import astronaut_piece, tiny_model_folder
 
 FPS, SECONDS, FACE_SECONDS = 10, 4, 3
 GIF = Path(skimage_data.__file__).parent / "no_time_for_that_tiny.gif"
@@ -28,7 +28,7 @@ def write_portrait_clip(path: Path, fps: int = FPS, seconds: int = SECONDS, face
     portrait's face (95 px in astronaut.png) grows from 76 to 112 px while moving 100 px to the right."""
     import cv2
 
-    piece = np.asarray(Image.open(astronaut_path()).convert("RGB"))[0:240, 104:344, ::-1]  # BGR; face at (120.5, 113.5)
+    piece = astronaut_piece()  # BGR; face at (120.5, 113.5)
     w, h = size
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
     truth = []
@@ -50,14 +50,7 @@ def write_portrait_clip(path: Path, fps: int = FPS, seconds: int = SECONDS, face
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:
-    """A small untrained CNN saved as `best` saves its model (the faces' classes do not matter here)."""
-    from fer_sweep.config import ModelConfig, RunConfig
-    from fer_sweep.learn.checkpoint import model_config, save_model, state_dict_cpu
-    from fer_sweep.learn.models import build_model
-
-    cfg = RunConfig(model=ModelConfig(conv=((4, 3), (8, 3)), fc_units=8))
-    folder = tmp_path_factory.mktemp("video-model") / "final"
-    return save_model(folder, state_dict_cpu(build_model(cfg.model, seed=0)), model_config(cfg, (128.0, 64.0)))
+    return tiny_model_folder(tmp_path_factory.mktemp("video-model") / "final")
 
 
 @pytest.fixture(scope="module")
