@@ -10,7 +10,7 @@ recorded with the public `record_heartbeat` from a thread of our own (not `optun
 and stale trials are failed with the public `optuna.storages.fail_stale_trials`.
 
 The one private name left, `Study._storage`, is read only here; `pyproject.toml` bounds optuna to the
-major versions it is tested with (4 and 5), and tests/test_optuna_api.py fails with this module's message
+major versions it is tested with (4 and 5), and tests/sweep/test_optuna_api.py fails with this module's message
 if a new Optuna drops it.
 """
 
@@ -22,6 +22,15 @@ import optuna
 from optuna.storages import BaseStorage
 
 TESTED = "optuna 4.x and 5.0"
+
+# Optuna logs every study created and every trial told at INFO; fer-sweep reports progress its own way. Set here,
+# where every module that drives Optuna comes through, so no import order lets that chatter through.
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def replay_study(seed: int) -> optuna.Study:
+    """A throwaway in-memory study with a seeded random sampler, to draw configurations from ask/tell."""
+    return optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
 
 
 def storage_of(study: optuna.Study) -> BaseStorage:

@@ -7,6 +7,7 @@ from typing import Any, Mapping
 import optuna
 
 from fer_sweep.config import ModelConfig, RunConfig, TrainConfig, canonical_tta
+from fer_sweep.sweep.optuna_api import replay_study
 from fer_sweep.sweep.spec import MODEL_FIELDS, SweepSpec, decode_choice
 
 
@@ -42,7 +43,7 @@ def sample_configs(spec: SweepSpec, n: int) -> list[dict[str, Any]]:
     Duplicates are redrawn (a random search that tries one config twice wastes a trial) until the
     space runs out of new configs.
     """
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=spec.seed))
+    study = replay_study(spec.seed)
     configs: list[dict[str, Any]] = []
     seen: set[str] = set()
     for _ in range(100 * n):

@@ -32,7 +32,6 @@ from fer_sweep.sweep.journal import rewrite_clean
 from fer_sweep.sweep.store import JOURNAL, STORAGE_NOTE, find_study, folder_lock, mask_url, open_storage, study_dir
 from fer_sweep.sweep.summary import OUTCOME, TICKET, is_finished
 
-optuna.logging.set_verbosity(optuna.logging.WARNING)
 CLAIM_MARK = "claim:"  # system attr prefix: a process about to try to take a ticket
 ORPHAN_AFTER_S = 120  # a trial running this long with no owner stamped, taken on another machine, is reaped
 SAME_STUDY_KEYS = ("data", "splits", "seed", "sampler", "model", "train", "space")  # may not change on resume
