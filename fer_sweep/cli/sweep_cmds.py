@@ -49,6 +49,9 @@ def run(
     timeout: Annotated[Optional[str], typer.Option("--timeout", help="Stop this long after the start (20s, 90m, 2h): "
                                                    "no trial starts after it, the running one is re-queued, exit 0; "
                                                    "the same command resumes.")] = None,
+    db_wait: Annotated[Optional[str], typer.Option("--db-wait", help="How long workers wait for a --storage database "
+                                                   "that stops answering (30s, 5m; 0: not at all) before they end "
+                                                   "with one line; default 5m.")] = None,
 ) -> None:
     """Run (or resume) a sweep: random search, weak trials pruned, one wandb run per trial."""
     import contextlib
@@ -61,9 +64,11 @@ def run(
     from fer_sweep.sweep import tracking
     from fer_sweep.sweep.spec import WANDB_MODES, load_spec
     from fer_sweep.sweep.signals import interrupting, parse_duration
+    from fer_sweep.sweep.store import DB_WAIT_S
 
     with user_errors(), interrupting(signal.SIGTERM):  # preemption (SIGTERM) is handled like Ctrl-C
         deadline = time.time() + parse_duration(timeout) if timeout is not None else None
+        db_wait_s = parse_duration(db_wait, "--db-wait", zero=True) if db_wait is not None else DB_WAIT_S
         flags = {"trials": trials, "data": data, "study": study, "seed": seed}
         with flags_named(str(spec_path), flags):
             spec = load_spec(spec_path, overrides=flags)
@@ -72,9 +77,9 @@ def run(
         if check_choice(backend, ("optuna", "wandb"), "--backend") == "wandb":
             from fer_sweep.sweep.wandb_backend import run_wandb_sweep
 
-            if workers > 1 or gpus or storage or timeout:
-                raise UserError("--workers, --gpus, --storage and --timeout apply to --backend optuna (with W&B, start "
-                                "more agents)")
+            if workers > 1 or gpus or storage or timeout or db_wait:
+                raise UserError("--workers, --gpus, --storage, --timeout and --db-wait apply to --backend optuna (with "
+                                "W&B, start more agents)")
             _check_run_flags(device, None, results, None)
             done = run_wandb_sweep(spec, results=results, wandb_mode=mode, device=device)
             out.print(f"W&B sweep {done['sweep_id']} ({done['project']}): {done['runs']} runs; config {done['config']}")
@@ -94,7 +99,7 @@ def run(
         with shown:
             snap = runner.run_sweep(spec, results=results, storage_url=storage, workers=max(workers, len(gpu_list or [])),
                                     gpus=gpu_list, device=device, wandb_mode=mode, on_update=on_update,
-                                    on_epoch=on_epoch, deadline=deadline,
+                                    on_epoch=on_epoch, deadline=deadline, db_wait_s=db_wait_s,
                                     on_start=lambda: err.print(render.run_header(spec, device, gpu_list, workers),
                                                                highlight=False))
         if snap.get("deadline_reached"):

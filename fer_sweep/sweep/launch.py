@@ -17,7 +17,7 @@ from fer_sweep.config import UserError, WriteError
 from fer_sweep.learn.device import pick_device
 from fer_sweep.sweep.signals import past
 from fer_sweep.sweep.spec import SweepSpec
-from fer_sweep.sweep.store import study_dir, study_fault, study_faults
+from fer_sweep.sweep.store import DB_WAIT_S, study_dir, study_fault, study_faults
 from fer_sweep.sweep.study import prepare_study, reap
 from fer_sweep.sweep.summary import snapshot, status, write_trials_csv
 from fer_sweep.sweep.trial import load_data
@@ -59,12 +59,13 @@ def run_sweep(spec: SweepSpec, *, results: Path, storage_url: str | None = None,
               gpus: list[str] | None = None, device: str = "auto", wandb_mode: str = "offline",
               heartbeat_s: int = 30, on_update: Callable[[dict], None] | None = None,
               on_epoch: Callable | None = None, on_start: Callable[[], None] | None = None,
-              deadline: float | None = None) -> dict[str, Any]:
+              deadline: float | None = None, db_wait_s: float = DB_WAIT_S) -> dict[str, Any]:
     """Run the sweep to `spec.trials` finished trials (resuming whatever is there); returns the status, with
     `deadline_reached` true when `deadline` (a time.time() value: `run --timeout`) stopped it first: no trial starts
     after the deadline and every worker interrupts and re-queues the trial it is training then.
     `on_start` is called once every input has been checked and the study is open (the run header); `on_update`
-    with a snapshot after every epoch and trial (K worker processes: every second)."""
+    with a snapshot after every epoch and trial (K worker processes: every second). Workers wait up to `db_wait_s`
+    for a database storage that stops answering (see worker_loop) before they end with one line."""
     folder = study_dir(results, spec.study)
     for k in range(workers if gpus else 0):  # a bad --gpus fails here, before anything is written
         worker_env(os.environ, k, workers, gpus, os.cpu_count() or 1)
@@ -89,7 +90,8 @@ def run_sweep(spec: SweepSpec, *, results: Path, storage_url: str | None = None,
 
     update = refresh if on_update else None
     if workers == 1 and not gpus:
-        w = make_worker(spec, study, folder, device=device, wandb_mode=wandb_mode, name="w0", splits=splits)
+        w = make_worker(spec, study, folder, device=device, wandb_mode=wandb_mode, name="w0", splits=splits,
+                        db_wait_s=db_wait_s)
 
         def epoch(number: int, result) -> None:
             if on_epoch:
@@ -105,7 +107,7 @@ def run_sweep(spec: SweepSpec, *, results: Path, storage_url: str | None = None,
     else:
         del splits
         _run_rounds(spec, study, folder, storage_url, workers, gpus, device, wandb_mode, heartbeat_s, update, deadline,
-                    ours[1])
+                    ours[1], db_wait_s)
     with study_faults():
         write_trials_csv(study, folder)
         done = status(study, spec.trials, max_epochs, pruner=spec.pruner, workers=k)
@@ -115,12 +117,12 @@ def run_sweep(spec: SweepSpec, *, results: Path, storage_url: str | None = None,
 
 @study_faults()
 def _run_rounds(spec, study, folder, storage_url, workers, gpus, device, wandb_mode, heartbeat_s, update,
-                deadline, pids: set | None = None) -> None:
+                deadline, pids: set | None = None, db_wait_s: float = DB_WAIT_S) -> None:
     """K worker processes until no ticket waits (a worker's storage fault ends it with one line)."""
     for _ in range(3):  # another round re-runs trials reaped after the other workers had left
         try:
             _run_processes(spec, folder, storage_url, workers, gpus, device, wandb_mode, heartbeat_s, update,
-                           deadline, pids)
+                           deadline, pids, db_wait_s)
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM: a worker that had to be killed leaves its trial RUNNING
             reap(study)
             raise
@@ -150,7 +152,7 @@ def _waiting(study: optuna.Study, target: int) -> int:
 
 
 def _run_processes(spec, folder, storage_url, workers, gpus, device, wandb_mode, heartbeat_s, update,
-                   deadline: float | None = None, pids: set | None = None) -> None:
+                   deadline: float | None = None, pids: set | None = None, db_wait_s: float = DB_WAIT_S) -> None:
     """Start K `python -m fer_sweep.sweep.worker` processes (round-robin over GPUs) and watch them. Each stops
     itself at `deadline`; one still running STOP_GRACE_S after it is sent SIGTERM."""
     procs = []
@@ -160,7 +162,8 @@ def _run_processes(spec, folder, storage_url, workers, gpus, device, wandb_mode,
             env[STORAGE_ENV] = storage_url
         log = open(folder / f"worker-{k}.log", "a")
         cmd = [sys.executable, "-m", "fer_sweep.sweep.worker", str(folder), "--name", f"w{k}",
-               "--device", "cuda" if gpus else device, "--wandb", wandb_mode, "--heartbeat", str(heartbeat_s)]
+               "--device", "cuda" if gpus else device, "--wandb", wandb_mode, "--heartbeat", str(heartbeat_s),
+               "--db-wait", repr(db_wait_s)]
         if deadline is not None:
             cmd += ["--deadline", repr(deadline)]
         procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT))

@@ -54,15 +54,15 @@ class DeadlineReached(KeyboardInterrupt):
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def parse_duration(text: str, flag: str = "--timeout") -> float:
+def parse_duration(text: str, flag: str = "--timeout", zero: bool = False) -> float:
     """Seconds in a duration such as `20s`, `90m`, `2h`, `1h30m` or `1.5h` (a bare number is seconds, as for
-    coreutils' `timeout`); anything else, or zero, is a UserError naming the flag."""
+    coreutils' `timeout`); anything else, or zero unless `zero`, is a UserError naming the flag."""
     cleaned = text.strip().lower().replace(" ", "")
     parts = re.findall(r"(\d+(?:\.\d+)?)([smhd]?)", cleaned)
     if not cleaned or "".join(n + u for n, u in parts) != cleaned or (len(parts) > 1 and any(not u for _, u in parts)):
         raise UserError(f"{flag} {text!r}: expected a duration such as 20s, 90m, 2h or 1h30m")
     seconds = sum(float(n) * _UNITS[u or "s"] for n, u in parts)
-    if seconds <= 0:
+    if seconds <= 0 and not (zero and seconds == 0):
         raise UserError(f"{flag} {text!r}: the duration must be more than 0")
     return seconds
 

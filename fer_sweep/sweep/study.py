@@ -119,21 +119,45 @@ def reap(study: optuna.Study) -> list[int]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
-    storage, host, reaped = storage_of(study), socket.gethostname(), []
+    host, reaped = socket.gethostname(), []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = _dead_holder(t, host)
-        if owner is None:
-            continue
-        try:
-            tid = trial_id(study, t.number)
-            storage.set_trial_user_attr(tid, OUTCOME, "crashed")
-            storage.set_trial_user_attr(tid, "message", f"worker {owner.get('worker')} (pid {owner['pid']}) died")
-            if storage.set_trial_state_values(tid, TrialState.FAIL):
-                requeue(study, t)
-                reaped.append(t.number)
-        except UpdateFinishedTrialError:
-            continue  # another worker reaped it first
+        if owner is not None and _put_back(study, t, "crashed",
+                                           f"worker {owner.get('worker')} (pid {owner['pid']}) died"):
+            reaped.append(t.number)
     return reaped
+
+
+def release_own(study: optuna.Study, worker: str) -> list[int]:
+    """Fail and enqueue again the RUNNING trials this process holds, called by a worker between trials once the
+    storage answers again after an outage: the trial it was training or taking when the storage stopped answering
+    (its owner stamp, or only its claim mark when the stamp was never written). A trial that other processes also
+    tried to take and no one stamped is left to `reap`: it may be theirs."""
+    host, pid, released = socket.gethostname(), os.getpid(), []
+    mark = f"{CLAIM_MARK}{host}:{pid}"
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner = t.system_attrs.get("owner")
+        marks = [k for k in t.system_attrs if k.startswith(CLAIM_MARK)]
+        mine = (owner.get("host") == host and owner.get("pid") == pid) if owner else marks == [mark]
+        if mine and _put_back(study, t, "interrupted", f"worker {worker}: the study's storage stopped answering "
+                                                       "while this trial ran"):
+            released.append(t.number)
+    return released
+
+
+def _put_back(study: optuna.Study, t: FrozenTrial, outcome: str, message: str) -> bool:
+    """Fail a RUNNING trial with `outcome` and enqueue its configuration again; False if it had already finished."""
+    storage = storage_of(study)
+    try:
+        tid = trial_id(study, t.number)
+        storage.set_trial_user_attr(tid, OUTCOME, outcome)
+        storage.set_trial_user_attr(tid, "message", message)
+        if storage.set_trial_state_values(tid, TrialState.FAIL):
+            requeue(study, t)
+            return True
+    except UpdateFinishedTrialError:
+        pass  # another worker reaped it first
+    return False
 
 
 def _dead_holder(t: FrozenTrial, host: str) -> dict | None:

@@ -26,8 +26,8 @@ from fer_sweep.sweep import artifacts, tracking
 from fer_sweep.sweep.optuna_api import Heartbeat, frozen, storage_of, trial_id
 from fer_sweep.sweep.signals import DeadlineReached, Terminated, deadline_alarm, interrupting, past
 from fer_sweep.sweep.spec import SweepSpec
-from fer_sweep.sweep.store import study_fault, study_faults
-from fer_sweep.sweep.study import claim, load_saved_spec, open_study, reap, requeue
+from fer_sweep.sweep.store import DB_WAIT_S, StorageDown, is_db_fault, ride_out, study_fault, study_faults
+from fer_sweep.sweep.study import claim, load_saved_spec, open_study, reap, release_own, requeue
 from fer_sweep.sweep.summary import OUTCOME, PROGRESS, write_trials_csv
 from fer_sweep.sweep.trial import Training, load_data, trial_config, wandb_config
 
@@ -51,6 +51,11 @@ class Worker:
     on_epoch: Callable[[int, Any], None] | None = None  # (trial number, EpochResult) for the live view
     norms: dict = field(default_factory=dict)
     shared_device: bool = False  # other workers train on this GPU too: an OOM may be theirs, so it is retried
+    db_wait_s: float = DB_WAIT_S  # how long a database that stopped answering is waited for (`run --db-wait`)
+
+    def patiently(self, call: Callable[[], Any]) -> Any:
+        """`call()` (a storage call that may be repeated), riding out a database outage of up to db_wait_s."""
+        return ride_out(call, self.db_wait_s, f"worker {self.name}")
 
     def norm(self, mode: str) -> tuple[float, float]:
         if mode not in self.norms:
@@ -59,30 +64,37 @@ class Worker:
 
 
 def make_worker(spec: SweepSpec, study: optuna.Study, folder: Path, *, device: str, wandb_mode: str,
-                name: str = "w0", splits: Splits | None = None) -> Worker:
+                name: str = "w0", splits: Splits | None = None, db_wait_s: float = DB_WAIT_S) -> Worker:
     """Load the data once and put train/val on the device; the test split is never touched here."""
     splits = splits or load_data(spec)
     dev = pick_device(device)
     return Worker(spec=spec, study=study, folder=folder, wandb_mode=wandb_mode, name=name,
                   train=to_device(splits.train.x, splits.train.y, dev), val=to_device(splits.val.x, splits.val.y, dev),
-                  shared_device=os.environ.get(SHARED_GPU_ENV) == "1")
+                  shared_device=os.environ.get(SHARED_GPU_ENV) == "1", db_wait_s=db_wait_s)
 
 
 def worker_loop(w: Worker, on_trial: Callable[[], None] | None = None, deadline: float | None = None) -> int:
     """Claim and run tickets until none is left, or until `deadline` (a time.time() value: `run --timeout`): no
     trial starts after it, and the one training then is interrupted and re-queued as on SIGTERM. Every epoch's
     time also goes to the storage (user attr `progress`), which is what times the ETA wherever it is read.
-    Returns how many trials this worker ran."""
+    A database that stops answering is waited for (`w.db_wait_s`): within a trial its writes are tried again and
+    training goes on; between trials (or when a trial was cut short) the worker waits, puts back in the queue what
+    it held, and goes on. Returns how many trials this worker ran."""
     ran, then = 0, w.on_epoch
     w.on_epoch = _recording_progress(w, then)
     try:
         with deadline_alarm(deadline, _interruptible):
             while not past(deadline):
-                reap(w.study)
-                trial = claim(w.study, w.spec.trials, w.name)
-                if trial is None:
-                    break
-                run_trial(w, trial)
+                try:
+                    reap(w.study)
+                    trial = claim(w.study, w.spec.trials, w.name)
+                    if trial is None:
+                        break
+                    run_trial(w, trial)
+                except Exception as e:
+                    if not _outlast(w, e):
+                        raise
+                    continue
                 ran += 1
                 if on_trial:
                     on_trial()
@@ -91,6 +103,16 @@ def worker_loop(w: Worker, on_trial: Callable[[], None] | None = None, deadline:
     finally:
         w.on_epoch = then
     return ran
+
+
+def _outlast(w: Worker, error: Exception) -> bool:
+    """After a database fault between trials, or one that cut a trial short (a write that was not tried again):
+    wait for the storage (w.db_wait_s), then fail and re-queue the trials this process held. False when `error` is
+    not such a fault or was already waited for; StorageDown when the storage did not come back in time."""
+    if not is_db_fault(error) or getattr(error, "waited", False):
+        return False
+    w.patiently(lambda: release_own(w.study, w.name))
+    return True
 
 
 _NOT_HERE = ("optuna", "sqlalchemy", "psycopg", "wandb")  # a storage write or a wandb log half done: not cut short
@@ -116,8 +138,8 @@ def _recording_progress(w: Worker, then: Callable[[int, Any], None] | None) -> C
     def on_epoch(number: int, result) -> None:
         seconds[number] = seconds.get(number, 0.0) + float(result.metrics.get("time/epoch_s", 0.0))
         try:
-            storage_of(w.study).set_trial_user_attr(trial_id(w.study, number), PROGRESS,
-                                                    [result.epoch, round(seconds[number], 3)])
+            w.patiently(lambda: storage_of(w.study).set_trial_user_attr(trial_id(w.study, number), PROGRESS,
+                                                                        [result.epoch, round(seconds[number], 3)]))
         except UpdateFinishedTrialError:  # reaped meanwhile: its verdict is someone else's now
             pass
         if then:
@@ -136,7 +158,7 @@ def run_trial(w: Worker, trial: optuna.Trial) -> str:
 
     def on_epoch(result) -> None:
         if math.isfinite(result.metrics["val/acc"]):  # a diverged epoch has no val accuracy
-            trial.report(result.metrics["val/acc"], result.epoch)
+            w.patiently(lambda: trial.report(result.metrics["val/acc"], result.epoch))
         if w.on_epoch:
             w.on_epoch(trial.number, result)
 
@@ -145,13 +167,19 @@ def run_trial(w: Worker, trial: optuna.Trial) -> str:
         with Heartbeat(w.study, trial.number):
             t = Training.start(cfg)
             t.run(w.train, w.val, norm=w.norm(cfg.train.normalize), log=run.log, on_epoch=on_epoch,
-                  should_prune=lambda _: trial.should_prune())
+                  should_prune=lambda _: w.patiently(trial.should_prune))
             if t.outcome in ("complete", "pruned"):  # its best-epoch model, for ensembles (spec `keep`)
                 artifacts.save_trial_model(w, trial, t.model, cfg, params, t.last)
         outcome_, message = t.outcome, t.message
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (preemption) raised as Terminated("SIGTERM") by the caller
         _abandon(w, trial, run, t, str(e) or "Ctrl-C", start)
         raise
+    except StorageDown as e:  # the storage did not come back within --db-wait: this worker ends with one line
+        _abandon(w, trial, run, t, str(e), start)
+        raise
+    except UpdateFinishedTrialError:  # reaped while it trained (its heartbeat missed during an outage): re-queued
+        run.finish(tags=["reaped"], summary={"outcome": "reaped"})  # by whoever reaped it; its verdict is theirs
+        return "reaped"
     except UserError as e:
         outcome_, message = "error", str(e)
     except Exception as e:  # a bug in one configuration must not end the sweep: record it, go on
@@ -171,9 +199,9 @@ def run_trial(w: Worker, trial: optuna.Trial) -> str:
         outcome_, message = "oom_retry", f"{message}; the GPU is shared with other workers: re-queued"
     with study_faults():  # a verdict that cannot be written: the next run reaps the trial and runs it again
         _finish(w, trial, run, t, outcome_, message, time.perf_counter() - start)
-        artifacts.prune_trial_models(w.study, w.folder, w.spec.keep)  # after the verdict: see artifacts.py
+        w.patiently(lambda: artifacts.prune_trial_models(w.study, w.folder, w.spec.keep))  # after the verdict
         if retry:
-            requeue(w.study, frozen(w.study, trial.number), **{OOM_RETRIES: retries + 1})
+            w.patiently(lambda: requeue(w.study, frozen(w.study, trial.number), **{OOM_RETRIES: retries + 1}))
     return outcome_
 
 
@@ -197,25 +225,29 @@ def _finish(w: Worker, trial, run, t: Training | None, outcome_: str, message: s
              "train_seconds": round(t.train_s if t else 0.0, 3),
              "epochs": last.epoch if last else 0, "best_epoch": last.best_epoch if last else 0,
              "best_val_acc": last.best_val_acc if last else 0.0}
-    for key, value in attrs.items():
-        trial.set_user_attr(key, value)
     state = {"complete": TrialState.COMPLETE, "pruned": TrialState.PRUNED}.get(outcome_, TrialState.FAIL)
     value = attrs["best_val_acc"] if state == TrialState.COMPLETE else None
-    w.study.tell(trial, value, state=state, skip_if_finished=True)
+
+    def verdict() -> None:  # may be told again after an outage: attrs are values, tell skips a finished trial
+        for key, val in attrs.items():
+            trial.set_user_attr(key, val)
+        w.study.tell(trial, value, state=state, skip_if_finished=True)
+
+    w.patiently(verdict)
     tag = {"pruned": f"pruned@{attrs['epochs']}", "complete": "complete"}.get(outcome_, f"failed:{outcome_}")
     run.finish(tags=[tag], summary={"best/val_acc": attrs["best_val_acc"], "best/epoch": attrs["best_epoch"],
                                     "outcome": outcome_, "epochs": attrs["epochs"]})
-    write_trials_csv(w.study, w.folder)
+    w.patiently(lambda: write_trials_csv(w.study, w.folder))
 
 
 def worker_main(folder: Path, *, name: str, device: str, wandb_mode: str, heartbeat_s: int,
-                deadline: float | None = None) -> int:
+                deadline: float | None = None, db_wait_s: float = DB_WAIT_S) -> int:
     """Entry of one worker process: resume the study in `folder` and run tickets until none is left (or until
     `deadline`, a time.time() value)."""
     spec = load_saved_spec(folder)
     study = open_study(spec, folder, os.environ.get(STORAGE_ENV), heartbeat_s)
-    return worker_loop(make_worker(spec, study, folder, device=device, wandb_mode=wandb_mode, name=name),
-                       deadline=deadline)
+    return worker_loop(make_worker(spec, study, folder, device=device, wandb_mode=wandb_mode, name=name,
+                                   db_wait_s=db_wait_s), deadline=deadline)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -226,12 +258,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wandb", default="offline")
     parser.add_argument("--heartbeat", type=int, default=30)
     parser.add_argument("--deadline", type=float, default=None, help="time.time() after which no trial runs")
+    parser.add_argument("--db-wait", type=float, default=DB_WAIT_S, help="seconds to wait for a database that "
+                        "stopped answering")
     args = parser.parse_args(argv)
     with interrupting(signal.SIGINT, signal.SIGTERM):
         try:
             with study_faults():
                 ran = worker_main(args.folder, name=args.name, device=args.device, wandb_mode=args.wandb,
-                                  heartbeat_s=args.heartbeat, deadline=args.deadline)
+                                  heartbeat_s=args.heartbeat, deadline=args.deadline, db_wait_s=args.db_wait)
         except KeyboardInterrupt as e:
             how = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
             print(f"worker {args.name}: {how}, its trial was re-queued", file=sys.stderr)

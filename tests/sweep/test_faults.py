@@ -221,31 +221,50 @@ def test_a_wandb_mode_that_wandb_refuses_is_named_in_one_line(tmp_path, value):
 
 
 # ------------------------------------------------------------------------------------ a database that goes away
-def test_postgres_stopped_for_15_s_mid_sweep_then_a_rerun_ends_with_exactly_n(tmp_path, postgres_url):
-    """Two workers on PostgreSQL; the server stops (every connection cut) for 15 s while trials train, then starts
-    again. The run ends with one line (or rides it out), never a traceback; the same command then finishes the
-    study: exactly N finished trials, no ticket finished twice."""
+def _outage_mid_sweep(tmp_path, postgres_url, study: str, *flags: str) -> tuple[subprocess.Popen, str, tuple]:
+    """Two workers on PostgreSQL; once a trial trains, the server stops (every connection cut) for 15 s, then
+    starts again. Returns the process, its stderr (and the workers' logs), and the run's arguments."""
     from tests.pg import OUTAGES
 
-    spec = make_spec(tmp_path, "pgdown", 6, train={"epochs": 3, "patience": 0, "batch_size": 32})
+    spec = make_spec(tmp_path, study, 6, train={"epochs": 3, "patience": 0, "batch_size": 32})
     results = tmp_path / "r"
-    args = ("run", spec, "--results", results, "--workers", "2", "--storage", postgres_url, "--device", "cpu")
+    args = ("run", spec, "--results", results, "--workers", "2", "--storage", postgres_url, "--device", "cpu", *flags)
     proc = subprocess.Popen(cli(*map(str, args)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
-        study = optuna.load_study(study_name="pgdown", storage=postgres_url) if (results / "pgdown").is_dir() else None
-        if study and any(t.state == optuna.trial.TrialState.RUNNING for t in study.get_trials(deepcopy=False)):
+        found = optuna.load_study(study_name=study, storage=postgres_url) if (results / study).is_dir() else None
+        if found and any(t.state == optuna.trial.TrialState.RUNNING for t in found.get_trials(deepcopy=False)):
             break
         time.sleep(0.5)
     assert proc.poll() is None, "the sweep ended before the outage"
     OUTAGES[postgres_url](15)
     _, stderr = proc.communicate(timeout=300)
-    assert "Traceback" not in stderr, stderr
-    if proc.returncode != 0:
-        errors = [s for s in stderr.splitlines() if s.startswith("error:")]
-        assert proc.returncode == 75 and len(errors) == 1 and "run the same command" in errors[0], stderr
+    logs = "".join(p.read_text() for p in sorted((results / study).glob("worker-*.log")))
+    return proc, stderr + logs, args
+
+
+def test_a_15_s_postgres_outage_mid_sweep_is_ridden_out(tmp_path, postgres_url):
+    """The workers wait for the database (`--db-wait`, 5 minutes by default), say so in one line each way, and the
+    same run ends with exactly N finished trials: nothing to rerun, no ticket finished twice."""
+    proc, said, _ = _outage_mid_sweep(tmp_path, postgres_url, "ridden")
+    assert proc.returncode == 0 and "Traceback" not in said, said
+    assert "stopped answering" in said and "trying again for up to 300 s" in said and "answers again" in said, said
+    study = optuna.load_study(study_name="ridden", storage=postgres_url)
+    record("PostgreSQL stopped 15 s mid-sweep, 2 workers, default --db-wait (no rerun)", 1, study, 6, {})
+    check_exact(study, tmp_path / "ridden.yaml", 6)
+
+
+def test_with_no_db_wait_a_postgres_outage_ends_the_run_then_a_rerun_ends_with_exactly_n(tmp_path, postgres_url):
+    """`--db-wait 0`: the run ends with one line (exit 75), never a traceback; the same command then finishes the
+    study: exactly N finished trials, no ticket finished twice."""
+    proc, said, args = _outage_mid_sweep(tmp_path, postgres_url, "pgdown", "--db-wait", "0")
+    assert "Traceback" not in said, said
+    if proc.returncode != 0:  # (0 when the 15 s fell where no storage call was made)
+        errors = [s for s in said.splitlines() if s.startswith("error:")]
+        assert proc.returncode == 75 and "run the same command" in errors[-1], said
     again = run(*args)
     assert again.returncode == 0 and "Traceback" not in again.stderr, again.stderr
     study = optuna.load_study(study_name="pgdown", storage=postgres_url)
-    record(f"PostgreSQL stopped 15 s mid-sweep, 2 workers (first run exit {proc.returncode})", 1, study, 6, {})
-    check_exact(study, spec, 6)
+    record(f"PostgreSQL stopped 15 s mid-sweep, 2 workers, --db-wait 0 (first run exit {proc.returncode})", 1, study,
+           6, {})
+    check_exact(study, tmp_path / "pgdown.yaml", 6)

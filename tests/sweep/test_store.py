@@ -49,3 +49,48 @@ def test_bad_storage_url_is_one_masked_line(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and "hunter2-secret" not in run.stdout + run.stderr
     assert run.stderr.strip().count("\n") == 0 and "fer:***@127.0.0.1:1/none" in run.stderr
+
+
+def _db_down() -> Exception:
+    import sqlalchemy.exc
+
+    return sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("connection to server at 127.0.0.1 failed"))
+
+
+def test_ride_out_tries_a_storage_call_again_until_it_answers():
+    from fer_sweep.sweep.store import ride_out
+
+    calls, pauses, said = [], [], []
+
+    def call():
+        calls.append(1)
+        if len(calls) <= 3:
+            raise _db_down()
+        return "answer"
+
+    assert ride_out(call, 60, "worker w0", say=said.append, sleep=pauses.append) == "answer"
+    assert len(calls) == 4 and pauses == [0.5, 1.0, 2.0]
+    assert len(said) == 2 and "stopped answering" in said[0] and "up to 60 s" in said[0]
+    assert "answers again" in said[1]
+
+
+def test_ride_out_gives_up_with_one_line_and_passes_other_errors_at_once():
+    import time
+
+    import pytest
+
+    from fer_sweep.sweep.store import StorageDown, ride_out
+
+    def down():
+        raise _db_down()
+
+    with pytest.raises(StorageDown) as gone:  # --db-wait 0: the old behaviour, at once
+        ride_out(down, 0, "worker w0", say=pytest.fail, sleep=pytest.fail)
+    assert "stopped answering" in str(gone.value) and "\n" not in str(gone.value) and gone.value.waited
+    said: list[str] = []
+    start = time.monotonic()
+    with pytest.raises(StorageDown) as gone:
+        ride_out(down, 1.2, "worker w0", say=said.append)  # real sleeps: 0.5, 0.5, then 0.2 s
+    assert 1.1 < time.monotonic() - start < 5 and "waited 1 s" in str(gone.value) and len(said) == 1
+    with pytest.raises(KeyError):
+        ride_out(lambda: {}["x"], 60, "worker w0", say=pytest.fail, sleep=pytest.fail)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import time
 
@@ -78,3 +79,28 @@ def test_heartbeat_fails_a_silent_remote_trial_and_requeues_it(tmp_path, postgre
     again = [t for t in waiting if t.user_attrs.get("retry_of") == trial.number]
     assert len(again) == 1 and again[0].system_attrs["fixed_params"] == params
     assert again[0].user_attrs["ticket"] == study._storage.get_trial(trial._trial_id).user_attrs["ticket"]
+
+
+def test_after_an_outage_a_worker_puts_back_what_it_held_and_nothing_else(tmp_path):
+    """release_own: the trial this process claimed (owner stamp) and one it only marked (the stamp never written)
+    go back in the queue; a trial of another process, and one that another process also tried to take, stay."""
+    from fer_sweep.sweep.study import CLAIM_MARK, claim, prepare_study, release_own
+
+    spec = parse_spec(yaml.safe_load(make_spec(tmp_path, "own", 4).read_text()), "own.yaml")
+    study = prepare_study(spec, tmp_path / "results", None, heartbeat_s=30)
+    storage, host = study._storage, socket.gethostname()
+    mine = claim(study, spec.trials, "w0")
+    marked, theirs, shared = (claim(study, spec.trials, "w0") for _ in range(3))
+    for t in (marked, shared):  # as if the owner stamp had not been written when the storage went away
+        storage.set_trial_system_attr(t._trial_id, "owner", None)
+    storage.set_trial_system_attr(shared._trial_id, f"{CLAIM_MARK}{host}:1", {"host": host, "pid": 1})
+    storage.set_trial_system_attr(theirs._trial_id, "owner", {"host": host, "pid": 1, "start": "0", "worker": "w9"})
+    released = release_own(study, "w0")
+    assert sorted(released) == sorted([mine.number, marked.number])
+    states = {t.number: t for t in study.get_trials()}
+    for t in (mine, marked):
+        assert states[t.number].state == TrialState.FAIL and states[t.number].user_attrs["outcome"] == "interrupted"
+        assert "storage stopped answering" in states[t.number].user_attrs["message"]
+    assert states[theirs.number].state == states[shared.number].state == TrialState.RUNNING
+    again = [t for t in states.values() if t.state == TrialState.WAITING and t.user_attrs.get("retry_of") is not None]
+    assert sorted(t.user_attrs["retry_of"] for t in again) == sorted([mine.number, marked.number])

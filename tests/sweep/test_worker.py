@@ -1,5 +1,5 @@
 """Workers (sweep/worker.py): an out-of-memory on a GPU shared with other workers is retried, not taken as the
-configuration's verdict."""
+configuration's verdict; a trial reaped while it trains is left to whoever reaped it."""
 
 from __future__ import annotations
 
@@ -30,3 +30,30 @@ def test_out_of_memory_on_a_shared_gpu_is_retried_then_final(tmp_path):
     study2 = prepare_study(spec2, results, None)
     w2 = make_worker(spec2, study2, results / "oom2", device="cpu", wandb_mode="disabled")
     assert worker_loop(w2) == 1 and outcome(study2.get_trials()[0]) == "oom"
+
+
+def test_a_trial_reaped_while_it_trains_is_left_to_whoever_reaped_it(tmp_path):
+    """Another worker failed and re-queued this trial (its heartbeat went quiet in a database outage): the worker
+    notices at its next write and moves on, without a verdict of its own and without a traceback."""
+    from optuna.trial import TrialState
+
+    from fer_sweep.sweep.study import claim, release_own
+    from fer_sweep.sweep.worker import run_trial
+
+    spec = load_spec(make_spec(tmp_path, "gone", 1, train={"epochs": 3, "patience": 0}, pruner={"type": "none"}))
+    results = tmp_path / "results"
+    study = prepare_study(spec, results, None)
+    w = make_worker(spec, study, results / "gone", device="cpu", wandb_mode="disabled")
+    epochs: list[int] = []
+
+    def reaped_after_the_first_epoch(number, result) -> None:
+        epochs.append(result.epoch)
+        if result.epoch == 1:  # what a reaper does: failed as interrupted, its configuration queued again
+            release_own(study, "w9")
+
+    w.on_epoch = reaped_after_the_first_epoch
+    assert run_trial(w, claim(study, spec.trials, "w0")) == "reaped"
+    assert epochs == [1]  # it stopped at the next write, not after its 3 epochs
+    trials = study.get_trials()
+    assert trials[0].state == TrialState.FAIL and outcome(trials[0]) == "interrupted"  # the reaper's verdict stands
+    assert [t.state for t in trials[1:]] == [TrialState.WAITING]
