@@ -24,7 +24,7 @@ from optuna.storages import BaseStorage
 TESTED = "optuna 4.x and 5.0"
 
 # Optuna logs every study created and every trial told at INFO; fer-sweep reports progress its own way. Set here,
-# where every module that drives Optuna comes through, so no import order lets that chatter through.
+# in the module that those creating studies or telling trials import (space, study, worker), whatever the order.
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
