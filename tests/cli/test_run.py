@@ -92,16 +92,17 @@ def _wait_for_running(proc: subprocess.Popen, results: Path, name: str, timeout_
 def test_resume_after_kill_or_ctrl_c_ends_with_exactly_n(tmp_path, how):
     """SIGKILL leaves the trial RUNNING (a rerun reaps it); Ctrl-C and SIGTERM (a cluster's preemption) fail
     it as `interrupted` and re-queue it at once, and the process exits promptly (130 and 143)."""
-    # a run long enough that the cut lands mid-run: 3 trials of 6 epochs, none pruned (on a quiet 2-core machine an
-    # epoch takes 0.3 s; with 3 epochs and pruning the whole run once ended before the signal reached it)
-    spec = write_tiny_spec(tmp_path, study=f"resume-{how}", trials=3, train={"epochs": 6, "patience": 0, "batch_size": 32},
-                           pruner={"type": "none"},
+    # trials long enough (~1 s an epoch) that the cut lands mid-trial
+    spec = write_tiny_spec(tmp_path, study=f"resume-{how}", trials=3, train={"epochs": 3, "patience": 0, "batch_size": 32},
                            splits={"synthetic_n": 1400, "val_frac": 0.2, "test_frac": 0.2, "seed": 0},
                            model={"arch": "cnn", "fc_units": 32, "conv": [[16, 3], [32, 3]]},
                            space={"lr": {"choices": [0.001, 0.002, 0.003]}})
     results = tmp_path / "results"
     args = ("run", str(spec), "--results", str(results), "--wandb", "disabled", "--device", "cpu")
-    proc = subprocess.Popen(cli(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C as a terminal sends it: SIGINT at its default even when this suite was started in the background by a
+    # non-interactive shell (`make test &`), which leaves SIGINT ignored for every process it starts
+    proc = subprocess.Popen(cli(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     _wait_for_running(proc, results, f"resume-{how}")
     assert proc.poll() is None, "the run ended before the signal"
     signalled = time.monotonic()
