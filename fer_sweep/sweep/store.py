@@ -18,7 +18,6 @@ from fer_sweep.config import UserError, WriteError, first_line, write_error
 from fer_sweep.sweep.journal import HealingJournal
 
 JOURNAL = "journal.log"
-T = TypeVar("T")
 STORAGE_NOTE = "storage.txt"  # the masked URL of an external storage, so `status` can say which one
 
 
@@ -120,6 +119,7 @@ def study_fault(error: BaseException) -> Optional[WriteError]:
 
 DB_WAIT_S = 300.0  # `run --db-wait`'s default: a database restart or a managed failover takes seconds to minutes
 RETRY_MAX_S = 10.0  # the longest pause between two tries
+T = TypeVar("T")
 
 
 def ride_out(call: Callable[[], T], wait_s: float, who: str, *, say: Callable[[str], None] | None = None,
