@@ -4,7 +4,11 @@ With `refit`, the retrain is a selection run (train only, validation held out: i
 the plateau schedule, records the epochs its lr was cut) followed, for each seed, by a refit on train + validation
 for exactly E epochs with the same lr schedule (the plateau cuts replayed); the refit models are tested once and
 saved, their validation figures are not held out (they trained on it) and are reported as such. The selection
-run's model is saved too (final/selection/), as a held-out model that ensembles may pool."""
+run's model is saved too (final/selection/), as a held-out model that ensembles may pool.
+
+A retrain never destroys the one before it: when it is ready to save, the earlier retrain's files in final/ (model,
+config, metrics, confusion plot, seeds/, selection/) move to final/earlier/<k>/ (k = 1, 2, ... oldest first), where
+ensembles still pool them; final/ always holds the latest."""
 
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ import torch
 from fer_sweep.config import EpochResult, RunConfig, UserError
 from fer_sweep.data.splits import Splits
 from fer_sweep.files import write_atomic
-from fer_sweep.learn.checkpoint import save_model, state_dict_cpu
+from fer_sweep.learn.checkpoint import CONFIG_FILE, MODEL_FILE, save_model, state_dict_cpu
 from fer_sweep.learn.device import DeviceSplit, pick_device, to_device
 from fer_sweep.learn.train import evaluate_as_trained, input_norm
 from fer_sweep.results import ensemble
@@ -47,6 +51,7 @@ def winner_info(t: FrozenTrial) -> dict[str, Any]:
 
 
 SELECTION = "selection"  # final/selection/: a refit's selection run (trained on train only, validation held out)
+RETRAIN_FILES = (MODEL_FILE, CONFIG_FILE, "metrics.json", "confusion.png", "seeds", SELECTION)
 
 
 def retrain_best(spec: SweepSpec, study: optuna.Study, folder: Path, splits: Splits, *, device: str = "auto",
@@ -82,11 +87,25 @@ def retrain_best(spec: SweepSpec, study: optuna.Study, folder: Path, splits: Spl
     metrics = _metrics(winner, runs, chosen, splits)
     if kept:
         metrics["seeds_ensemble"] = ensemble.seeds_metrics(kept, val, test)
-    shutil.rmtree(folder / "final" / SELECTION, ignore_errors=True)  # an earlier refit's: not this retrain's
+    keep_earlier(folder / "final")
+    shutil.rmtree(folder / "final" / SELECTION, ignore_errors=True)  # an interrupted refit's, left without its model
     _save(folder / "final", best_state, config, metrics, f"{spec.study} winner (trial {winner.number})")
     ensemble.save_seeds(folder / "final" / "seeds", kept, config, metrics.get("seeds_ensemble"))
     _finish_run(spec, folder, cfg, winner, metrics, wandb_mode)
     return metrics
+
+
+def keep_earlier(final: Path) -> Path | None:
+    """Move the retrain saved in `final` (if any: its model.pt) to final/earlier/<k>/, k one past the last there;
+    renames within one folder, so nothing is copied and a full disk cannot tear it. Returns the new folder."""
+    if not (final / MODEL_FILE).is_file():
+        return None
+    dest = final / ensemble.EARLIER / str(max((k for k, _ in ensemble.earlier_retrains(final)), default=0) + 1)
+    dest.mkdir(parents=True)
+    for name in RETRAIN_FILES:
+        if (final / name).exists():
+            (final / name).rename(dest / name)
+    return dest
 
 
 def _seed_cfg(cfg: RunConfig, k: int, **train: Any) -> RunConfig:
@@ -123,6 +142,7 @@ def _refit(spec: SweepSpec, winner: FrozenTrial, cfg: RunConfig, config: dict, f
     sel_val = evaluate_as_trained(t.model, val, norm, sel_cfg.train)
     sel_test = None if test is None else evaluate_as_trained(t.model, test, norm, sel_cfg.train)
     selection = _run(sel_cfg, t, sel_val, sel_test)
+    keep_earlier(folder / "final")
     save_model(folder / "final" / SELECTION, state_dict_cpu(t.model), config)  # held out: ensembles may pool it
     plan = tuple(round(lr / cfg.train.lr, 9) for lr in lrs[:chosen]) if cfg.train.schedule == "plateau" else ()
     both = DeviceSplit(torch.cat([train.x, val.x]), torch.cat([train.y, val.y]))

@@ -11,7 +11,7 @@ averaging probabilities optimises. Only validation data is looked at; the test s
 choice, by `_test`.
 
 The pool: every kept trial model and every retrained model (`best`'s final/, final/seeds/*, a refit's
-final/selection/) of one study, or of several studies on the same data and splits (`best --ensemble K --study A
+final/selection/, and the same in final/earlier/<k>/ for the retrains before the latest, named e<k>-...) of one study, or of several studies on the same data and splits (`best --ensemble K --study A
 --study B`): ensembles gain most when their members differ, and members of different architectures differ more
 than one architecture's trials. Models refit on train + validation are left out (their validation is not held
 out, so selection would trust them blindly). Retrained models come first (best validation accuracy first), then
@@ -43,6 +43,7 @@ from fer_sweep.learn.evaluate import predict_proba
 from fer_sweep.sweep.artifacts import load_kept
 
 ENSEMBLE_JSON = "ensemble.json"
+EARLIER = "earlier"  # final/earlier/<k>/: `best`'s retrains before the latest, oldest first (results/best.py)
 CRITERION = "val/log_loss"
 EPS = 1e-12  # probabilities are clipped here before the log
 
@@ -164,21 +165,30 @@ def check_same_data(sources: Sequence[Source]) -> None:
                             f"{dataclasses.asdict(home.splits)}): an ensemble needs one validation split")
 
 
+def earlier_retrains(final: Path) -> list[tuple[int, Path]]:
+    """(k, final/earlier/<k>) of the retrains `best` kept before its latest, oldest first."""
+    earlier = Path(final) / EARLIER
+    return sorted((int(p.name), p) for p in earlier.iterdir() if p.name.isdigit()) if earlier.is_dir() else []
+
+
 def _retrained(spec, folder: Path, val: torch.Tensor, notes: list[str]) -> list[tuple[str, str, dict, bytes, np.ndarray]]:
     """(name, source, config, weights, val probabilities) of every retrained model `best` saved in the study folder:
-    the seeds (final/seeds/s*, of which final/ is one), else final/ itself, and a refit's final/selection/."""
+    the seeds (final/seeds/s*, of which final/ is one), else final/ itself, and a refit's final/selection/; the same
+    for each earlier retrain in final/earlier/<k>/, its names prefixed e<k>-."""
     final = Path(folder) / FINAL
     found: list[tuple[str, str, Path]] = []
-    seeds = final / "seeds" / ENSEMBLE_JSON
-    if seeds.is_file():
-        try:
-            found += [(m["name"], "seed", final / "seeds" / m["path"]) for m in read_ensemble(seeds.parent)["members"]]
-        except UserError as e:
-            notes.append(f"{spec.study}: retrained seeds not readable ({e}); left out")
-    elif (final / MODEL_FILE).is_file():
-        found.append(("final", "final", final))
-    if (final / "selection" / MODEL_FILE).is_file():
-        found.append(("selection", "selection", final / "selection"))
+    for prefix, where in [("", final)] + [(f"e{k}-", path) for k, path in earlier_retrains(final)]:
+        seeds = where / "seeds" / ENSEMBLE_JSON
+        if seeds.is_file():
+            try:
+                found += [(prefix + m["name"], "seed", where / "seeds" / m["path"])
+                          for m in read_ensemble(seeds.parent)["members"]]
+            except UserError as e:
+                notes.append(f"{spec.study}: retrained seeds not readable ({e}); left out")
+        elif (where / MODEL_FILE).is_file():
+            found.append((prefix + "final", "final", where))
+        if (where / "selection" / MODEL_FILE).is_file():
+            found.append((prefix + "selection", "selection", where / "selection"))
     out = []
     for name, source, where in found:
         try:

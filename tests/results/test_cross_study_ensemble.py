@@ -99,3 +99,26 @@ def test_studies_on_other_splits_or_without_ensemble_are_refused(studies):
             words=("--study other", "other splits"))
     refused("best", "--study", "crops", "--study", "res", "--results", results, words=("--ensemble",))
     assert json.loads((studies["final"] / "ensemble.json").read_text()) == studies["info"]  # nothing written
+
+
+def test_a_second_retrain_keeps_the_first_in_earlier_and_the_pool_holds_both(studies):
+    results = studies["results"]
+    final = results / "res" / "final"
+    base = ("best", "--study", "res", "--results", results, "--device", "cpu", "--epochs", 1, "--wandb", "disabled",
+            "--json")
+    first = json.loads(invoke(*base, "--seeds", 2).stdout)
+    assert not (final / "earlier").exists()  # nothing before the first retrain
+    second = json.loads(invoke(*base, "--seeds", 1).stdout)
+    earlier = final / "earlier" / "1"
+    for path in ("model.pt", "config.json", "confusion.png", "seeds/ensemble.json", "seeds/s0/model.pt",
+                 "seeds/s1/model.pt"):
+        assert (earlier / path).is_file(), path
+    assert json.loads((earlier / "metrics.json").read_text())["runs"] == first["runs"]
+    assert json.loads((final / "metrics.json").read_text())["runs"] == second["runs"]
+    assert (final / "model.pt").is_file() and not (final / "seeds").exists()  # the latest retrain had 1 seed
+    info = json.loads(invoke("best", "--ensemble", 3, "--study", "res", "--results", results, "--device", "cpu",
+                             "--json").stdout)
+    assert {"final", "e1-s0", "e1-s1"} <= set(info["candidates"])
+    assert not {"e1-final", "seeds"} & set(info["candidates"])  # final/ is one of its seeds: not pooled twice
+    invoke(*base, "--seeds", 1)
+    assert sorted(p.name for p in (final / "earlier").iterdir()) == ["1", "2"]  # oldest first, none overwritten
