@@ -228,6 +228,7 @@ def status_view(st: Mapping[str, Any]) -> Group:
                         Text(f"epochs trained: {st['epochs_trained']} of {st['epochs_budget']} "
                              f"unpruned budget ({pct(st['epochs_trained'] / max(st['epochs_budget'], 1))})"),
                         *([Text(eta_line(st))] if eta_line(st) else []),
+                        *[Text(line) for line in saved_lines(st.get("saved") or {})],
                         leaderboard(st["leaderboard"], f"top {len(st['leaderboard'])} trials of {st['study']}")]
     if st.get("importances"):
         basis = st.get("importance_basis") or {}
@@ -242,6 +243,26 @@ def status_view(st: Mapping[str, Any]) -> Group:
 
             parts.append(Text(importance_warning(basis), style="yellow"))
     return Group(*parts)
+
+
+def saved_lines(saved: Mapping[str, Any]) -> list[str]:
+    """`status`: one line per retrain `best` saved (latest first) and one for the ensemble."""
+    out = []
+    for r in saved.get("retrains", []):
+        split = r["split"]
+        how = (f"refit on train + val for {r['refit_epochs']} epochs" if r.get("refit_epochs")
+               else f"{r['epochs']} epochs")
+        std = f" ± {pct(r['acc_std'])}" if (r.get("seeds") or 1) > 1 else ""
+        avg = (f"; the seeds' average {pct(r['seeds_average_acc'])}" if r.get("seeds_average_acc") is not None
+               else "")
+        val = f"val acc {pct(r['val_acc'])}" + ("" if r.get("val_held_out", True) else " (not held out)")
+        out.append(f"retrain {r['path']}: trial {r['trial']}, {_count(r.get('seeds') or 1, 'seed')} x {how}: "
+                   f"{split} acc {pct(r['acc'])}{std} ({val}){avg}")
+    e = saved.get("ensemble")
+    if e:
+        out.append(f"ensemble {e['path']}: {_count(e['members'], 'member')} of {', '.join(e['archs']) or '?'} from "
+                   f"{', '.join(e['studies'])}: {e['split']} acc {pct(e['acc'])}, val acc {pct(e['val_acc'])}")
+    return out
 
 
 def winner_panel(w: Mapping[str, Any]) -> Panel:

@@ -119,12 +119,14 @@ def status(study: Study = None, results: Results = Path("results"), storage: Sto
            top: Annotated[int, typer.Option("--top", min=1, help="Rows in the leaderboard.")] = 10) -> None:
     """Leaderboard of a running or finished sweep, counts by state, epochs saved by pruning, importances."""
     from fer_sweep.cli import render
+    from fer_sweep.results.retrains import saved
     from fer_sweep.sweep import summary
     from fer_sweep.sweep.study import open_existing
 
     with user_errors():
-        spec, st, _ = open_existing(results, study, storage)
+        spec, st, folder = open_existing(results, study, storage)
         data = summary.status(st, spec.trials, int(spec.train.get("epochs", 15)), top=top, pruner=spec.pruner)
+        data["saved"] = saved(folder)  # what `best` saved: retrains (latest first) and the ensemble
     if as_json:
         print(json.dumps(data, indent=2, default=str))
     else:

@@ -7,8 +7,8 @@ saved, their validation figures are not held out (they trained on it) and are re
 run's model is saved too (final/selection/), as a held-out model that ensembles may pool.
 
 A retrain never destroys the one before it: when it is ready to save, the earlier retrain's files in final/ (model,
-config, metrics, confusion plot, seeds/, selection/) move to final/earlier/<k>/ (k = 1, 2, ... oldest first), where
-ensembles still pool them; final/ always holds the latest."""
+config, metrics, confusion plot, seeds/, selection/) move to final/earlier/<k>/ (k = 1, 2, ... oldest first:
+results/retrains.py), where ensembles still pool them; final/ always holds the latest."""
 
 from __future__ import annotations
 
@@ -27,11 +27,12 @@ import torch
 from fer_sweep.config import EpochResult, RunConfig, UserError
 from fer_sweep.data.splits import Splits
 from fer_sweep.files import write_atomic
-from fer_sweep.learn.checkpoint import CONFIG_FILE, MODEL_FILE, save_model, state_dict_cpu
+from fer_sweep.learn.checkpoint import save_model, state_dict_cpu
 from fer_sweep.learn.device import DeviceSplit, pick_device, to_device
 from fer_sweep.learn.train import evaluate_as_trained, input_norm
 from fer_sweep.results import ensemble
 from fer_sweep.results.plots import save_confusion_png
+from fer_sweep.results.retrains import SELECTION, keep_earlier
 from fer_sweep.sweep import tracking
 from fer_sweep.sweep.spec import SweepSpec
 from fer_sweep.sweep.trial import Training, checkpoint_config, trial_config, wandb_config
@@ -50,8 +51,6 @@ def winner_info(t: FrozenTrial) -> dict[str, Any]:
             "best_epoch": t.user_attrs.get("best_epoch"), "params": dict(t.params)}
 
 
-SELECTION = "selection"  # final/selection/: a refit's selection run (trained on train only, validation held out)
-RETRAIN_FILES = (MODEL_FILE, CONFIG_FILE, "metrics.json", "confusion.png", "seeds", SELECTION)
 
 
 def retrain_best(spec: SweepSpec, study: optuna.Study, folder: Path, splits: Splits, *, device: str = "auto",
@@ -93,19 +92,6 @@ def retrain_best(spec: SweepSpec, study: optuna.Study, folder: Path, splits: Spl
     ensemble.save_seeds(folder / "final" / "seeds", kept, config, metrics.get("seeds_ensemble"))
     _finish_run(spec, folder, cfg, winner, metrics, wandb_mode)
     return metrics
-
-
-def keep_earlier(final: Path) -> Path | None:
-    """Move the retrain saved in `final` (if any: its model.pt) to final/earlier/<k>/, k one past the last there;
-    renames within one folder, so nothing is copied and a full disk cannot tear it. Returns the new folder."""
-    if not (final / MODEL_FILE).is_file():
-        return None
-    dest = final / ensemble.EARLIER / str(max((k for k, _ in ensemble.earlier_retrains(final)), default=0) + 1)
-    dest.mkdir(parents=True)
-    for name in RETRAIN_FILES:
-        if (final / name).exists():
-            (final / name).rename(dest / name)
-    return dest
 
 
 def _seed_cfg(cfg: RunConfig, k: int, **train: Any) -> RunConfig:

@@ -40,10 +40,10 @@ from fer_sweep.learn.checkpoint import state_dict_cpu
 from fer_sweep.learn.device import accumulator_dtype, pick_device
 from fer_sweep.learn.evaluate import _scores as scores_from_confusion  # one definition of the metrics (macro-F1 etc.)
 from fer_sweep.learn.evaluate import predict_proba
+from fer_sweep.results.retrains import SELECTION, earlier_retrains
 from fer_sweep.sweep.artifacts import load_kept
 
 ENSEMBLE_JSON = "ensemble.json"
-EARLIER = "earlier"  # final/earlier/<k>/: `best`'s retrains before the latest, oldest first (results/best.py)
 CRITERION = "val/log_loss"
 EPS = 1e-12  # probabilities are clipped here before the log
 
@@ -165,12 +165,6 @@ def check_same_data(sources: Sequence[Source]) -> None:
                             f"{dataclasses.asdict(home.splits)}): an ensemble needs one validation split")
 
 
-def earlier_retrains(final: Path) -> list[tuple[int, Path]]:
-    """(k, final/earlier/<k>) of the retrains `best` kept before its latest, oldest first."""
-    earlier = Path(final) / EARLIER
-    return sorted((int(p.name), p) for p in earlier.iterdir() if p.name.isdigit()) if earlier.is_dir() else []
-
-
 def _retrained(spec, folder: Path, val: torch.Tensor, notes: list[str]) -> list[tuple[str, str, dict, bytes, np.ndarray]]:
     """(name, source, config, weights, val probabilities) of every retrained model `best` saved in the study folder:
     the seeds (final/seeds/s*, of which final/ is one), else final/ itself, and a refit's final/selection/; the same
@@ -187,8 +181,8 @@ def _retrained(spec, folder: Path, val: torch.Tensor, notes: list[str]) -> list[
                 notes.append(f"{spec.study}: retrained seeds not readable ({e}); left out")
         elif (where / MODEL_FILE).is_file():
             found.append((prefix + "final", "final", where))
-        if (where / "selection" / MODEL_FILE).is_file():
-            found.append((prefix + "selection", "selection", where / "selection"))
+        if (where / SELECTION / MODEL_FILE).is_file():
+            found.append((prefix + "selection", "selection", where / SELECTION))
     out = []
     for name, source, where in found:
         try:

@@ -122,3 +122,11 @@ def test_a_second_retrain_keeps_the_first_in_earlier_and_the_pool_holds_both(stu
     assert not {"e1-final", "seeds"} & set(info["candidates"])  # final/ is one of its seeds: not pooled twice
     invoke(*base, "--seeds", 1)
     assert sorted(p.name for p in (final / "earlier").iterdir()) == ["1", "2"]  # oldest first, none overwritten
+    # `status` lists every retrain, latest first, and the ensemble
+    st = json.loads(invoke("status", "--study", "res", "--results", results, "--json").stdout)["saved"]
+    assert [r["path"] for r in st["retrains"]] == ["final/", "final/earlier/2/", "final/earlier/1/"]
+    assert [r["seeds"] for r in st["retrains"]] == [1, 1, 2]
+    assert st["retrains"][2]["acc"] == first["test/acc"]["mean"] and "seeds_average_acc" in st["retrains"][2]
+    assert st["ensemble"]["members"] == len(info["members"]) and st["ensemble"]["acc"] == info["test/acc"]
+    shown = invoke("status", "--study", "res", "--results", results).stdout
+    assert "retrain final/earlier/1/: trial" in shown and "2 seeds x 1 epochs" in shown and "ensemble final/:" in shown
