@@ -8,8 +8,8 @@
 --recipe runs issue 20's whole recipe as resumable stages (see `Recipe.run_all`), in the order that answers the most
 if it is cut short: sweeps/strong-sgd.yaml and its `best` (its spec's epochs and seeds), sweeps/resnet.yaml, the
 cross-study ensemble of everything kept so far, the ablation of each recipe element against the strong winner's
-recipe at a fixed budget, then resnet's `best` and the cross-study ensemble of everything; with `--long-epochs E`, then
-strong-sgd's winner retrained for E epochs (2 seeds; its final/ replaced) and the ensemble pooled again. `--trials N` caps each sweep
+recipe at a fixed budget, then resnet's `best` and the cross-study ensemble of everything (with `--long-epochs E`,
+strong-sgd's winner retrained for E epochs with 2 seeds before it: the ensemble pools both retrains). `--trials N` caps each sweep
 (a smaller budget than the specs', said in the report); it writes "Accuracy: the issue-20 recipe on <data>" as it
 goes (results in results/recipe/ by default) and picks up where it stopped when run again, with the same flags.
 
@@ -300,14 +300,12 @@ class Recipe:
                                             "--seeds", "1", "--json", "--wandb", "disabled", *common,
                                             *(["--refit"] if refit else [])], parse_json=True)
         best(second)
-        self.stage("ensemble:final", ["best", "--ensemble", str(ENSEMBLE_PICKS), *pooled, "--json", *common],
-                   parse_json=True)
-        if a.long_epochs:  # the first family retrained longer (replaces its final/), then pooled again
+        if a.long_epochs:  # the first family retrained longer (its earlier retrain moves to final/earlier/1/)
             self.stage(f"best-long:{first}", ["best", "--study", first, "--epochs", str(a.long_epochs), "--seeds",
                                               str(LONG_SEEDS), "--json", "--wandb", "disabled", *common],
                        parse_json=True)
-            self.stage("ensemble:long", ["best", "--ensemble", str(ENSEMBLE_PICKS), *pooled, "--json", *common],
-                       parse_json=True)
+        self.stage("ensemble:final", ["best", "--ensemble", str(ENSEMBLE_PICKS), *pooled, "--json", *common],
+                   parse_json=True)
         self.report(final=True)
 
     def mark_status(self, name: str, study: str) -> None:
@@ -337,8 +335,8 @@ class Recipe:
         a = self.args
         names = ([f"sweep:{s}" for s, _ in STUDIES] + ["ensemble:trials"] + [f"best:{s}" for s, _ in STUDIES]
                  + ["ensemble:final"] + [f"{k}:{n}" for n, *_ in ABLATION for k in ("ablation-sweep", "ablation")]
-                 + ([f"best-long:{STUDIES[0][0]}", "ensemble:long"] if a.long_epochs or self.done("ensemble:long")
-                    or self.done(f"best-long:{STUDIES[0][0]}") else []))
+                 + ([f"best-long:{STUDIES[0][0]}"] if a.long_epochs or self.done(f"best-long:{STUDIES[0][0]}")
+                    else []))
         markers = {n: self.done(n) for n in names}
         spent = sum(self.seconds(n, m) for n, m in markers.items())
         head = ("" if final else "**Partial: still running or stopped before the end** (rerun "
@@ -421,9 +419,8 @@ class Recipe:
         out = []
         for name, what in (("ensemble:trials", f"kept trial models of both sweeps and {STUDIES[0][0]}'s retrained "
                                                "seeds"),
-                           ("ensemble:final", "kept trial models and retrained seeds of both studies"),
-                           ("ensemble:long", f"as above, with {STUDIES[0][0]}'s longer retrain in place of its "
-                                             "first")):
+                           ("ensemble:final", "kept trial models and retrained seeds of both studies, every retrain "
+                                              "(final/ and final/earlier/*)")):
             e = (markers.get(name) or {}).get("output")
             if not e:
                 continue
@@ -476,13 +473,11 @@ class Recipe:
             out.append("- target, best single model (mean of 2 seeds) >= 69.5%: " + ", ".join(
                 f"{s} {pct(v)} (" + ("met" if v >= 0.695 and n >= 2 else "missed" if n >= 2 else
                                     f"{n} seed: not a test of the target") + ")" for s, (v, n) in got.items()))
-        for name in ("ensemble:final", "ensemble:long"):
-            e = (markers.get(name) or {}).get("output")
-            if e:
-                acc, archs = e[e["split"] + "/acc"], sorted({m["arch"] for m in e["members"]})
-                out.append(f"- target, ensemble across at least two architectures >= 71.5% ({name}): {pct(acc)} with "
-                           f"members of {len(archs)} architecture(s) "
-                           f"({'met' if acc >= 0.715 and len(archs) >= 2 else 'missed'})")
+        e = (markers.get("ensemble:final") or {}).get("output")
+        if e:
+            acc, archs = e[e["split"] + "/acc"], sorted({m["arch"] for m in e["members"]})
+            out.append(f"- target, ensemble across at least two architectures >= 71.5%: {pct(acc)} with members of "
+                       f"{len(archs)} architecture(s) ({'met' if acc >= 0.715 and len(archs) >= 2 else 'missed'})")
         return out
 
     def compute_lines(self, markers: dict) -> list[str]:
@@ -530,9 +525,8 @@ def main() -> None:
     parser.add_argument("--study", default=None, help="default: the spec's study name")
     parser.add_argument("--ensemble", type=int, default=10, help="picks of `best --ensemble` (0: skip it)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
-    parser.add_argument("--long-epochs", type=int, default=None, help="--recipe: after the final ensemble, retrain "
-                        f"the first family's winner for this many epochs with {LONG_SEEDS} seeds (it replaces that "
-                        "study's final/), then pool the ensemble again")
+    parser.add_argument("--long-epochs", type=int, default=None, help="--recipe: before the final ensemble, retrain "
+                        f"the first family's winner for this many epochs with {LONG_SEEDS} seeds (its earlier retrain moves to final/earlier/1/; the ensemble pools both)")
     parser.add_argument("--report-only", action="store_true", help="--recipe: rewrite its RESULTS.md section from "
                         "the finished stages and run nothing")
     args = parser.parse_args()
