@@ -6,15 +6,15 @@ for exactly E epochs with the same lr schedule (the plateau cuts replayed); the 
 saved, their validation figures are not held out (they trained on it) and are reported as such. The selection
 run's model is saved too (final/selection/), as a held-out model that ensembles may pool.
 
-A retrain never destroys the one before it: when it is ready to save, the earlier retrain's files in final/ (model,
-config, metrics, confusion plot, seeds/, selection/) move to final/earlier/<k>/ (k = 1, 2, ... oldest first:
-results/retrains.py), where ensembles still pool them; final/ always holds the latest."""
+A retrain is saved whole or not at all, and never destroys the one before it: its files are written into
+final/.incoming/, then the earlier retrain's files in final/ (model, config, metrics, confusion plot, seeds/,
+selection/) move to final/earlier/<k>/ (k = 1, 2, ... oldest first), where ensembles still pool them, and the new
+ones move in (results/retrains.py). final/ always holds the latest; a full disk or a kill leaves it as it was."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import statistics
 from pathlib import Path
 from typing import Any, Callable
@@ -32,7 +32,7 @@ from fer_sweep.learn.device import DeviceSplit, pick_device, to_device
 from fer_sweep.learn.train import evaluate_as_trained, input_norm
 from fer_sweep.results import ensemble
 from fer_sweep.results.plots import save_confusion_png
-from fer_sweep.results.retrains import SELECTION, keep_earlier
+from fer_sweep.results.retrains import SELECTION, staged
 from fer_sweep.sweep import tracking
 from fer_sweep.sweep.spec import SweepSpec
 from fer_sweep.sweep.trial import Training, checkpoint_config, trial_config, wandb_config
@@ -86,10 +86,9 @@ def retrain_best(spec: SweepSpec, study: optuna.Study, folder: Path, splits: Spl
     metrics = _metrics(winner, runs, chosen, splits)
     if kept:
         metrics["seeds_ensemble"] = ensemble.seeds_metrics(kept, val, test)
-    keep_earlier(folder / "final")
-    shutil.rmtree(folder / "final" / SELECTION, ignore_errors=True)  # an interrupted refit's, left without its model
-    _save(folder / "final", best_state, config, metrics, f"{spec.study} winner (trial {winner.number})")
-    ensemble.save_seeds(folder / "final" / "seeds", kept, config, metrics.get("seeds_ensemble"))
+    with staged(folder / "final") as stage:
+        _save(stage, best_state, config, metrics, f"{spec.study} winner (trial {winner.number})")
+        ensemble.save_seeds(stage / "seeds", kept, config, metrics.get("seeds_ensemble"))
     _finish_run(spec, folder, cfg, winner, metrics, wandb_mode)
     return metrics
 
@@ -128,8 +127,7 @@ def _refit(spec: SweepSpec, winner: FrozenTrial, cfg: RunConfig, config: dict, f
     sel_val = evaluate_as_trained(t.model, val, norm, sel_cfg.train)
     sel_test = None if test is None else evaluate_as_trained(t.model, test, norm, sel_cfg.train)
     selection = _run(sel_cfg, t, sel_val, sel_test)
-    keep_earlier(folder / "final")
-    save_model(folder / "final" / SELECTION, state_dict_cpu(t.model), config)  # held out: ensembles may pool it
+    sel_state = state_dict_cpu(t.model)  # saved with the refits (final/selection/): held out, ensembles may pool it
     plan = tuple(round(lr / cfg.train.lr, 9) for lr in lrs[:chosen]) if cfg.train.schedule == "plateau" else ()
     both = DeviceSplit(torch.cat([train.x, val.x]), torch.cat([train.y, val.y]))
     refit_norm = input_norm(cfg.train.normalize, both.x)  # the refit's training data is train + validation
@@ -155,9 +153,11 @@ def _refit(spec: SweepSpec, winner: FrozenTrial, cfg: RunConfig, config: dict, f
                            **({"test/acc": sel_test["acc"], "test/macro_f1": sel_test["macro_f1"]} if sel_test else {})}}
     if kept:
         metrics["seeds_ensemble"] = ensemble.seeds_metrics(kept, val, test)
-    _save(folder / "final", first_state, refit_config, metrics,
-          f"{spec.study} winner (trial {winner.number}), refit on train + val")
-    ensemble.save_seeds(folder / "final" / "seeds", kept, refit_config, metrics.get("seeds_ensemble"))
+    with staged(folder / "final") as stage:
+        save_model(stage / SELECTION, sel_state, config)
+        _save(stage, first_state, refit_config, metrics,
+              f"{spec.study} winner (trial {winner.number}), refit on train + val")
+        ensemble.save_seeds(stage / "seeds", kept, refit_config, metrics.get("seeds_ensemble"))
     _finish_run(spec, folder, cfg, winner, metrics, wandb_mode)
     return metrics
 

@@ -1,17 +1,21 @@
 """What `best` saved in a study's final/, read without torch: the latest retrain, the earlier ones (kept in
-final/earlier/<k>/, oldest first: a retrain never destroys the one before it) and the ensemble. `best` moves an
-earlier retrain aside here (`keep_earlier`), ensembles pool every retrain (`earlier_retrains`), `status` lists them
-(`saved`)."""
+final/earlier/<k>/, oldest first: a retrain never destroys the one before it) and the ensemble. `best` writes a
+retrain whole into final/.incoming/ and publishes it with renames (`staged`: the earlier retrain moves aside to
+earlier/<k>/, the new files move in), so a full disk or a kill mid-save leaves final/ as it was; ensembles pool every
+retrain (`earlier_retrains`), `status` lists them (`saved`)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from fer_sweep.learn.checkpoint import CONFIG_FILE, FINAL, MODEL_FILE
 
 EARLIER = "earlier"  # final/earlier/<k>/
+INCOMING = ".incoming"  # final/.incoming/: a retrain being written, published whole by `staged`
 METRICS = "metrics.json"
 SELECTION = "selection"  # final/selection/: a refit's selection run (trained on train only, validation held out)
 # A retrain's files in final/ (the ensemble's own, ensemble.json and members/, stay: they are copies)
@@ -35,6 +39,32 @@ def keep_earlier(final: Path) -> Optional[Path]:
         if (final / name).exists():
             (final / name).rename(dest / name)
     return dest
+
+
+@contextlib.contextmanager
+def staged(final: Path) -> Iterator[Path]:
+    """A folder to write one whole retrain into (final/.incoming/, emptied first). When the block ends, the retrain
+    in `final` moves to earlier/<k>/ (`keep_earlier`) and the new files move in: renames only, no new space needed.
+    When it raises (a full disk, Ctrl-C), the folder is removed and `final` is left exactly as it was."""
+    final = Path(final)
+    stage = final / INCOMING
+    shutil.rmtree(stage, ignore_errors=True)  # a killed retrain's
+    stage.mkdir(parents=True)
+    try:
+        yield stage
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    keep_earlier(final)
+    for name in RETRAIN_FILES:  # what a retrain killed before these renames left without its model
+        old = final / name
+        if old.is_dir():
+            shutil.rmtree(old)
+        elif old.exists():
+            old.unlink()
+    for path in sorted(stage.iterdir(), key=lambda p: p.name == MODEL_FILE):  # model.pt last: it marks a retrain
+        path.rename(final / path.name)
+    stage.rmdir()
 
 
 def _read(path: Path) -> Optional[dict]:

@@ -168,6 +168,37 @@ def test_a_full_disk_is_one_line_and_the_same_command_resumes(tmp_path, small_di
     assert not leftovers, leftovers
 
 
+def test_a_full_disk_while_best_saves_leaves_the_saved_retrain_as_it_was(tmp_path, small_disk):
+    """`best` on a disk too full for its new retrain: one line, exit 75, final/ byte for byte as before (the retrain
+    is written whole into final/.incoming/ and only then published); after more space the same command publishes
+    it and keeps the first retrain in final/earlier/1/."""
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
+    spec, results = make_spec(tmp_path, "fullbest", 2), small_disk / "r"
+    assert run("run", spec, "--results", results, "--device", "cpu").returncode == 0
+    best = ("best", "--study", "fullbest", "--results", results, "--device", "cpu", "--seeds", "2", "--json")
+    assert run(*best).returncode == 0
+    final = results / "fullbest" / "final"
+
+    def files(folder: Path) -> dict:
+        return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+    first = files(final)
+    assert "model.pt" in first and "seeds/s1/model.pt" in first
+    used_kib = shutil.disk_usage(small_disk).used // 1024
+    subprocess.run(["mount", "-o", f"remount,size={used_kib + 8}k", str(small_disk)], check=True)
+    full = run(*best)
+    assert full.returncode == 75 and "Traceback" not in full.stderr, (full.returncode, full.stderr)
+    error = [s for s in full.stderr.splitlines() if s.startswith("error:")]
+    assert len(error) == 1 and "No space left on device" in error[0] and ".incoming" in error[0], full.stderr
+    assert files(final) == first and not (final / ".incoming").exists() and not (final / "earlier").exists()
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
+    again = run(*best)
+    assert again.returncode == 0 and "Traceback" not in again.stderr, again.stderr
+    assert files(final / "earlier" / "1") == first and (final / "model.pt").is_file()
+    assert json.loads(again.stdout)["runs"] == json.loads((final / "metrics.json").read_text())["runs"]
+    assert not (final / ".incoming").exists()
+
+
 # ------------------------------------------------------------------------------------------- kill -9
 def kill_at_random_moments(spec: Path, results: Path, name: str, kills: int, seed: int) -> dict[str, int]:
     """Start `run`, SIGKILL it at a random moment (writes slowed so some kills land mid-append or mid-upload),
