@@ -30,12 +30,14 @@ def earlier_retrains(final: Path) -> list[tuple[int, Path]]:
 
 def keep_earlier(final: Path) -> Optional[Path]:
     """Move the retrain saved in `final` (if any: its model.pt) to final/earlier/<k>/, k one past the last there;
-    renames within one folder, so nothing is copied and a full disk cannot tear it. Returns the new folder."""
+    renames within one folder, so nothing is copied and a full disk cannot tear it. model.pt moves last: while it is
+    in `final`, so is a retrain (a kill between these renames leaves the rest for the next call, nothing is lost).
+    Returns the new folder."""
     if not (final / MODEL_FILE).is_file():
         return None
     dest = final / EARLIER / str(max((k for k, _ in earlier_retrains(final)), default=0) + 1)
     dest.mkdir(parents=True)
-    for name in RETRAIN_FILES:
+    for name in sorted(RETRAIN_FILES, key=lambda n: n == MODEL_FILE):
         if (final / name).exists():
             (final / name).rename(dest / name)
     return dest
@@ -56,7 +58,7 @@ def staged(final: Path) -> Iterator[Path]:
         shutil.rmtree(stage, ignore_errors=True)
         raise
     keep_earlier(final)
-    for name in RETRAIN_FILES:  # what a retrain killed before these renames left without its model
+    for name in RETRAIN_FILES:  # a publish killed before its model.pt moved in: an incomplete retrain, not kept
         old = final / name
         if old.is_dir():
             shutil.rmtree(old)
