@@ -407,7 +407,8 @@ class Recipe:
                 how = f" --epochs {m['runs'][0]['epochs']}" if stage.startswith("best-long") else ""
                 out.append(f"- `best --study {study}{how}` ({m['seeds']} seed{'s' if m['seeds'] > 1 else ''}, "
                            f"{best['seconds'] / 60:.0f} min): **{split} "
-                           f"acc {pct(acc['mean'])} ± {pct(acc['std'])}** (mean of the seeds), macro-F1 "
+                           f"acc {pct(acc['mean'])}" + (f" ± {pct(acc['std'])}** (mean of the seeds)" if m["seeds"] > 1
+                                                          else "**") + ", macro-F1 "
                            f"{pct(m[split + '/macro_f1']['mean'])}, val acc {pct(m['val/acc']['mean'])}; per seed: "
                            + "; ".join(f"seed {r['seed']}: {r['epochs']} epochs (best {r['best_epoch']}), val "
                                        f"{pct(r['val/acc'])}, {split} {pct(r[split + '/acc'])}" for r in m["runs"])
