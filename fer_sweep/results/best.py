@@ -14,7 +14,9 @@ ones move in (results/retrains.py). final/ always holds the latest; a full disk 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import shutil
 import statistics
 from pathlib import Path
 from typing import Any, Callable
@@ -26,7 +28,7 @@ import torch
 
 from fer_sweep.config import EpochResult, RunConfig, UserError
 from fer_sweep.data.splits import Splits
-from fer_sweep.files import write_atomic
+from fer_sweep.files import atomic_path, write_atomic
 from fer_sweep.learn.checkpoint import save_model, state_dict_cpu
 from fer_sweep.learn.device import DeviceSplit, pick_device, to_device
 from fer_sweep.learn.train import evaluate_as_trained, input_norm
@@ -73,24 +75,69 @@ def retrain_best(spec: SweepSpec, study: optuna.Study, folder: Path, splits: Spl
         return _refit(spec, winner, cfg, config, folder, splits, (train, val, test), norm, seeds, on_epoch,
                       wandb_mode)
     runs, best_state, chosen, kept = [], None, 0, []
+    done = _done_folder(folder / "final", config)
     for k in range(seeds):
         seed_cfg = _seed_cfg(cfg, k)
-        t = _train(seed_cfg, train, val, norm, on_epoch)
-        val_m = evaluate_as_trained(t.model, val, norm, seed_cfg.train)
-        test_m = None if test is None else evaluate_as_trained(t.model, test, norm, seed_cfg.train)
-        runs.append(_run(seed_cfg, t, val_m, test_m))
-        if best_state is None or val_m["acc"] > runs[chosen]["val"]["acc"]:
-            best_state, chosen = state_dict_cpu(t.model), len(runs) - 1
-        if seeds > 1:  # every seed is kept: their average is reported as an ensemble of seeds (final/seeds/)
-            kept.append(ensemble.seed_model(t.model, seed_cfg, norm, val, test))
+        finished = _finished_seed(done, seed_cfg.train.seed, need_kept=seeds > 1)
+        if finished is None:
+            t = _train(seed_cfg, train, val, norm, on_epoch)
+            val_m = evaluate_as_trained(t.model, val, norm, seed_cfg.train)
+            test_m = None if test is None else evaluate_as_trained(t.model, test, norm, seed_cfg.train)
+            # every seed is kept when K > 1: their average is reported as an ensemble of seeds (final/seeds/)
+            finished = {"run": _run(seed_cfg, t, val_m, test_m), "state": state_dict_cpu(t.model),
+                        "kept": ensemble.seed_model(t.model, seed_cfg, norm, val, test) if seeds > 1 else None}
+            _keep_finished_seed(done, seed_cfg.train.seed, finished)
+        runs.append(finished["run"])
+        if best_state is None or finished["run"]["val"]["acc"] > runs[chosen]["val"]["acc"]:
+            best_state, chosen = finished["state"], len(runs) - 1
+        if seeds > 1:
+            kept.append(finished["kept"])
     metrics = _metrics(winner, runs, chosen, splits)
     if kept:
         metrics["seeds_ensemble"] = ensemble.seeds_metrics(kept, val, test)
     with staged(folder / "final") as stage:
         _save(stage, best_state, config, metrics, f"{spec.study} winner (trial {winner.number})")
         ensemble.save_seeds(stage / "seeds", kept, config, metrics.get("seeds_ensemble"))
+    shutil.rmtree(done.parent, ignore_errors=True)  # published: the finished seeds are in final/ now
     _finish_run(spec, folder, cfg, winner, metrics, wandb_mode)
     return metrics
+
+
+DONE = ".seeds-done"  # final/.seeds-done/<key>/s<seed>.pt: the finished seeds of a retrain not yet saved
+
+
+def _done_folder(final: Path, config: dict) -> Path:
+    """Where this retrain's finished seeds wait (keyed by everything that makes the retrain: the winner, its
+    configuration with the epochs, the data and splits), so that the same `best` stopped mid-way resumes with its
+    next seed and another retrain never takes them."""
+    key = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return final / DONE / key
+
+
+def _keep_finished_seed(done: Path, seed: int, finished: dict) -> None:
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(finished, buffer)
+    done.mkdir(parents=True, exist_ok=True)
+    with atomic_path(done / f"s{seed}.pt") as tmp:
+        tmp.write_bytes(buffer.getvalue())
+
+
+def _finished_seed(done: Path, seed: int, need_kept: bool) -> dict | None:
+    """A seed this retrain finished before it was stopped (its run, weights, and probabilities for the ensemble of
+    seeds: its test split was read then, and is not read again), else None (also for an unreadable file)."""
+    path = done / f"s{seed}.pt"
+    if not path.is_file():
+        return None
+    try:
+        finished = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # a file cut by a kill, or another torch's: train the seed again  # noqa: BLE001
+        return None
+    if need_kept and finished.get("kept") is None:
+        return None
+    finished["run"] = {**finished["run"], "resumed": True}
+    return finished
 
 
 def _seed_cfg(cfg: RunConfig, k: int, **train: Any) -> RunConfig:

@@ -77,3 +77,39 @@ def test_seeds_are_kept_and_averaged_as_an_ensemble(kept_sweep, tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == ["ensemble.json", "s0", "s1"]
     acc, _ = _predict(folder, tmp_path / "seeds.csv")
     assert acc == pytest.approx(seeds["test/acc"], abs=1e-6)
+
+
+def test_a_stopped_best_resumes_with_its_next_seed(tmp_path):
+    """Ctrl-C in the second seed of `best --seeds 2`: nothing is published, the first seed waits in
+    final/.seeds-done/; the same command trains only the second seed and reports the first as resumed, with the
+    numbers a retrain of both from scratch gives (CPU training here is deterministic)."""
+    import signal
+    import subprocess
+
+    from tests.helpers import cli, make_spec
+
+    results = tmp_path / "r"
+    ran = subprocess.run(cli("run", str(make_spec(tmp_path, "resume", 1)), "--results", str(results), "--device",
+                             "cpu"), capture_output=True, text=True, timeout=300)
+    assert ran.returncode == 0, ran.stderr
+    best = cli("best", "--study", "resume", "--results", str(results), "--device", "cpu", "--seeds", "2",
+               "--epochs", "40", "--json")
+    proc = subprocess.Popen(best, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    for line in proc.stderr:
+        if "seed 1 epoch 1/" in line:
+            proc.send_signal(signal.SIGINT)
+            break
+    proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    final = results / "resume" / "final"
+    assert not (final / "model.pt").exists() and len(list((final / ".seeds-done").rglob("s0.pt"))) == 1
+    resumed = subprocess.run(best, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "seed 0 epoch" not in resumed.stderr and "seed 1 epoch 40/40" in resumed.stderr
+    m = json.loads(resumed.stdout)
+    assert m["runs"][0]["resumed"] is True and "resumed" not in m["runs"][1]
+    assert not (final / ".seeds-done").exists() and (final / "seeds" / "s0" / "model.pt").is_file()
+    fresh = json.loads(subprocess.run(best, capture_output=True, text=True, timeout=300).stdout)
+    assert [{k: v for k, v in r.items() if k != "resumed"} for r in m["runs"]] == fresh["runs"]
+    assert m["test/acc"] == fresh["test/acc"] and m["seeds_ensemble"] == fresh["seeds_ensemble"]
