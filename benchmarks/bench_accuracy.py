@@ -9,9 +9,10 @@
 if it is cut short: sweeps/strong-sgd.yaml and its `best` (its spec's epochs and seeds), sweeps/resnet.yaml, the
 cross-study ensemble of everything kept so far, the ablation of each recipe element against the strong winner's
 recipe at a fixed budget, then resnet's `best` and the cross-study ensemble of everything (with `--long-epochs E`,
-strong-sgd's winner retrained for E epochs with 2 seeds before it: the ensemble pools both retrains). `--trials N` caps each sweep
-(a smaller budget than the specs', said in the report); it writes "Accuracy: the issue-20 recipe on <data>" as it
-goes (results in results/recipe/ by default) and picks up where it stopped when run again, with the same flags.
+strong-sgd's winner retrained for E epochs with 2 seeds before it: the ensemble pools both retrains). `--trials N`
+caps each sweep (a smaller budget than the specs', said in the report); it writes "Accuracy: the issue-20 recipe on
+<data>" as it goes (results in results/recipe/ by default) and picks up where it stopped when run again, with the
+same flags.
 
 Runs `fer-sweep run SPEC --data PATH`, then `fer-sweep best --ensemble E` (the kept trial models combined,
 no training) and `fer-sweep best --seeds K`, and writes the section
@@ -395,8 +396,9 @@ class Recipe:
                 out.append(f"- `{spec}` sweep: {st['finished']} trials finished ({ended})"
                            + (f"; {cut} cut short by earlier stops, each re-queued and rerun" if cut else "")
                            + f"; {st['epochs_trained']} epochs of an unpruned {st['epochs_budget']}, "
-                           f"{self.seconds(f'sweep:{study}', sweep) / 60:.0f} min; winner trial {st['best']['number']}, val acc "
-                           f"{pct(st['best']['val_acc'])}, params `{json.dumps(st['best']['params'])}`")
+                           f"{self.seconds(f'sweep:{study}', sweep) / 60:.0f} min; winner trial "
+                           f"{st['best']['number']}, val acc {pct(st['best']['val_acc'])}, params "
+                           f"`{json.dumps(st['best']['params'])}`")
             for stage in (f"best:{study}", f"best-long:{study}"):
                 best = markers.get(stage)
                 if not (best and best.get("output")):
@@ -406,10 +408,11 @@ class Recipe:
                 acc = m[f"{split}/acc"]
                 how = f" --epochs {m['runs'][0]['epochs']}" if stage.startswith("best-long") else ""
                 out.append(f"- `best --study {study}{how}` ({m['seeds']} seed{'s' if m['seeds'] > 1 else ''}, "
-                           f"{best['seconds'] / 60:.0f} min): **{split} "
-                           f"acc {pct(acc['mean'])}" + (f" ± {pct(acc['std'])}** (mean of the seeds)" if m["seeds"] > 1
-                                                          else "**") + ", macro-F1 "
-                           f"{pct(m[split + '/macro_f1']['mean'])}, val acc {pct(m['val/acc']['mean'])}; per seed: "
+                           f"{self.seconds(stage, best) / 60:.0f} min): **{split} "
+                           f"acc {pct(acc['mean'])}"
+                           + (f" ± {pct(acc['std'])}** (mean of the seeds)" if m["seeds"] > 1 else "**")
+                           + f", macro-F1 {pct(m[split + '/macro_f1']['mean'])}, val acc "
+                           f"{pct(m['val/acc']['mean'])}; per seed: "
                            + "; ".join(f"seed {r['seed']}: {r['epochs']} epochs (best {r['best_epoch']}), val "
                                        f"{pct(r['val/acc'])}, {split} {pct(r[split + '/acc'])}" for r in m["runs"])
                            + (f"; the seeds' average: {split} acc {pct(m['seeds_ensemble'][split + '/acc'])}"
@@ -527,7 +530,8 @@ def main() -> None:
     parser.add_argument("--ensemble", type=int, default=10, help="picks of `best --ensemble` (0: skip it)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     parser.add_argument("--long-epochs", type=int, default=None, help="--recipe: before the final ensemble, retrain "
-                        f"the first family's winner for this many epochs with {LONG_SEEDS} seeds (its earlier retrain moves to final/earlier/1/; the ensemble pools both)")
+                        f"the first family's winner for this many epochs with {LONG_SEEDS} seeds (its earlier retrain "
+                        "moves to final/earlier/1/; the ensemble pools both)")
     parser.add_argument("--report-only", action="store_true", help="--recipe: rewrite its RESULTS.md section from "
                         "the finished stages and run nothing")
     args = parser.parse_args()

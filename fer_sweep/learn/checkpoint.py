@@ -38,14 +38,21 @@ def save_model(folder: Path, weights: Union[dict, bytes], config: dict) -> Path:
     atomically; config.json last, so a folder with a config always has its weights."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    if not isinstance(weights, bytes):  # serialised here, so a full disk is an OSError naming the file
-        buffer = io.BytesIO()
-        torch.save(weights, buffer)
-        weights = buffer.getvalue()
-    with atomic_path(folder / MODEL_FILE) as tmp:
-        tmp.write_bytes(weights)
+    save_torch(folder / MODEL_FILE, weights)
     write_atomic(folder / CONFIG_FILE, json.dumps(config, indent=2))
     return folder
+
+
+def save_torch(path: Path, obj: Any) -> None:
+    """torch.save `obj` (or write the bytes of one already saved) to `path` atomically. Serialised in memory first:
+    on a full disk torch's own file writer fails with a RuntimeError from C++; this way it is an OSError naming the
+    file (one line, exit 75)."""
+    if not isinstance(obj, bytes):
+        buffer = io.BytesIO()
+        torch.save(obj, buffer)
+        obj = buffer.getvalue()
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(obj)
 
 
 def model_from(config: dict, weights: Union[dict, bytes]) -> nn.Module:

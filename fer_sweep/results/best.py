@@ -28,13 +28,13 @@ import torch
 
 from fer_sweep.config import EpochResult, RunConfig, UserError
 from fer_sweep.data.splits import Splits
-from fer_sweep.files import atomic_path, write_atomic
-from fer_sweep.learn.checkpoint import save_model, state_dict_cpu
+from fer_sweep.files import write_atomic
+from fer_sweep.learn.checkpoint import save_model, save_torch, state_dict_cpu
 from fer_sweep.learn.device import DeviceSplit, pick_device, to_device
 from fer_sweep.learn.train import evaluate_as_trained, input_norm
 from fer_sweep.results import ensemble
 from fer_sweep.results.plots import save_confusion_png
-from fer_sweep.results.retrains import SELECTION, staged
+from fer_sweep.results.retrains import SEEDS_DONE, SELECTION, staged
 from fer_sweep.sweep import tracking
 from fer_sweep.sweep.spec import SweepSpec
 from fer_sweep.sweep.trial import Training, checkpoint_config, trial_config, wandb_config
@@ -51,8 +51,6 @@ def pick_winner(study: optuna.Study) -> FrozenTrial:
 def winner_info(t: FrozenTrial) -> dict[str, Any]:
     return {"number": t.number, "val_acc": round(t.value, 4), "epochs": t.user_attrs.get("epochs"),
             "best_epoch": t.user_attrs.get("best_epoch"), "params": dict(t.params)}
-
-
 
 
 def retrain_best(spec: SweepSpec, study: optuna.Study, folder: Path, splits: Splits, *, device: str = "auto",
@@ -103,25 +101,17 @@ def retrain_best(spec: SweepSpec, study: optuna.Study, folder: Path, splits: Spl
     return metrics
 
 
-DONE = ".seeds-done"  # final/.seeds-done/<key>/s<seed>.pt: the finished seeds of a retrain not yet saved
-
-
 def _done_folder(final: Path, config: dict) -> Path:
     """Where this retrain's finished seeds wait (keyed by everything that makes the retrain: the winner, its
     configuration with the epochs, the data and splits), so that the same `best` stopped mid-way resumes with its
     next seed and another retrain never takes them."""
     key = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    return final / DONE / key
+    return final / SEEDS_DONE / key
 
 
 def _keep_finished_seed(done: Path, seed: int, finished: dict) -> None:
-    import io
-
-    buffer = io.BytesIO()
-    torch.save(finished, buffer)
     done.mkdir(parents=True, exist_ok=True)
-    with atomic_path(done / f"s{seed}.pt") as tmp:
-        tmp.write_bytes(buffer.getvalue())
+    save_torch(done / f"s{seed}.pt", finished)
 
 
 def _finished_seed(done: Path, seed: int, need_kept: bool) -> dict | None:

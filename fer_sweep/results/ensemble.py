@@ -11,11 +11,12 @@ averaging probabilities optimises. Only validation data is looked at; the test s
 choice, by `_test`.
 
 The pool: every kept trial model and every retrained model (`best`'s final/, final/seeds/*, a refit's
-final/selection/, and the same in final/earlier/<k>/ for the retrains before the latest, named e<k>-...) of one study, or of several studies on the same data and splits (`best --ensemble K --study A
---study B`): ensembles gain most when their members differ, and members of different architectures differ more
-than one architecture's trials. Models refit on train + validation are left out (their validation is not held
-out, so selection would trust them blindly). Retrained models come first (best validation accuracy first), then
-the trial models (complete before pruned, then validation accuracy), and the selection starts from the first.
+final/selection/, and the same in final/earlier/<k>/ for the retrains before the latest, named e<k>-...) of one
+study, or of several studies on the same data and splits (`best --ensemble K --study A --study B`): ensembles gain
+most when their members differ, and members of different architectures differ more than one architecture's trials.
+Models refit on train + validation are left out (their validation is not held out, so selection would trust them
+blindly). Retrained models come first (best validation accuracy first), then the trial models (complete before
+pruned, then validation accuracy), and the selection starts from the first.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from fer_sweep.learn.checkpoint import CONFIG_FILE, FINAL, MODEL_FILE
 
 EARLIER = "earlier"  # final/earlier/<k>/
 INCOMING = ".incoming"  # final/.incoming/: a retrain being written, published whole by `staged`
+SEEDS_DONE = ".seeds-done"  # final/.seeds-done/<key>/s<seed>.pt: finished seeds of a retrain not yet saved (best.py)
 METRICS = "metrics.json"
 SELECTION = "selection"  # final/selection/: a refit's selection run (trained on train only, validation held out)
 # A retrain's files in final/ (the ensemble's own, ensemble.json and members/, stay: they are copies)
@@ -101,7 +102,7 @@ def saved(folder: Path) -> dict[str, Any]:
             rows.append(_retrain(m, f"{FINAL}/" if k is None else f"{FINAL}/{EARLIER}/{k}/"))
     e = _read(final / "ensemble.json")
     ens = None
-    if e and e.get("members") and e.get("kind") != "seeds":
+    if e and e.get("members"):
         split = e.get("split", "val")
         ens = {"path": f"{FINAL}/", "members": len(e["members"]), "studies": e.get("studies") or [e.get("study")],
                "archs": sorted({m.get("arch") for m in e["members"] if m.get("arch")}), "split": split,
