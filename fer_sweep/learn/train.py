@@ -22,14 +22,22 @@ import os
 import time
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from fer_sweep.config import (
-    IMAGE_SIZE, NORMALIZATIONS, NUM_CLASSES, OPTIMIZERS, SCHEDULES, EpochResult, TrainConfig, UserError, first_line,
+    IMAGE_SIZE,
+    NORMALIZATIONS,
+    NUM_CLASSES,
+    OPTIMIZERS,
+    SCHEDULES,
+    EpochResult,
+    TrainConfig,
+    UserError,
+    first_line,
     tta_mode,
 )
 from fer_sweep.learn.augment import Norm, augment_batch, mix_batch, normalize_batch, one_hot
@@ -37,8 +45,6 @@ from fer_sweep.learn.device import DeviceSplit, accumulator_dtype, free_cached_m
 from fer_sweep.learn.evaluate import evaluate
 from fer_sweep.learn.precision import autocast, resolve_amp
 
-PLATEAU_FACTOR = TrainConfig.plateau_factor  # defaults of the plateau schedule (TrainConfig.plateau_factor/_patience)
-PLATEAU_PATIENCE = TrainConfig.plateau_patience
 EMA_WARMUP = 10  # the average's decay ramps up as min(ema, (1 + n) / (EMA_WARMUP + n)) over the first steps n
 COMPILE_BACKEND = "inductor"  # torch.compile backend ("eager" in tests: same dynamo tracing, no codegen)
 METRIC_KEYS = ("train/loss", "train/acc", "val/loss", "val/acc", "val/macro_f1", "lr", "weights/l2",
@@ -92,13 +98,13 @@ def _check_train(cfg: TrainConfig) -> None:
 
 
 def _optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
-    params, kw = list(model.parameters()), dict(lr=cfg.lr, weight_decay=cfg.weight_decay)
+    params, lr, decay = list(model.parameters()), cfg.lr, cfg.weight_decay
     if cfg.optimizer in ("adam", "adamw"):
         cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
-        return cls(params, **kw, fused=device.type == "cuda" or None)  # fused: one kernel per step
+        return cls(params, lr=lr, weight_decay=decay, fused=device.type == "cuda" or None)  # fused: one kernel a step
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, **kw, momentum=cfg.momentum, nesterov=cfg.nesterov)
-    return torch.optim.RMSprop(params, **kw, momentum=cfg.momentum)
+        return torch.optim.SGD(params, lr=lr, weight_decay=decay, momentum=cfg.momentum, nesterov=cfg.nesterov)
+    return torch.optim.RMSprop(params, lr=lr, weight_decay=decay, momentum=cfg.momentum)
 
 
 class PlanReplay:
@@ -182,7 +188,7 @@ def deterministic_mode(enabled: bool, device: torch.device) -> Iterator[None]:
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[1], saved[2]
 
 
-def _global_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
+def _global_norm(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t.detach().float()) for t in tensors]))
 
 
@@ -214,52 +220,105 @@ class WeightAverage:
 
 
 @dataclass
-class _Trainer:
-    """Everything one training run needs; `step` is the hot path shared by `fit` and the benchmark."""
+class TrainState:
+    """Everything one training run owns and every epoch changes: the model and what drives it (optimiser, schedule,
+    weight average), the epoch count, the best-so-far weights and value, the early-stop counter. The one object a
+    checkpoint saves and restores; `fit` is a loop over it and `train_step` is its hot path."""
 
     model: nn.Module  # the module that owns the weights (evaluation runs it eagerly)
     net: nn.Module  # what the training step runs: `model`, or its torch.compile wrapper
     opt: torch.optim.Optimizer
-    sched: object
-    sched_per_step: bool
+    sched: Any  # an LRScheduler, ReduceLROnPlateau, PlanReplay, or None (constant)
+    sched_per_step: bool  # True: stepped after every batch; False: after every epoch on val/acc
     loss_fn: Callable[..., torch.Tensor]
     cfg: TrainConfig
     norm: Norm
     device: torch.device
     amp: Optional[torch.dtype]  # autocast dtype, None = fp32
     channels_last: bool
-    ema: Optional[WeightAverage] = None
+    ema: Optional[WeightAverage]
+    best_weights: dict[str, torch.Tensor]  # on-device copy of the best epoch's (evaluated) weights
+    epoch: int = 0  # epochs finished
+    best_acc: float = -1.0  # best val/acc so far (nan in a refit, which has no validation)
+    best_epoch: int = 0
+    stale: int = 0  # epochs since the best one (early stopping)
 
     @property
     def eval_model(self) -> nn.Module:
         """What is validated and kept: the averaged weights with `ema`, else the model itself."""
         return self.ema.model if self.ema is not None else self.model
 
-    def step(self, split: DeviceSplit, idx: torch.Tensor, stats: torch.Tensor, measure: bool) -> Optional[torch.Tensor]:
-        """One optimiser step on split[idx]; adds (loss sum, correct) into `stats` on the device."""
-        x = augment_batch(normalize_batch(split.x[idx], self.norm), self.cfg)
-        y = split.y[idx]
-        x, target = mix_batch(x, one_hot(y, NUM_CLASSES), self.cfg)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(self.device, self.amp):
-            logits = self.net(x)
-        loss = self.loss_fn(logits.float(), target)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        ratio = None
-        if measure:  # last step of the epoch only: two small reductions, read with the epoch stats
-            params = [p for p in self.model.parameters() if p.grad is not None]
-            ratio = _global_norm([p.grad for p in params]) / _global_norm(params).clamp(min=1e-12)
-        if self.cfg.grad_clip > 0:
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
-        self.opt.step()
-        if self.ema is not None:
-            self.ema.update()
-        if self.sched is not None and self.sched_per_step:
-            self.sched.step()
-        stats += torch.stack([loss.detach() * y.shape[0], (logits.detach().argmax(1) == y).sum().float()])
-        return ratio
+    def end_epoch(self, epoch: int, metrics: Mapping[str, float], validated: bool) -> tuple[Optional[str], str]:
+        """Book a finished epoch (best weights and value, the early-stop counter, the per-epoch schedule) and say
+        whether training stops here: (stop, message), stop None to go on."""
+        self.epoch = epoch
+        if not validated:  # a refit: every epoch is "the best", the last one is kept
+            self.best_acc, self.best_epoch = math.nan, epoch
+            _snapshot(self.eval_model, self.best_weights)
+        elif metrics["val/acc"] > self.best_acc:
+            self.best_acc, self.best_epoch, self.stale = metrics["val/acc"], epoch, 0
+            _snapshot(self.eval_model, self.best_weights)
+        else:
+            self.stale += 1
+        if self.sched is not None and not self.sched_per_step:
+            self.sched.step(metrics["val/acc"])
+        if epoch == self.cfg.epochs:
+            stop, message = "done", f"finished {epoch} epochs"
+        elif validated and self.cfg.patience > 0 and self.stale >= self.cfg.patience:
+            stop, message = "early_stop", f"no val/acc gain for {self.stale} epochs"
+        else:
+            return None, ""
+        if validated:
+            message += f"; best val/acc {self.best_acc:.4f} at epoch {self.best_epoch}"
+        return stop, message
+
+
+def start_training(model: nn.Module, train: DeviceSplit, cfg: TrainConfig, norm: Norm, total_steps: int) -> TrainState:
+    """Move `model` to the training split's device and build its training state (layout, optimiser, schedule over
+    `total_steps` steps, weight average); the best weights start as the initial ones."""
+    device = train.x.device
+    model.to(device)
+    channels_last = use_channels_last(cfg, device, model)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit it
+    net = compile_model(model) if cfg.compile else model
+    steps_per_epoch = max(1, len(train) // cfg.batch_size)
+    opt = _optimizer(model, cfg, device)
+    sched, per_step = _schedule(opt, cfg, steps_per_epoch, total_steps)
+    ema = WeightAverage(model, cfg.ema) if cfg.ema > 0 else None
+    return TrainState(model, net, opt, sched, per_step, _loss_fn(cfg, train.y), cfg, norm, device,
+                      resolve_amp(cfg.amp, device), channels_last, ema, best_weights=_snapshot(model))
+
+
+def train_step(state: TrainState, split: DeviceSplit, idx: torch.Tensor, stats: torch.Tensor,
+               measure: bool) -> Optional[torch.Tensor]:
+    """One optimiser step on split[idx]; adds (loss sum, correct) into `stats` on the device. With `measure`, returns
+    the gradient-to-weight norm ratio as a device tensor (two small reductions, read with the epoch's stats)."""
+    cfg = state.cfg
+    x = augment_batch(normalize_batch(split.x[idx], state.norm), cfg)
+    y = split.y[idx]
+    x, target = mix_batch(x, one_hot(y, NUM_CLASSES), cfg)
+    if state.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with autocast(state.device, state.amp):
+        logits = state.net(x)
+    loss = state.loss_fn(logits.float(), target)
+    state.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    ratio = None
+    if measure:
+        params = [p for p in state.model.parameters() if p.grad is not None]
+        grads = [p.grad for p in params if p.grad is not None]
+        ratio = _global_norm(grads) / _global_norm(params).clamp(min=1e-12)
+    if cfg.grad_clip > 0:
+        nn.utils.clip_grad_norm_(state.model.parameters(), cfg.grad_clip)
+    state.opt.step()
+    if state.ema is not None:
+        state.ema.update()
+    if state.sched is not None and state.sched_per_step:
+        state.sched.step()
+    stats += torch.stack([loss.detach() * y.shape[0], (logits.detach().argmax(1) == y).sum().float()])
+    return ratio
 
 
 def fit_tta(cfg: TrainConfig):
@@ -282,26 +341,10 @@ def compile_model(model: nn.Module) -> nn.Module:
     limit, after which it silently falls back to eager. Evaluation runs the eager module, so the
     eval-mode / no-grad / last-partial-batch variants are never compiled."""
     torch._dynamo.reset()
-    return torch.compile(model, backend=COMPILE_BACKEND, dynamic=False)
+    return cast(nn.Module, torch.compile(model, backend=COMPILE_BACKEND, dynamic=False))
 
 
-def _make_trainer(model: nn.Module, train: DeviceSplit, cfg: TrainConfig, norm: Norm,
-                  total_steps: int) -> _Trainer:
-    device = train.x.device
-    model.to(device)
-    channels_last = use_channels_last(cfg, device, model)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    net = compile_model(model) if cfg.compile else model
-    steps_per_epoch = max(1, len(train) // cfg.batch_size)
-    opt = _optimizer(model, cfg, device)
-    sched, per_step = _schedule(opt, cfg, steps_per_epoch, total_steps)
-    ema = WeightAverage(model, cfg.ema) if cfg.ema > 0 else None
-    return _Trainer(model, net, opt, sched, per_step, _loss_fn(cfg, train.y), cfg, norm, device,
-                    resolve_amp(cfg.amp, device), channels_last, ema)
-
-
-def _epoch_batches(n: int, batch_size: int, device: torch.device) -> Iterator[torch.Tensor]:
+def epoch_batches(n: int, batch_size: int, device: torch.device) -> Iterator[torch.Tensor]:
     """Index batches of one epoch from a device randperm; drops the last partial batch (keeps >= 1)."""
     perm = torch.randperm(n, device=device)
     for i in range(max(1, n // batch_size)):
@@ -331,66 +374,79 @@ def fit(model: nn.Module, train: DeviceSplit, val: Optional[DeviceSplit], cfg: T
     if val is None and cfg.schedule == "plateau" and not cfg.lr_plan:
         raise UserError("the plateau schedule watches validation: without it (a refit) it needs lr_plan")
     resolve_amp(cfg.amp, train.x.device)  # an impossible precision fails at the call too
-    return _fit_epochs(model, train, val, cfg, norm)
+    return _fit(model, train, val, cfg, norm)
 
 
-def _fit_epochs(model: nn.Module, train: DeviceSplit, val: DeviceSplit, cfg: TrainConfig,
-                norm: Norm | None) -> Iterator[EpochResult]:
+def _fit(model: nn.Module, train: DeviceSplit, val: Optional[DeviceSplit], cfg: TrainConfig,
+         norm: Norm | None) -> Iterator[EpochResult]:
+    """The training loop (see `fit`): one epoch = the steps over a device permutation, the epoch's one read of its
+    stats, validation, then the state books the epoch (best weights, early stop, per-epoch schedule)."""
     device = train.x.device
     with deterministic_mode(cfg.deterministic, device):
         torch.manual_seed(cfg.seed)
-        steps_per_epoch = max(1, len(train) // cfg.batch_size)
-        best_state = None
-        try:
-            norm = norm or input_norm(cfg.normalize, train.x)
-            tr = _make_trainer(model, train, cfg, norm, total_steps=cfg.epochs * steps_per_epoch)
-            best_state = _snapshot(model)
-        except Exception as e:  # noqa: BLE001 - only out-of-memory becomes a result; the rest propagates
-            if not is_oom(e):
-                raise
-            message = f"out of memory before the first epoch: {first_line(e)}"
-        else:
-            message = None
-        if message:
-            free_cached_memory(device)
-            yield EpochResult(0, {**dict.fromkeys(METRIC_KEYS, math.nan), "time/epoch_s": 0.0}, 0.0, 0, "oom", message)
+        state = _start_or_oom(model, train, cfg, norm)
+        if isinstance(state, EpochResult):
+            yield state
             return
         try:
-            yield from _epochs(tr, train, val, cfg, best_state)
+            for epoch in range(state.epoch + 1, cfg.epochs + 1):
+                t0 = time.perf_counter()
+                metrics, problem = dict.fromkeys(METRIC_KEYS, math.nan), None
+                try:
+                    state.net.train()
+                    stats = torch.zeros(2, device=device)
+                    batches = list(epoch_batches(len(train), cfg.batch_size, device))
+                    for i, idx in enumerate(batches):
+                        ratio = train_step(state, train, idx, stats, measure=i == len(batches) - 1)
+                    seen = sum(idx.shape[0] for idx in batches)
+                    assert ratio is not None  # the last step measures it
+                    weight_l2 = _global_norm(list(state.model.parameters()))
+                    loss_sum, correct, grad_ratio, l2 = torch.cat(  # the epoch's one read of the training stats
+                        [stats, ratio.view(1).float(), weight_l2.view(1)]).tolist()
+                    metrics.update({"train/loss": loss_sum / seen, "train/acc": correct / seen, "weights/l2": l2,
+                                    "grads/grad_to_weight": grad_ratio, "lr": state.opt.param_groups[0]["lr"],
+                                    "speed/train_img_per_s": seen / (time.perf_counter() - t0)})
+                    if not math.isfinite(loss_sum):
+                        problem = ("diverged", f"train loss is {loss_sum / seen} at epoch {epoch}")
+                    elif not math.isfinite(l2):
+                        problem = ("diverged", f"weight norm is {l2} at epoch {epoch}")
+                    elif val is not None:  # the eager module (no compiled eval graphs), or its weight average
+                        result = evaluate_as_trained(state.eval_model, val, state.norm, cfg, tta=fit_tta(cfg))
+                        metrics.update({"val/loss": result["loss"], "val/acc": result["acc"],
+                                        "val/macro_f1": result["macro_f1"]})
+                except Exception as e:  # out of memory on any device becomes a result; the rest propagates
+                    if not is_oom(e):
+                        raise
+                    problem = ("oom", f"out of memory at epoch {epoch} (batch size {cfg.batch_size}): {first_line(e)}")
+                if problem and problem[0] == "oom":  # outside the except block: the traceback no longer pins memory
+                    state.opt.zero_grad(set_to_none=True)
+                    free_cached_memory(device)
+                metrics["time/epoch_s"] = time.perf_counter() - t0
+                if problem:
+                    yield EpochResult(epoch, metrics, max(state.best_acc, 0.0), state.best_epoch, *problem)
+                    return
+                stop, message = state.end_epoch(epoch, metrics, validated=val is not None)
+                yield EpochResult(epoch, metrics, state.best_acc, state.best_epoch, stop, message)
+                if stop:
+                    return
         finally:
-            model.load_state_dict(best_state)
+            model.load_state_dict(state.best_weights)
             model.eval()
 
 
-def _epochs(tr: _Trainer, train: DeviceSplit, val: Optional[DeviceSplit], cfg: TrainConfig,
-            best_state: dict) -> Iterator[EpochResult]:
-    best_acc, best_epoch, stale = -1.0, 0, 0
-    for epoch in range(1, cfg.epochs + 1):
-        metrics, problem = _run_epoch(tr, train, val, epoch)
-        if problem:
-            yield EpochResult(epoch, metrics, max(best_acc, 0.0), best_epoch, *problem)
-            return
-        if val is None:  # a refit: every epoch is "the best", the last one is kept
-            best_acc, best_epoch = math.nan, epoch
-            _snapshot(tr.eval_model, best_state)
-        elif metrics["val/acc"] > best_acc:
-            best_acc, best_epoch, stale = metrics["val/acc"], epoch, 0
-            _snapshot(tr.eval_model, best_state)
-        else:
-            stale += 1
-        if tr.sched is not None and not tr.sched_per_step:
-            tr.sched.step(metrics["val/acc"])
-        stop, message = None, ""
-        if epoch == cfg.epochs:
-            stop, message = "done", f"finished {epoch} epochs"
-        elif val is not None and cfg.patience > 0 and stale >= cfg.patience:
-            stop, message = "early_stop", f"no val/acc gain for {stale} epochs"
-        if stop and val is not None:
-            message += f"; best val/acc {best_acc:.4f} at epoch {best_epoch}"
-        yield EpochResult(epoch, metrics, best_acc, best_epoch, stop, message)
-        if stop:
-            return
-
+def _start_or_oom(
+    model: nn.Module, train: DeviceSplit, cfg: TrainConfig, norm: Norm | None
+) -> TrainState | EpochResult:
+    """The run's training state, or the one "oom" result (epoch 0) when the model or its optimiser does not fit."""
+    try:
+        return start_training(model, train, cfg, norm or input_norm(cfg.normalize, train.x),
+                              total_steps=cfg.epochs * max(1, len(train) // cfg.batch_size))
+    except Exception as e:  # only out of memory becomes a result; the rest propagates
+        if not is_oom(e):
+            raise
+        message = f"out of memory before the first epoch: {first_line(e)}"
+    free_cached_memory(train.x.device)
+    return EpochResult(0, {**dict.fromkeys(METRIC_KEYS, math.nan), "time/epoch_s": 0.0}, 0.0, 0, "oom", message)
 
 
 def _snapshot(model: nn.Module, into: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
@@ -401,56 +457,6 @@ def _snapshot(model: nn.Module, into: dict[str, torch.Tensor] | None = None) -> 
     for k, v in model.state_dict().items():
         into[k].copy_(v)
     return into
-
-
-def _run_epoch(tr: _Trainer, train: DeviceSplit, val: DeviceSplit, epoch: int):
-    """Train one epoch and validate; return (metrics, None) or (metrics, (stop, message))."""
-    metrics = dict.fromkeys(METRIC_KEYS, math.nan)
-    t0 = time.perf_counter()
-    problem = None
-    try:
-        problem = _train_and_validate(tr, train, val, epoch, metrics)
-    except Exception as e:  # noqa: BLE001 - out of memory on any device becomes a result, the rest propagates
-        if not is_oom(e):
-            raise
-        problem = ("oom", f"out of memory at epoch {epoch} (batch size {tr.cfg.batch_size}): {first_line(e)}")
-    if problem and problem[0] == "oom":  # outside the except block: the traceback no longer pins memory
-        tr.opt.zero_grad(set_to_none=True)
-        free_cached_memory(tr.device)
-    metrics["time/epoch_s"] = time.perf_counter() - t0
-    return metrics, problem
-
-
-def _train_and_validate(tr: _Trainer, train: DeviceSplit, val: DeviceSplit, epoch: int, metrics: dict):
-    t0 = time.perf_counter()
-    seen, stats = _train_epoch(tr, train)
-    loss_sum, correct, ratio, weight_l2 = stats.tolist()  # the epoch's one read of the training stats
-    metrics.update({"train/loss": loss_sum / seen, "train/acc": correct / seen, "weights/l2": weight_l2,
-                    "grads/grad_to_weight": ratio, "lr": tr.opt.param_groups[0]["lr"],
-                    "speed/train_img_per_s": seen / (time.perf_counter() - t0)})
-    if not math.isfinite(loss_sum):
-        return "diverged", f"train loss is {loss_sum / seen} at epoch {epoch}"
-    if not math.isfinite(weight_l2):
-        return "diverged", f"weight norm is {weight_l2} at epoch {epoch}"
-    if val is None:
-        return None
-    # the eager module (no compiled eval graphs), or its weight average
-    result = evaluate_as_trained(tr.eval_model, val, tr.norm, tr.cfg, tta=fit_tta(tr.cfg))
-    metrics.update({"val/loss": result["loss"], "val/acc": result["acc"], "val/macro_f1": result["macro_f1"]})
-    return None
-
-
-def _train_epoch(tr: _Trainer, train: DeviceSplit) -> tuple[int, torch.Tensor]:
-    """One pass over `train`; returns (images seen, device tensor [loss sum, correct, ratio, |w|])."""
-    tr.net.train()
-    stats = torch.zeros(2, device=tr.device)
-    batches = list(_epoch_batches(len(train), tr.cfg.batch_size, tr.device))
-    ratio = None
-    for i, idx in enumerate(batches):
-        ratio = tr.step(train, idx, stats, measure=i == len(batches) - 1)
-    seen = sum(idx.shape[0] for idx in batches)
-    weight_l2 = _global_norm(list(tr.model.parameters()))
-    return seen, torch.cat([stats, ratio.view(1).float(), weight_l2.view(1)])
 
 
 # ---------------------------------------------------------------- throughput
@@ -469,20 +475,20 @@ def train_throughput(model: nn.Module, train: DeviceSplit, cfg: TrainConfig, *, 
 
     def batches() -> Iterator[torch.Tensor]:
         while True:
-            yield from _epoch_batches(len(train), cfg.batch_size, train.x.device)
+            yield from epoch_batches(len(train), cfg.batch_size, train.x.device)
     try:
         with deterministic_mode(cfg.deterministic, train.x.device):
-            tr = _make_trainer(model, train, cfg, norm, total_steps=warmup + steps)
+            tr = start_training(model, train, cfg, norm, total_steps=warmup + steps)
             tr.net.train()
             stats, it = torch.zeros(2, device=tr.device), batches()
             t_compile = time.perf_counter()
             for _ in range(warmup):
-                tr.step(train, next(it), stats, measure=False)
+                train_step(tr, train, next(it), stats, measure=False)
             sync(tr.device)
             warmup_s = time.perf_counter() - t_compile
             t0 = time.perf_counter()
             for _ in range(steps):
-                tr.step(train, next(it), stats, measure=False)
+                train_step(tr, train, next(it), stats, measure=False)
             sync(tr.device)
             elapsed = time.perf_counter() - t0
     finally:

@@ -122,11 +122,12 @@ def test_weight_average_is_the_hand_computed_average_of_the_weights_after_each_s
     data = faces(64)
     cfg = TrainConfig(ema=0.9, batch_size=16, optimizer="sgd", lr=0.1, aug_flip=True)
     model = build_model(TINY, seed=0)
-    tr = T._make_trainer(model, data, cfg, (128.0, 64.0), total_steps=10)
-    avg = {k: v.detach().clone().double() if v.is_floating_point() else v.clone() for k, v in model.state_dict().items()}
+    tr = T.start_training(model, data, cfg, (128.0, 64.0), total_steps=10)
+    avg = {k: v.detach().clone().double() if v.is_floating_point() else v.clone()
+           for k, v in model.state_dict().items()}
     stats = torch.zeros(2)
     for n in range(1, 6):
-        tr.step(data, torch.arange(16 * (n - 1), 16 * n) % 64, stats, measure=False)
+        T.train_step(tr, data, torch.arange(16 * (n - 1), 16 * n) % 64, stats, measure=False)
         d = min(0.9, (1 + n) / (10 + n))  # the ramp, then the decay
         for k, v in model.state_dict().items():
             avg[k] = d * avg[k] + (1 - d) * v.double() if v.is_floating_point() else v.clone()
@@ -170,7 +171,8 @@ def test_plateau_cuts_the_lr_by_its_factor_after_its_patience():
         else:
             lr *= 0.25
     assert lrs == pytest.approx(expected) and min(lrs) < 1e-4
-    assert T.PLATEAU_FACTOR == 0.5 and T.PLATEAU_PATIENCE == 2  # the defaults: old specs train as before
+    # the defaults: old specs train as before
+    assert TrainConfig.plateau_factor == 0.5 and TrainConfig.plateau_patience == 2
 
 
 def test_a_refit_replays_the_plateau_cuts_without_validation():
