@@ -22,22 +22,23 @@ from pathlib import Path
 from typing import Any, Callable
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
-
 import torch
+from optuna.trial import FrozenTrial, TrialState
 
 from fer_sweep.config import EpochResult, RunConfig, UserError
 from fer_sweep.data.splits import Splits
 from fer_sweep.files import write_atomic
+from fer_sweep.learn.augment import Norm
 from fer_sweep.learn.checkpoint import save_model, save_torch, state_dict_cpu
-from fer_sweep.learn.device import DeviceSplit, pick_device, to_device
+from fer_sweep.learn.device import DeviceSplit
 from fer_sweep.learn.train import evaluate_as_trained, input_norm
-from fer_sweep.results import ensemble
+from fer_sweep.results.ensemble.seeds import save_seeds, seed_model, seeds_metrics
 from fer_sweep.results.plots import save_confusion_png
 from fer_sweep.results.retrains import SEEDS_DONE, SELECTION, staged
-from fer_sweep.sweep import tracking
 from fer_sweep.sweep.spec import SweepSpec
-from fer_sweep.sweep.trial import Training, checkpoint_config, trial_config, wandb_config
+from fer_sweep.sweep.trial import Training, TrialContext, checkpoint_config, trial_config
+
+Progress = Callable[[int, EpochResult, int], None]  # on_epoch(seed, result, epochs): every epoch of every seed
 
 
 def pick_winner(study: optuna.Study) -> FrozenTrial:
@@ -49,56 +50,69 @@ def pick_winner(study: optuna.Study) -> FrozenTrial:
 
 
 def winner_info(t: FrozenTrial) -> dict[str, Any]:
+    """What `best` and `--json` say of the winner: its number, validation accuracy, epochs and params."""
+    assert t.value is not None  # a complete trial
     return {"number": t.number, "val_acc": round(t.value, 4), "epochs": t.user_attrs.get("epochs"),
             "best_epoch": t.user_attrs.get("best_epoch"), "params": dict(t.params)}
 
 
 def retrain_best(spec: SweepSpec, study: optuna.Study, folder: Path, splits: Splits, *, device: str = "auto",
                  epochs: int | None = None, seeds: int | None = None, wandb_mode: str = "disabled",
-                 on_epoch: Callable[[int, EpochResult, int], None] | None = None, refit: bool = False) -> dict[str, Any]:
+                 on_epoch: Progress | None = None, refit: bool = False,
+                 winner: FrozenTrial | None = None) -> dict[str, Any]:
     """Retrain the winner K times (seeds), early-stopped on validation; evaluate each once on test; save the
     seed with the best validation accuracy to <folder>/final/. Returns metrics.json's content.
     `on_epoch(seed, result, epochs)` sees every epoch of every seed (progress of a long retrain). `epochs` and
     `seeds` default to the spec's `best:` section (else the sweep's epochs, 1 seed). With `refit`: see the module
-    docstring (the first seed's selection run, then K refits on train + validation; final/ holds the first refit)."""
-    winner = pick_winner(study)
+    docstring (the first seed's selection run, then K refits on train + validation; final/ holds the first refit).
+    `winner` is `pick_winner(study)` where the caller has it already."""
+    winner = winner or pick_winner(study)
     epochs, seeds = epochs or spec.best.epochs or None, seeds or spec.best.seeds
     params, cfg = trial_config(winner.params, spec, epochs=epochs)  # the sweep's own two functions
-    dev = pick_device(device)
-    train, val = to_device(splits.train.x, splits.train.y, dev), to_device(splits.val.x, splits.val.y, dev)
-    test = None if splits.test is None else to_device(splits.test.x, splits.test.y, dev)
-    norm = input_norm(cfg.train.normalize, train.x)
+    ctx = TrialContext.open(spec, folder, device=device, wandb_mode=wandb_mode, splits=splits, with_test=True)
+    norm = ctx.norm(cfg.train.normalize)
     config = checkpoint_config(cfg, norm, params, spec, winner.number)
     if refit:
-        return _refit(spec, winner, cfg, config, folder, splits, (train, val, test), norm, seeds, on_epoch,
-                      wandb_mode)
-    runs, best_state, chosen, kept = [], None, 0, []
+        return _refit(ctx, winner, cfg, config, splits, seeds, on_epoch)
     done = _done_folder(folder / "final", config)
-    for k in range(seeds):
-        seed_cfg = _seed_cfg(cfg, k)
-        finished = _finished_seed(done, seed_cfg.train.seed, need_kept=seeds > 1)
-        if finished is None:
-            t = _train(seed_cfg, train, val, norm, on_epoch)
-            val_m = evaluate_as_trained(t.model, val, norm, seed_cfg.train)
-            test_m = None if test is None else evaluate_as_trained(t.model, test, norm, seed_cfg.train)
-            # every seed is kept when K > 1: their average is reported as an ensemble of seeds (final/seeds/)
-            finished = {"run": _run(seed_cfg, t, val_m, test_m), "state": state_dict_cpu(t.model),
-                        "kept": ensemble.seed_model(t.model, seed_cfg, norm, val, test) if seeds > 1 else None}
-            _keep_finished_seed(done, seed_cfg.train.seed, finished)
-        runs.append(finished["run"])
-        if best_state is None or finished["run"]["val"]["acc"] > runs[chosen]["val"]["acc"]:
-            best_state, chosen = finished["state"], len(runs) - 1
-        if seeds > 1:
-            kept.append(finished["kept"])
+    runs, states, kept = _train_seeds(ctx, [_seed_cfg(cfg, k) for k in range(seeds)], (ctx.train, ctx.val, norm),
+                                      done, keep=seeds > 1, on_epoch=on_epoch)
+    chosen = max(range(len(runs)), key=lambda i: (runs[i]["val"]["acc"], -i))  # the first of equals
     metrics = _metrics(winner, runs, chosen, splits)
     if kept:
-        metrics["seeds_ensemble"] = ensemble.seeds_metrics(kept, val, test)
+        metrics["seeds_ensemble"] = seeds_metrics(kept, ctx.val, ctx.test)
     with staged(folder / "final") as stage:
-        _save(stage, best_state, config, metrics, f"{spec.study} winner (trial {winner.number})")
-        ensemble.save_seeds(stage / "seeds", kept, config, metrics.get("seeds_ensemble"))
+        _save(stage, states[chosen], config, metrics, f"{spec.study} winner (trial {winner.number})")
+        save_seeds(stage / "seeds", kept, config, metrics.get("seeds_ensemble"))
     shutil.rmtree(done.parent, ignore_errors=True)  # published: the finished seeds are in final/ now
-    _finish_run(spec, folder, cfg, winner, metrics, wandb_mode)
+    _finish_run(ctx, cfg, winner, metrics)
     return metrics
+
+
+def _train_seeds(ctx: TrialContext, cfgs: list[RunConfig], data: tuple[DeviceSplit, DeviceSplit | None, Norm],
+                 done: Path, *, keep: bool, on_epoch: Progress | None) -> tuple[list[dict], list[dict], list[dict]]:
+    """The per-seed loop of a retrain and a refit alike: each seed's configuration is trained on data = (train,
+    validation watched while training (None in a refit), norm), or taken from `done` where a stopped `best` left it,
+    and evaluated once on the context's validation and test splits. Returns each seed's run (with its per-epoch
+    history), its weights, and, with `keep`, its model for the ensemble of seeds."""
+    train, val, norm = data
+    runs, states, kept = [], [], []
+    for cfg in cfgs:
+        finished = _finished_seed(done, cfg.train.seed, need_kept=keep)
+        if finished is None:
+            progress = (lambda r, c=cfg: on_epoch(c.train.seed, r, c.train.epochs)) if on_epoch else None
+            t = Training.start(cfg).run(train, val, norm=norm, on_epoch=progress)
+            val_m = evaluate_as_trained(t.model, ctx.val, norm, cfg.train)
+            test_m = None if ctx.test is None else evaluate_as_trained(t.model, ctx.test, norm, cfg.train)
+            # every seed is kept when K > 1: their average is reported as an ensemble of seeds (final/seeds/)
+            finished = {"run": _run(cfg, t, val_m, test_m), "state": state_dict_cpu(t.model),
+                        "kept": seed_model(t.model, cfg, norm, ctx.val, ctx.test) if keep else None}
+            _keep_finished_seed(done, cfg.train.seed, finished)
+        runs.append(finished["run"])
+        states.append(finished["state"])
+        if keep:
+            kept.append(finished["kept"])
+    return runs, states, kept
 
 
 def _done_folder(final: Path, config: dict) -> Path:
@@ -122,7 +136,7 @@ def _finished_seed(done: Path, seed: int, need_kept: bool) -> dict | None:
         return None
     try:
         finished = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # a file cut by a kill, or another torch's: train the seed again  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - a file cut by a kill, or another torch's: train the seed again
         return None
     if need_kept and finished.get("kept") is None:
         return None
@@ -134,81 +148,71 @@ def _seed_cfg(cfg: RunConfig, k: int, **train: Any) -> RunConfig:
     return RunConfig(cfg.model, dataclasses.replace(cfg.train, seed=cfg.train.seed + k, **train))
 
 
-def _train(cfg: RunConfig, train: DeviceSplit, val: DeviceSplit | None, norm, on_epoch) -> Training:
-    seed = cfg.train.seed
-    return Training.start(cfg).run(train, val, norm=norm,
-                                   on_epoch=(lambda r: on_epoch(seed, r, cfg.train.epochs)) if on_epoch else None)
-
-
 def _run(cfg: RunConfig, t: Training, val_m: dict, test_m: dict | None) -> dict[str, Any]:
-    return {"seed": cfg.train.seed, "epochs": t.last.epoch, "best_epoch": t.last.best_epoch,
-            "stop": t.last.stop, "message": t.last.message, "val": val_m, "test": test_m}
+    last = t.last
+    assert last is not None  # `fit` yields at least one result
+    return {"seed": cfg.train.seed, "epochs": last.epoch, "best_epoch": last.best_epoch, "stop": last.stop,
+            "message": last.message, "history": t.history, "val": val_m, "test": test_m}
 
 
-def _refit(spec: SweepSpec, winner: FrozenTrial, cfg: RunConfig, config: dict, folder: Path, splits: Splits,
-           data: tuple, norm, seeds: int, on_epoch, wandb_mode: str) -> dict[str, Any]:
+def _refit(ctx: TrialContext, winner: FrozenTrial, cfg: RunConfig, config: dict, splits: Splits, seeds: int,
+           on_epoch: Progress | None) -> dict[str, Any]:
     """The selection run, then `seeds` refits on train + validation for the epochs it chose (module docstring)."""
-    train, val, test = data
-    sel_cfg = _seed_cfg(cfg, 0)
-    lrs: list[float] = []
-
-    def record(seed, r, epochs):
-        lrs.append(r.metrics["lr"])  # the lr of each epoch (the plateau schedule steps after the epoch is read)
-        if on_epoch:
-            on_epoch(seed, r, epochs)
-
-    t = _train(sel_cfg, train, val, norm, record)
-    chosen = t.last.best_epoch
-    if chosen < 1 or t.outcome not in ("complete",):
-        raise UserError(f"--refit: the selection run ended {t.outcome} ({t.last.message}): no epoch count to refit")
-    sel_val = evaluate_as_trained(t.model, val, norm, sel_cfg.train)
-    sel_test = None if test is None else evaluate_as_trained(t.model, test, norm, sel_cfg.train)
+    sel_cfg, norm = _seed_cfg(cfg, 0), ctx.norm(cfg.train.normalize)
+    progress = (lambda r: on_epoch(sel_cfg.train.seed, r, sel_cfg.train.epochs)) if on_epoch else None
+    t = ctx.fit(Training.start(sel_cfg), on_epoch=progress)
+    chosen = t.last.best_epoch if t.last else 0
+    if chosen < 1 or t.outcome != "complete":
+        raise UserError(f"--refit: the selection run ended {t.outcome} ({t.last.message if t.last else ''}): "
+                        "no epoch count to refit")
+    sel_val = evaluate_as_trained(t.model, ctx.val, norm, sel_cfg.train)
+    sel_test = None if ctx.test is None else evaluate_as_trained(t.model, ctx.test, norm, sel_cfg.train)
     selection = _run(sel_cfg, t, sel_val, sel_test)
-    sel_state = state_dict_cpu(t.model)  # saved with the refits (final/selection/): held out, ensembles may pool it
-    plan = tuple(round(lr / cfg.train.lr, 9) for lr in lrs[:chosen]) if cfg.train.schedule == "plateau" else ()
-    both = DeviceSplit(torch.cat([train.x, val.x]), torch.cat([train.y, val.y]))
+    # the lr of each epoch (the plateau schedule steps after the epoch is read): its cuts, replayed by the refits
+    lrs = [row["lr"] for row in t.history[:chosen]]
+    plan = tuple(round(lr / cfg.train.lr, 9) for lr in lrs) if cfg.train.schedule == "plateau" else ()
+    both = DeviceSplit(torch.cat([ctx.train.x, ctx.val.x]), torch.cat([ctx.train.y, ctx.val.y]))
     refit_norm = input_norm(cfg.train.normalize, both.x)  # the refit's training data is train + validation
     how = {"epochs": chosen, "faces": len(both), "selection_seed": sel_cfg.train.seed, "lr_plan": list(plan)}
-    refit_cfg = _seed_cfg(cfg, 0, epochs=chosen, patience=0, lr_plan=plan)
-    refit_config = {**checkpoint_config(refit_cfg, refit_norm, config["params"], spec, winner.number), "refit": how}
-    runs, kept, first_state = [], [], None
-    for k in range(seeds):
-        seed_cfg = _seed_cfg(cfg, k, epochs=chosen, patience=0, lr_plan=plan)
-        r = _train(seed_cfg, both, None, refit_norm, on_epoch)
-        val_m = evaluate_as_trained(r.model, val, refit_norm, seed_cfg.train)  # not held out: it trained on it
-        test_m = None if test is None else evaluate_as_trained(r.model, test, refit_norm, seed_cfg.train)
-        runs.append(_run(seed_cfg, r, val_m, test_m))
-        first_state = first_state or state_dict_cpu(r.model)
-        if seeds > 1:
-            kept.append(ensemble.seed_model(r.model, seed_cfg, refit_norm, val, test))
+    cfgs = [_seed_cfg(cfg, k, epochs=chosen, patience=0, lr_plan=plan) for k in range(seeds)]
+    refit_config = {**checkpoint_config(cfgs[0], refit_norm, config["params"], ctx.spec, winner.number), "refit": how}
+    done = _done_folder(ctx.folder / "final", refit_config)
+    runs, states, kept = _train_seeds(ctx, cfgs, (both, None, refit_norm), done, keep=seeds > 1, on_epoch=on_epoch)
     metrics = _metrics(winner, runs, 0, splits)
     metrics["val_held_out"] = False
     metrics["notes"].append(f"refit on train + validation ({len(both)} faces) for {chosen} epochs, the count the "
                             f"selection run chose on held-out validation: validation figures are not held out")
-    metrics["refit"] = {**how, "selection": {k: v for k, v in selection.items() if k not in ("val", "test")}
-                        | {"val/acc": sel_val["acc"], "val/macro_f1": sel_val["macro_f1"], "path": SELECTION,
-                           **({"test/acc": sel_test["acc"], "test/macro_f1": sel_test["macro_f1"]} if sel_test else {})}}
+    metrics["refit"] = {**how, "selection": _selection_summary(selection)}
     if kept:
-        metrics["seeds_ensemble"] = ensemble.seeds_metrics(kept, val, test)
-    with staged(folder / "final") as stage:
-        save_model(stage / SELECTION, sel_state, config)
-        _save(stage, first_state, refit_config, metrics,
-              f"{spec.study} winner (trial {winner.number}), refit on train + val")
-        ensemble.save_seeds(stage / "seeds", kept, refit_config, metrics.get("seeds_ensemble"))
-    _finish_run(spec, folder, cfg, winner, metrics, wandb_mode)
+        metrics["seeds_ensemble"] = seeds_metrics(kept, ctx.val, ctx.test)
+    with staged(ctx.folder / "final") as stage:
+        save_model(stage / SELECTION, state_dict_cpu(t.model), config)  # held out: ensembles may pool it
+        _save(stage, states[0], refit_config, metrics,
+              f"{ctx.spec.study} winner (trial {winner.number}), refit on train + val")
+        save_seeds(stage / "seeds", kept, refit_config, metrics.get("seeds_ensemble"))
+    shutil.rmtree(done.parent, ignore_errors=True)
+    _finish_run(ctx, cfg, winner, metrics)
     return metrics
 
 
-def _finish_run(spec: SweepSpec, folder: Path, cfg: RunConfig, winner: FrozenTrial, metrics: dict,
-                wandb_mode: str) -> None:
-    run = tracking.TrialRun(mode=wandb_mode, project=spec.wandb.project, entity=spec.wandb.entity,
-                            group=spec.study, name=f"{spec.study}-final", job_type="final", run_dir=folder,
-                            config=wandb_config(cfg, spec, trial=winner.number))
-    run.finish(tags=["final"], summary={k: v["mean"] for k, v in metrics.items() if isinstance(v, dict) and "mean" in v})
+def _selection_summary(selection: dict[str, Any]) -> dict[str, Any]:
+    """metrics.json's record of the refit's selection run: its run without the per-split reports, its scores."""
+    val, test = selection["val"], selection["test"]
+    return ({k: v for k, v in selection.items() if k not in ("val", "test", "history")}
+            | {"val/acc": val["acc"], "val/macro_f1": val["macro_f1"], "path": SELECTION,
+               **({"test/acc": test["acc"], "test/macro_f1": test["macro_f1"]} if test else {})})
+
+
+def _finish_run(ctx: TrialContext, cfg: RunConfig, winner: FrozenTrial, metrics: dict) -> None:
+    """The retrain's tracking run (job type final), its summary the mean of every metric over the seeds."""
+    run = ctx.track(cfg, f"{ctx.spec.study}-final", job_type="final", trial=winner.number)
+    summary = {k: v["mean"] for k, v in metrics.items() if isinstance(v, dict) and "mean" in v}
+    run.finish(tags=["final"], summary=summary)
 
 
 def _mean_std(values: list[float]) -> dict[str, float]:
-    return {"mean": round(statistics.fmean(values), 4), "std": round(statistics.pstdev(values), 4) if len(values) > 1 else 0.0}
+    std = round(statistics.pstdev(values), 4) if len(values) > 1 else 0.0
+    return {"mean": round(statistics.fmean(values), 4), "std": std}
 
 
 def _metrics(winner: FrozenTrial, runs: list[dict], chosen: int, splits: Splits) -> dict[str, Any]:
@@ -220,8 +224,9 @@ def _metrics(winner: FrozenTrial, runs: list[dict], chosen: int, splits: Splits)
            "val/acc": _mean_std([r["val"]["acc"] for r in runs]),
            "val/macro_f1": _mean_std([r["val"]["macro_f1"] for r in runs]),
            "runs": [{k: v for k, v in r.items() if k not in ("val", "test")} |
-                    {"val/acc": r["val"]["acc"], **({"test/acc": r["test"]["acc"], "test/macro_f1": r["test"]["macro_f1"]}
-                                                    if r["test"] else {})} for r in runs]}
+                    {"val/acc": r["val"]["acc"],
+                     **({"test/acc": r["test"]["acc"], "test/macro_f1": r["test"]["macro_f1"]} if r["test"] else {})}
+                    for r in runs]}
     if splits.test is not None:
         out["test/acc"] = _mean_std([r["test"]["acc"] for r in runs])
         out["test/macro_f1"] = _mean_std([r["test"]["macro_f1"] for r in runs])

@@ -39,7 +39,7 @@ def resolve_mode(mode: str) -> str:
 class TrialRun:
     """A wandb run for one trial; every method is a no-op when mode is `disabled`."""
 
-    def __init__(self, *, mode: str, project: str, entity: str | None, group: str, name: str,
+    def __init__(self, *, mode: str, project: str, entity: str | None, group: str, name: str | None,
                  config: Mapping[str, Any], run_dir: Path, job_type: str = "trial"):
         self.mode = mode
         self.run = None
@@ -52,12 +52,13 @@ class TrialRun:
                                   disable_code=True, x_disable_machine_info=True, init_timeout=120)
         try:
             self.run = wandb.init(project=project, entity=entity, group=group, name=name, job_type=job_type,
-                                  config=dict(config), dir=str(run_dir), mode=mode, reinit="finish_previous",
-                                  settings=settings)
-        except Exception as e:  # a dead network or a bad key must not lose the trial
+                                  config=dict(config), dir=str(run_dir), reinit="finish_previous", settings=settings,
+                                  mode=mode)  # type: ignore[arg-type]  # one of wandb's modes (resolve_mode)
+        except Exception as e:  # noqa: BLE001 - a dead network or a bad key must not lose the trial
             override = (f"WANDB_MODE={os.environ['WANDB_MODE']!r} in the environment overrides --wandb: unset it, or "
                         if "WANDB_MODE" in os.environ else "")
-            raise UserError(f"wandb: could not start run {name} in {mode} mode ({type(e).__name__}: {first_line(e, 200)}); "
+            raise UserError(f"wandb: could not start run {name} in {mode} mode "
+                            f"({type(e).__name__}: {first_line(e, 200)}); "
                             f"{override}use --wandb offline or disabled") from None
         for key in ("val/acc", "val/macro_f1"):
             self.run.define_metric(key, summary="max")

@@ -1,21 +1,27 @@
 """One trial's path, shared by `run` (every Optuna trial), `best` (every retrained seed) and the W&B agent: the
-spec's data, params -> RunConfig -> model -> `fit`, every epoch logged; the config a trained model is saved with."""
+trial context (the spec's splits on the device, their input norms, the tracking run), params -> RunConfig -> model ->
+`fit` with every epoch logged, the summary every tracking run ends with; the config a trained model is saved with."""
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Union
 
 import optuna
+import torch
 from torch import nn
 
 from fer_sweep.config import EpochResult, RunConfig
-from fer_sweep.data.splits import Splits, load_splits
+from fer_sweep.data.splits import Split, Splits, load_splits
+from fer_sweep.learn.augment import Norm
 from fer_sweep.learn.checkpoint import model_config
-from fer_sweep.learn.device import DeviceSplit
+from fer_sweep.learn.device import DeviceSplit, pick_device, to_device
 from fer_sweep.learn.models import model_for
-from fer_sweep.learn.train import fit
+from fer_sweep.learn.train import fit, input_norm
+from fer_sweep.sweep import tracking
 from fer_sweep.sweep.space import sample_params, to_run_config
 from fer_sweep.sweep.spec import SweepSpec
 
@@ -51,6 +57,69 @@ def checkpoint_config(cfg: RunConfig, norm, params: Mapping[str, Any], spec: Swe
 
 
 @dataclass
+class TrialContext:
+    """What every training of a study shares, wherever it runs (a `run` worker, the W&B agent, `best`): the spec,
+    its splits on the device (test only for `best`, which reads it once), their input norms, and where the tracking
+    runs go."""
+
+    spec: SweepSpec
+    folder: Path  # the study's results folder (W&B offline runs, kept models)
+    train: DeviceSplit
+    val: DeviceSplit
+    test: Optional[DeviceSplit]
+    wandb_mode: str
+    norms: dict[str, Norm] = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, spec: SweepSpec, folder: Path, *, device: str, wandb_mode: str, splits: Splits | None = None,
+             with_test: bool = False) -> "TrialContext":
+        """Read the spec's data once (unless `splits` are given) and put train and val on the device; test too
+        with `with_test` (`best` only: a sweep never touches it)."""
+        splits = splits or load_data(spec)
+        dev = pick_device(device)
+        test = _on_device(splits.test, dev) if with_test and splits.test is not None else None
+        return cls(spec, folder, _on_device(splits.train, dev), _on_device(splits.val, dev), test, wandb_mode)
+
+    def norm(self, mode: str) -> Norm:
+        """The input normalisation `mode` computed on this context's train split (once per mode)."""
+        if mode not in self.norms:
+            self.norms[mode] = input_norm(mode, self.train.x)
+        return self.norms[mode]
+
+    def track(self, cfg: RunConfig, name: Optional[str], *, job_type: str = "trial",
+              **extra: Any) -> tracking.TrialRun:
+        """The tracking (W&B) run of one training: grouped by study, configured with every setting and `extra`
+        (the trial's number); `name` None lets W&B name it (the agent's run)."""
+        return tracking.TrialRun(mode=self.wandb_mode, project=self.spec.wandb.project, entity=self.spec.wandb.entity,
+                                 group=self.spec.study, name=name, job_type=job_type, run_dir=self.folder,
+                                 config=wandb_config(cfg, self.spec, **extra))
+
+    def fit(self, t: "Training", run: Optional[tracking.TrialRun] = None, *,
+            on_epoch: Optional[Callable[[EpochResult], None]] = None,
+            should_prune: Optional[Callable[[EpochResult], bool]] = None) -> "Training":
+        """Train `t` (`Training.start(cfg)`, made by the caller so that an interrupt still finds it) on this context's
+        train split, validated on val every epoch, each epoch logged to `run`; `should_prune` may stop it early."""
+        return t.run(self.train, self.val, norm=self.norm(t.cfg.train.normalize),
+                     log=run.log if run is not None else None, on_epoch=on_epoch, should_prune=should_prune)
+
+
+def _on_device(faces: Split, device: torch.device) -> DeviceSplit:
+    assert faces.y is not None  # the splits of a FER2013 file are labelled (unlabelled files are only predicted)
+    return to_device(faces.x, faces.y, device)
+
+
+def finish_tracking(run: tracking.TrialRun, t: Optional["Training"], outcome: str) -> dict[str, Any]:
+    """Close a trial's tracking run with the summary and tag every trial ends with (complete, pruned@<epoch>, or
+    failed:<outcome>) and return that summary."""
+    last = t.last if t else None
+    summary = {"best/val_acc": last.best_val_acc if last else 0.0, "best/epoch": last.best_epoch if last else 0,
+               "outcome": outcome, "epochs": last.epoch if last else 0}
+    tag = {"pruned": f"pruned@{summary['epochs']}", "complete": "complete"}.get(outcome, f"failed:{outcome}")
+    run.finish(tags=[tag], summary=summary)
+    return summary
+
+
+@dataclass
 class Training:
     """One model's training, kept up to date as it runs: a caller interrupted mid-epoch (Ctrl-C, SIGTERM) still
     knows the last finished epoch and how long the epochs took."""
@@ -61,13 +130,15 @@ class Training:
     outcome: str = "complete"  # complete | pruned | diverged | oom
     message: str = ""
     train_s: float = 0.0  # the epochs' own seconds (not the set-up)
+    history: list[dict[str, Any]] = field(default_factory=list)  # one row per epoch (`epoch_row`)
 
     @classmethod
     def start(cls, cfg: RunConfig) -> "Training":
         """A fresh model for `cfg`, initialised with its seed."""
         return cls(cfg, model_for(cfg, seed=cfg.train.seed))
 
-    def run(self, train: DeviceSplit, val: DeviceSplit, *, norm, log: Optional[Callable[..., None]] = None,
+    def run(self, train: DeviceSplit, val: Optional[DeviceSplit], *, norm: Norm,
+            log: Optional[Callable[..., None]] = None,
             on_epoch: Optional[Callable[[EpochResult], None]] = None,
             should_prune: Optional[Callable[[EpochResult], bool]] = None) -> "Training":
         """`fit` to the end: each epoch goes to `log(metrics, step=epoch)` (a W&B run) and `on_epoch`, then
@@ -75,6 +146,7 @@ class Training:
         for result in fit(self.model, train, val, self.cfg.train, norm=norm):
             self.last = result
             self.train_s += result.metrics["time/epoch_s"]
+            self.history.append(epoch_row(result))
             if log:
                 log(result.metrics, step=result.epoch)
             if on_epoch:
@@ -85,3 +157,16 @@ class Training:
                 self.outcome, self.message = "pruned", f"pruned at epoch {result.epoch}"
                 break
         return self
+
+
+HISTORY_KEYS = ("train/loss", "train/acc", "val/loss", "val/acc", "val/macro_f1", "lr", "time/epoch_s")
+
+
+def epoch_row(result: EpochResult) -> dict[str, Any]:
+    """One epoch as a JSON-ready row (`best --json`'s per-epoch history): epoch and HISTORY_KEYS, nan as None
+    (a refit's epochs have no validation)."""
+    row: dict[str, Any] = {"epoch": result.epoch}
+    for key in HISTORY_KEYS:
+        value = float(result.metrics.get(key, math.nan))
+        row[key] = value if math.isfinite(value) else None
+    return row

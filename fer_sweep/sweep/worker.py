@@ -10,7 +10,7 @@ import signal
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -20,16 +20,16 @@ from optuna.trial import TrialState
 
 from fer_sweep.config import UserError, first_line
 from fer_sweep.data.splits import Splits
-from fer_sweep.learn.device import DeviceSplit, is_oom, pick_device, to_device
-from fer_sweep.learn.train import input_norm
-from fer_sweep.sweep import artifacts, tracking
+from fer_sweep.learn.device import is_oom
+from fer_sweep.sweep import artifacts
+from fer_sweep.sweep.dbfaults import DB_WAIT_S, StorageDown, is_db_fault, ride_out, study_fault, study_faults
+from fer_sweep.sweep.eta import PROGRESS
 from fer_sweep.sweep.optuna_api import Heartbeat, frozen, storage_of, trial_id
 from fer_sweep.sweep.signals import DeadlineReached, Terminated, deadline_alarm, interrupting, past
 from fer_sweep.sweep.spec import SweepSpec
-from fer_sweep.sweep.store import DB_WAIT_S, StorageDown, is_db_fault, ride_out, study_fault, study_faults
 from fer_sweep.sweep.study import claim, load_saved_spec, open_study, reap, release_own, requeue
-from fer_sweep.sweep.summary import OUTCOME, PROGRESS, write_trials_csv
-from fer_sweep.sweep.trial import Training, load_data, trial_config, wandb_config
+from fer_sweep.sweep.summary import OUTCOME, write_trials_csv
+from fer_sweep.sweep.trial import Training, TrialContext, finish_tracking, trial_config
 
 STORAGE_ENV = "FER_SWEEP_STORAGE"  # how a parent hands the storage URL to its workers (not argv: `ps` shows argv)
 SHARED_GPU_ENV = "FER_SWEEP_SHARED_GPU"  # "1" when a worker shares its GPU with other workers (OOMs are retried)
@@ -39,17 +39,13 @@ MAX_OOM_RETRIES = 2  # then an OOM is the configuration's own verdict ("oom", fi
 
 @dataclass
 class Worker:
-    """One worker's view of a running sweep: the study, its data on the device, where to write."""
+    """One worker of a running sweep: the study it claims trials from, and its trial context (the spec, the splits on
+    the device, where to write)."""
 
-    spec: SweepSpec
+    ctx: TrialContext
     study: optuna.Study
-    folder: Path
-    train: DeviceSplit
-    val: DeviceSplit
-    wandb_mode: str
     name: str = "w0"
     on_epoch: Callable[[int, Any], None] | None = None  # (trial number, EpochResult) for the live view
-    norms: dict = field(default_factory=dict)
     shared_device: bool = False  # other workers train on this GPU too: an OOM may be theirs, so it is retried
     db_wait_s: float = DB_WAIT_S  # how long a database that stopped answering is waited for (`run --db-wait`)
 
@@ -57,20 +53,12 @@ class Worker:
         """`call()` (a storage call that may be repeated), riding out a database outage of up to db_wait_s."""
         return ride_out(call, self.db_wait_s, f"worker {self.name}")
 
-    def norm(self, mode: str) -> tuple[float, float]:
-        if mode not in self.norms:
-            self.norms[mode] = input_norm(mode, self.train.x)
-        return self.norms[mode]
-
 
 def make_worker(spec: SweepSpec, study: optuna.Study, folder: Path, *, device: str, wandb_mode: str,
                 name: str = "w0", splits: Splits | None = None, db_wait_s: float = DB_WAIT_S) -> Worker:
     """Load the data once and put train/val on the device; the test split is never touched here."""
-    splits = splits or load_data(spec)
-    dev = pick_device(device)
-    return Worker(spec=spec, study=study, folder=folder, wandb_mode=wandb_mode, name=name,
-                  train=to_device(splits.train.x, splits.train.y, dev), val=to_device(splits.val.x, splits.val.y, dev),
-                  shared_device=os.environ.get(SHARED_GPU_ENV) == "1", db_wait_s=db_wait_s)
+    ctx = TrialContext.open(spec, folder, device=device, wandb_mode=wandb_mode, splits=splits)
+    return Worker(ctx, study, name=name, shared_device=os.environ.get(SHARED_GPU_ENV) == "1", db_wait_s=db_wait_s)
 
 
 def worker_loop(w: Worker, on_trial: Callable[[], None] | None = None, deadline: float | None = None) -> int:
@@ -87,7 +75,7 @@ def worker_loop(w: Worker, on_trial: Callable[[], None] | None = None, deadline:
             while not past(deadline):
                 try:
                     reap(w.study)
-                    trial = claim(w.study, w.spec.trials, w.name)
+                    trial = claim(w.study, w.ctx.spec.trials, w.name)
                     if trial is None:
                         break
                     run_trial(w, trial)
@@ -150,11 +138,9 @@ def _recording_progress(w: Worker, then: Callable[[int, Any], None] | None) -> C
 
 def run_trial(w: Worker, trial: optuna.Trial) -> str:
     """Train one trial, reporting every epoch to Optuna (pruning) and wandb; returns its outcome."""
-    spec, start = w.spec, time.perf_counter()
-    params, cfg = trial_config(trial, spec)
-    run = tracking.TrialRun(mode=w.wandb_mode, project=spec.wandb.project, entity=spec.wandb.entity,
-                            group=spec.study, name=f"{spec.study}-t{trial.number}", run_dir=w.folder,
-                            config=wandb_config(cfg, spec, trial=trial.number))
+    ctx, start = w.ctx, time.perf_counter()
+    params, cfg = trial_config(trial, ctx.spec)
+    run = ctx.track(cfg, f"{ctx.spec.study}-t{trial.number}", trial=trial.number)
 
     def on_epoch(result) -> None:
         if math.isfinite(result.metrics["val/acc"]):  # a diverged epoch has no val accuracy
@@ -166,10 +152,9 @@ def run_trial(w: Worker, trial: optuna.Trial) -> str:
     try:
         with Heartbeat(w.study, trial.number):
             t = Training.start(cfg)
-            t.run(w.train, w.val, norm=w.norm(cfg.train.normalize), log=run.log, on_epoch=on_epoch,
-                  should_prune=lambda _: w.patiently(trial.should_prune))
+            ctx.fit(t, run, on_epoch=on_epoch, should_prune=lambda _: w.patiently(trial.should_prune))
             if t.outcome in ("complete", "pruned"):  # its best-epoch model, for ensembles (spec `keep`)
-                artifacts.save_trial_model(w, trial, t.model, cfg, params, t.last)
+                artifacts.save_trial_model(ctx, trial, t.model, cfg, params, t.last)
         outcome_, message = t.outcome, t.message
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (preemption) raised as Terminated("SIGTERM") by the caller
         _abandon(w, trial, run, t, str(e) or "Ctrl-C", start)
@@ -182,7 +167,7 @@ def run_trial(w: Worker, trial: optuna.Trial) -> str:
         return "reaped"
     except UserError as e:
         outcome_, message = "error", str(e)
-    except Exception as e:  # a bug in one configuration must not end the sweep: record it, go on
+    except Exception as e:  # noqa: BLE001 - a bug in one configuration must not end the sweep
         fault = study_fault(e)
         if fault:  # a full disk or a storage gone away: this run ends, the trial goes back in the queue
             _abandon(w, trial, run, t, str(fault), start)
@@ -191,7 +176,7 @@ def run_trial(w: Worker, trial: optuna.Trial) -> str:
             outcome_, message = "oom", f"out of memory: {first_line(e)}"
         else:
             outcome_, message = "error", f"{type(e).__name__}: {e}"
-            with open(w.folder / "errors.log", "a") as log:
+            with open(w.ctx.folder / "errors.log", "a") as log:
                 log.write(f"trial {trial.number}:\n{traceback.format_exc()}\n")
     retries = int(trial.user_attrs.get(OOM_RETRIES, 0))
     retry = outcome_ == "oom" and w.shared_device and retries < MAX_OOM_RETRIES
@@ -199,7 +184,7 @@ def run_trial(w: Worker, trial: optuna.Trial) -> str:
         outcome_, message = "oom_retry", f"{message}; the GPU is shared with other workers: re-queued"
     with study_faults():  # a verdict that cannot be written: the next run reaps the trial and runs it again
         _finish(w, trial, run, t, outcome_, message, time.perf_counter() - start)
-        w.patiently(lambda: artifacts.prune_trial_models(w.study, w.folder, w.spec.keep))  # after the verdict
+        w.patiently(lambda: artifacts.prune_trial_models(w.study, w.ctx.folder, w.ctx.spec.keep))  # after the verdict
         if retry:
             w.patiently(lambda: requeue(w.study, frozen(w.study, trial.number), **{OOM_RETRIES: retries + 1}))
     return outcome_
@@ -226,7 +211,7 @@ def _finish(w: Worker, trial, run, t: Training | None, outcome_: str, message: s
              "epochs": last.epoch if last else 0, "best_epoch": last.best_epoch if last else 0,
              "best_val_acc": last.best_val_acc if last else 0.0}
     state = {"complete": TrialState.COMPLETE, "pruned": TrialState.PRUNED}.get(outcome_, TrialState.FAIL)
-    value = attrs["best_val_acc"] if state == TrialState.COMPLETE else None
+    value = float(last.best_val_acc) if last and state == TrialState.COMPLETE else None
 
     def verdict() -> None:  # may be told again after an outage: attrs are values, tell skips a finished trial
         for key, val in attrs.items():
@@ -234,10 +219,8 @@ def _finish(w: Worker, trial, run, t: Training | None, outcome_: str, message: s
         w.study.tell(trial, value, state=state, skip_if_finished=True)
 
     w.patiently(verdict)
-    tag = {"pruned": f"pruned@{attrs['epochs']}", "complete": "complete"}.get(outcome_, f"failed:{outcome_}")
-    run.finish(tags=[tag], summary={"best/val_acc": attrs["best_val_acc"], "best/epoch": attrs["best_epoch"],
-                                    "outcome": outcome_, "epochs": attrs["epochs"]})
-    w.patiently(lambda: write_trials_csv(w.study, w.folder))
+    finish_tracking(run, t, outcome_)
+    w.patiently(lambda: write_trials_csv(w.study, w.ctx.folder))
 
 
 def worker_main(folder: Path, *, name: str, device: str, wandb_mode: str, heartbeat_s: int,
