@@ -1,12 +1,12 @@
-"""Results layer: `best` (retrain the winner, test once), ensembles, predictions on FER2013 files, photos and videos, ONNX
-export, figures and the self-contained HTML report."""
+"""Results layer: `best` (retrain the winner, test once), ensembles, predictions on FER2013 files, photos and videos,
+ONNX export, figures and the self-contained HTML report."""
 
 from fer_sweep import lazy_exports
 
 _EXPORTS = {
     "pick_winner": "best", "retrain_best": "best",
-    "build_ensemble": "ensemble", "save_ensemble": "ensemble", "greedy_select": "ensemble",
-    "predict": "predict", "predict_photos": "predict", "load_members": "predict",
+    "build_ensemble": "ensemble.build", "save_ensemble": "ensemble.folders", "greedy_select": "ensemble.selection",
+    "predict": "predict", "load_members": "predict",
     "predict_media": "video",
     "export_onnx": "export",
     "build_report": "html",

@@ -1,4 +1,6 @@
-"""Where studies live: results folders, Optuna storages (embedded journal file or a URL), masked URLs."""
+"""Where studies live: results folders, Optuna storages (journal file or URL), masked URLs, the folder lock.
+
+What a fault of a storage is, and riding a database outage out, is sweep/dbfaults.py."""
 
 from __future__ import annotations
 
@@ -6,15 +8,14 @@ import contextlib
 import fcntl
 import random
 import re
-import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Callable, Iterator, Optional, TypeVar
+from typing import Callable, Iterator
 
 import optuna
 
-from fer_sweep.config import UserError, WriteError, first_line, write_error
+from fer_sweep.config import UserError, first_line
 from fer_sweep.sweep.journal import HealingJournal
 
 JOURNAL = "journal.log"
@@ -44,7 +45,8 @@ def find_study(results: Path, study: str | None) -> str:
 
 
 def _last_used(folder: Path) -> float:
-    return max(p.stat().st_mtime for p in [folder / "spec.yaml", *folder.glob("journal.log"), *folder.glob("trials.csv")])
+    files = [folder / "spec.yaml", *folder.glob("journal.log"), *folder.glob("trials.csv")]
+    return max(p.stat().st_mtime for p in files)
 
 
 def open_storage(folder: Path, url: str | None, *, heartbeat_s: int = 30,
@@ -65,7 +67,7 @@ def open_storage(folder: Path, url: str | None, *, heartbeat_s: int = 30,
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat_s, grace_period=3 * heartbeat_s,
                                                   heartbeat_stale_trial_callback=on_stale)
-        except Exception as e:  # bad URL, server down, missing driver: one line, password masked
+        except Exception as e:  # noqa: BLE001 - a schema race is retried, anything else is raised
             if attempt < 5 and _schema_race(e):
                 time.sleep(0.2 + random.random())  # then the tables are there, made by whoever won
                 continue
@@ -91,78 +93,3 @@ def folder_lock(folder: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-class StorageDown(WriteError):
-    """The study's database stopped answering and did not come back within the wait (`run --db-wait`)."""
-
-
-def is_db_fault(error: BaseException) -> bool:
-    """A database storage that does not answer (a server restarting, a network cut): Optuna's StorageInternalError
-    or SQLAlchemy's own errors, which RDBStorage lets through."""
-    return isinstance(error, (optuna.exceptions.StorageInternalError, StorageDown)) or \
-        type(error).__module__.startswith("sqlalchemy")
-
-
-def study_fault(error: BaseException) -> Optional[WriteError]:
-    """The one-line error for a fault of the study's storage rather than of a trial: an OSError while writing (a
-    full disk, a read-only folder) or a database that stopped answering; None for anything else."""
-    if isinstance(error, OSError):
-        return write_error(error)
-    if isinstance(error, StorageDown):
-        return error
-    if is_db_fault(error):
-        return StorageDown(f"the study's storage stopped answering ({mask_url(first_line(error, 200))}): the running "
-                           "trial goes back in the queue; run the same command to resume once it answers again")
-    return None
-
-
-DB_WAIT_S = 300.0  # `run --db-wait`'s default: a database restart or a managed failover takes seconds to minutes
-RETRY_MAX_S = 10.0  # the longest pause between two tries
-T = TypeVar("T")
-
-
-def ride_out(call: Callable[[], T], wait_s: float, who: str, *, say: Callable[[str], None] | None = None,
-             sleep: Callable[[float], None] = time.sleep) -> T:
-    """`call()`, tried again while the study's database does not answer (0.5 s, then twice as long each time, at
-    most RETRY_MAX_S apart) for up to `wait_s` seconds; then StorageDown, the one line. Other errors pass at once.
-    For storage calls that may be repeated (reads, writes of a value, a verdict told with skip_if_finished). `say`
-    gets one line when the storage stops answering and one when it answers again (default: stderr)."""
-    say = say or (lambda line: print(line, file=sys.stderr, flush=True))
-    started, pause = None, 0.5
-    while True:
-        try:
-            result = call()
-        except Exception as e:
-            if not is_db_fault(e) or isinstance(e, StorageDown):
-                raise
-            now = time.monotonic()
-            if started is None:
-                started = now
-                if wait_s > 0:
-                    say(f"{who}: the study's storage stopped answering ({mask_url(first_line(e, 160))}); "
-                        f"trying again for up to {wait_s:.0f} s (run --db-wait)")
-            if now - started >= wait_s:
-                fault = study_fault(e)
-                if wait_s > 0:
-                    fault = StorageDown(f"{fault} (waited {wait_s:.0f} s: --db-wait)")
-                fault.waited = True  # a caller further out does not wait a second time
-                raise fault from None
-            sleep(min(pause, started + wait_s - now))
-            pause = min(2 * pause, RETRY_MAX_S)
-            continue
-        if started is not None:
-            say(f"{who}: the study's storage answers again after {time.monotonic() - started:.0f} s; going on")
-        return result
-
-
-@contextlib.contextmanager
-def study_faults() -> Iterator[None]:
-    """Turn a storage fault (see study_fault) raised inside into its one-line WriteError."""
-    try:
-        yield
-    except Exception as e:
-        fault = study_fault(e)
-        if fault is None:
-            raise
-        raise fault from None

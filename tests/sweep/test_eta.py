@@ -1,4 +1,4 @@
-"""The ETA (summary.eta, policies.epochs_ahead) and how `run` and `status` show it (cli/render.py): epochs still
+"""The ETA (sweep/eta.py, policies.epochs_ahead) and how `run` and `status` show it (cli/render.py): epochs still
 possible under the pruner's rungs x measured seconds per epoch, per worker."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ import pytest
 from optuna.trial import TrialState, create_trial
 
 from fer_sweep.cli import render
-from fer_sweep.sweep import summary
+from fer_sweep.sweep import eta, summary
 from fer_sweep.sweep.policies import epochs_ahead, rungs
-from fer_sweep.sweep.spec import PrunerSpec
+from fer_sweep.sweep.spec import PrunerSpec, parse_spec
 
 ASHA = PrunerSpec(type="asha", min_epochs=1, reduction_factor=3)
 
@@ -32,12 +32,13 @@ def study_with(finished: int, running: int, target: int, epochs: int = 10, s_per
     study = optuna.create_study(direction="maximize")
     for i in range(finished):
         study.add_trial(create_trial(value=0.5, params={}, distributions={}, user_attrs={
-            "ticket": i, "epochs": epochs, "train_seconds": epochs * s_per_epoch, "seconds": epochs * s_per_epoch + setup_s}))
+            "ticket": i, "epochs": epochs, "train_seconds": epochs * s_per_epoch,
+            "seconds": epochs * s_per_epoch + setup_s}))
     for i in range(running):
         t = study.ask()
         for e in (1, 2):
             t.report(0.4, e)
-        t.set_user_attr(summary.PROGRESS, [2, 2 * s_per_epoch])
+        t.set_user_attr(eta.PROGRESS, [2, 2 * s_per_epoch])
     for i in range(finished + running, target):
         study.enqueue_trial({}, user_attrs={"ticket": i})
     return study
@@ -67,11 +68,11 @@ def test_eta_is_timed_by_the_latest_epochs_not_a_resumed_study_s_first_session()
     crashed = create_trial(state=TrialState.FAIL, user_attrs={"ticket": 5, "epochs": 1, "train_seconds": 41.0})
     study.add_trial(crashed)  # cut short, latest: its epoch ran and counts
     t = study.ask()
-    t.set_user_attr(summary.PROGRESS, [4, 4 * 44.0])
+    t.set_user_attr(eta.PROGRESS, [4, 4 * 44.0])
     b = summary.snapshot(study, 8, 24, PrunerSpec(type="none"), workers=1)["eta_basis"]
     assert b["timed_epochs"] == 4 + 1 + 9  # the running trial, then the latest ended ones until >= 12 epochs
     assert b["s_per_epoch"] == pytest.approx((4 * 44 + 41 + 9 * 42) / 14)
-    assert summary.recent_epoch_seconds(study.get_trials()) == (14, pytest.approx(4 * 44 + 41 + 9 * 42))
+    assert eta.recent_epoch_seconds(study.get_trials()) == (14, pytest.approx(4 * 44 + 41 + 9 * 42))
 
 
 def test_eta_under_asha_rungs_and_its_upper_bound():
@@ -96,6 +97,19 @@ def test_status_carries_the_eta_as_data():
     st = summary.status(study_with(finished=2, running=1, target=5), 5, 10, pruner=PrunerSpec(type="median"))
     assert {"eta_s", "eta_max_s", "eta_basis"} <= set(st) and st["eta_basis"]["pruner"] == "median"
     assert "ETA ~" in str(render.status_view(st).renderables)
+
+
+def test_a_searched_epochs_sets_the_eta_and_the_budget():
+    """`space: {epochs: ...}` with no train.epochs: the ETA's upper bound and the unpruned budget count the searched
+    top (20 epochs), not TrainConfig's default 15 (what `status` said before SweepSpec.max_epochs)."""
+    spec = parse_spec({"data": "synthetic", "trials": 5, "pruner": {"type": "none"},
+                       "space": {"epochs": {"choices": [10, 20]}}}, "s.yaml")
+    st = summary.status(study_with(finished=2, running=1, target=5, epochs=10), spec.trials, spec.max_epochs,
+                        pruner=spec.pruner)  # the two finished trials drew 10 epochs
+    assert st["epochs_trained"] == 2 * 10 and st["epochs_budget"] == 2 * 20
+    assert st["eta_basis"]["epochs_left_max"] == 2 * 20 + (20 - 2)  # two fresh trials and the running one's rest
+    assert [r["epochs"] for r in st["running"]] == [20]
+    assert st["eta_max_s"] == pytest.approx(58 * 30 + 2 * 5)  # 30 s an epoch, 5 s set-up per fresh trial, 1 worker
 
 
 def test_progress_lines_one_per_epoch_and_per_finished_trial():
@@ -131,8 +145,10 @@ def test_in_process_epochs_print_as_the_worker_reports_them():
     lines = []
     view = render.ProgressLines(lines.append, epochs=15)
     view.epoch(4, EpochResult(3, {"val/acc": 0.61234, "time/epoch_s": 41.04}, 0.61, 3))
-    view.epoch(4, EpochResult(4, {"val/acc": 0.2, "time/epoch_s": 40.0}, 0.61, 3, stop="diverged", message="loss is nan"))
-    assert lines == ["trial 4 epoch 3/15: val/acc 0.6123 (41.0 s)", "trial 4 epoch 4/15: val/acc 0.2000 (40.0 s); loss is nan"]
+    view.epoch(4, EpochResult(4, {"val/acc": 0.2, "time/epoch_s": 40.0}, 0.61, 3, stop="diverged",
+                              message="loss is nan"))
+    assert lines == ["trial 4 epoch 3/15: val/acc 0.6123 (41.0 s)",
+                     "trial 4 epoch 4/15: val/acc 0.2000 (40.0 s); loss is nan"]
     view.update({"target": 5, "finished": 0, "recent": [], "eta_s": None, "eta_basis": {},
                  "running": [{"number": 4, "epoch": 4, "epochs": 15, "val_acc": 0.2, "progress": [4, 160.0]}]})
     assert len(lines) == 2  # the snapshot brings nothing the worker had not said

@@ -1,7 +1,8 @@
-"""Ensembles across studies (`best --ensemble K --study A --study B`): two tiny synthetic studies of different
-architectures (one trained on random crops with ten-crop testing), one of them retrained with two seeds; the pool
-holds every kept trial model and every retrained model of both, each member records its study, studies on other
-splits are refused with one line; `predict`, `report` and `export` (of a member) take the result."""
+"""The pool of several studies (results/ensemble/pool.py), end to end through `best --ensemble K --study A --study B`:
+two tiny synthetic studies of different architectures (one trained on random crops with ten-crop testing), one of
+them retrained with two seeds; the pool holds every kept trial model and every retrained model of both, each member
+records its study, studies on other splits are refused with one line; `predict`, `report` and `export` (of a
+member) take the result."""
 
 from __future__ import annotations
 

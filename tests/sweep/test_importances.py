@@ -1,5 +1,5 @@
-"""Status views (sweep/summary.py): importances say how many trials they rest on, in `status`, its JSON and the
-report."""
+"""Parameter importances (sweep/importances.py): they say how many trials they rest on, in `status`, its JSON and
+the report."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 
 from fer_sweep.cli import render as report
 from fer_sweep.results import html as htmlreport
-from fer_sweep.sweep import summary
+from fer_sweep.sweep import importances, summary
 from tests.helpers import ROOT, fake_study, render_text
 
 
@@ -25,10 +25,11 @@ def test_importances_say_how_many_trials_they_rest_on(tmp_path):
     assert done["importance_basis"]["reliable"] is False
 
     spec, study = fake_study(ROOT / "sweeps" / "cnn.yaml", 24, pruned_every=100)  # 24 complete >= 20 (6 params)
+    assert importances.importance_basis(study) == {"complete_trials": 24, "reliable_from": 20, "reliable": True}
     st = summary.status(study, spec.trials, 15)
     assert st["importance_basis"] == {"complete_trials": 24, "reliable_from": 20, "reliable": True}
     assert "unreliable" not in render_text(report.status_view(st), 120)
-    assert summary.importance_trials_needed(16) == 32  # vgg.yaml's 16 searched parameters need more
+    assert importances.importance_trials_needed(16) == 32  # vgg.yaml's 16 searched parameters need more
 
 
 def _synthetic(spec):

@@ -1,0 +1,74 @@
+"""The ETA of a study: epochs still possible under the pruner's rungs x measured seconds per epoch, per worker."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from optuna.trial import FrozenTrial, TrialState
+
+from fer_sweep.sweep.policies import epochs_ahead
+from fer_sweep.sweep.spec import PrunerSpec
+
+PROGRESS = "progress"  # user attr of a trial while it trains: [epochs, train seconds so far] (times the ETA)
+RECENT_EPOCHS = 12  # the ETA's speed: at least this many of the latest timed epochs
+
+
+def recent_epoch_seconds(trials: list[FrozenTrial]) -> tuple[int, float]:
+    """(epochs, seconds) of the latest timed epochs: every running trial's progress, then trials that ended
+    (finished, and cut short: interrupted, crashed; their epochs ran), latest end first, until `RECENT_EPOCHS`."""
+    def ended_at(t: FrozenTrial) -> tuple[float, int]:
+        return (t.datetime_complete.timestamp() if t.datetime_complete else 0.0, t.number)
+
+    now = [(int(p[0]), float(p[1])) for t in trials
+           if t.state == TrialState.RUNNING and isinstance(p := t.user_attrs.get(PROGRESS), list)]
+    ended = [(int(t.user_attrs.get("epochs") or 0), float(t.user_attrs.get("train_seconds") or 0))
+             for t in sorted(trials, key=ended_at, reverse=True)
+             if t.state not in (TrialState.RUNNING, TrialState.WAITING)]
+    epochs, seconds = 0, 0.0
+    for i, (e, s) in enumerate(now + ended):
+        if i >= len(now) and epochs >= RECENT_EPOCHS:
+            break
+        if e > 0 and s > 0:
+            epochs, seconds = epochs + e, seconds + s
+    return epochs, seconds
+
+
+def eta(trials: list[FrozenTrial], finished: list[FrozenTrial], target: int, max_epochs: int, pruner: PrunerSpec,
+        workers: int = 1) -> dict[str, Any]:
+    """The projected time to finish the study: epochs still possible under the pruner's rungs x measured seconds
+    per epoch (plus each trial's set-up), divided among the workers.
+
+    Seconds per epoch are pooled over the most recent timed epochs in the storage (running trials from their
+    `progress` first, then trials that ended, finished or cut short, latest first, until `RECENT_EPOCHS` epochs), so
+    they are measured on the machines and with the worker count running now, whoever reads them: a study resumed on
+    another machine, or on one less busy, is not timed by its first session. Epochs left: for each ticket not
+    started, `policies.epochs_ahead` (asha/hyperband: to each rung with the chance of being promoted; median/none:
+    every epoch), or the mean epochs of the finished trials where that is fewer (early stopping, the median pruner);
+    for each running trial, what it may still train. `eta_max_s` counts every epoch of every unfinished trial (no
+    pruning at all). Workers: those running a trial now, or `workers`, whichever is more. None until the first epoch
+    is timed. `finished`: the trials of `trials` that reached a verdict (`summary.is_finished`)."""
+    running = [t for t in trials if t.state == TrialState.RUNNING]
+    epochs_timed, seconds = recent_epoch_seconds(trials)
+    fresh = max(target - len(finished) - len(running), 0)
+    done = [min(len(t.intermediate_values), max_epochs) for t in running]
+    per_trial = epochs_ahead(pruner, max_epochs)
+    epoch_counts = [int(t.user_attrs.get("epochs") or 0) for t in finished if t.user_attrs.get("epochs")]
+    if len(epoch_counts) >= 3:  # trials stop early here (patience, the median pruner): count what they do
+        per_trial = min(per_trial, sum(epoch_counts) / len(epoch_counts))
+    left = fresh * per_trial + sum(epochs_ahead(pruner, max_epochs, d) for d in done)
+    left_max = fresh * max_epochs + sum(max_epochs - d for d in done)
+    overheads = [float(t.user_attrs["seconds"]) - float(t.user_attrs["train_seconds"]) for t in finished
+                 if t.user_attrs.get("seconds") is not None and t.user_attrs.get("train_seconds") is not None]
+    setup = max(sum(overheads) / len(overheads), 0.0) if overheads else 0.0
+    k = max(len(running), workers, 1)
+    basis = {"epochs_left": round(left, 1), "epochs_left_max": left_max, "trials_left": fresh + len(running),
+             "s_per_epoch": round(seconds / epochs_timed, 3) if epochs_timed else None,
+             "s_setup_per_trial": round(setup, 2),
+             "timed_epochs": epochs_timed, "workers": k, "pruner": pruner.type}
+    if fresh + len(running) == 0:
+        return {"eta_s": 0.0, "eta_max_s": 0.0, "eta_basis": basis}
+    if not epochs_timed:
+        return {"eta_s": None, "eta_max_s": None, "eta_basis": basis}
+    spe = seconds / epochs_timed
+    return {"eta_s": round((left * spe + fresh * setup) / k, 1),
+            "eta_max_s": round((left_max * spe + fresh * setup) / k, 1), "eta_basis": basis}
