@@ -10,8 +10,8 @@ EMOTIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 NUM_CLASSES = len(EMOTIONS)
 IMAGE_SIZE = 48  # FER2013 faces are 48x48 grey
 
-# Allowed names, checked by spec validation and by the modules that implement them.
-ARCHS = ("cnn", "residual", "vgg")
+# Allowed names, checked by spec validation and by the modules that implement them. The architectures are the
+# model registry's names (learn/models.py MODELS), listed nowhere else.
 NORMS = ("batch", "layer", "none")
 POOLINGS = ("max", "avg", "none")
 HEADS = ("flatten", "gap")
@@ -78,7 +78,7 @@ def first_line(error: BaseException, limit: int = 300) -> str:
 class ModelConfig:
     """Architecture of one network; every model maps 1x48x48 to 7 logits."""
 
-    arch: str = "cnn"  # cnn | residual | vgg (see models.MODELS)
+    arch: str = "cnn"  # a name in the model registry (learn/models.py MODELS)
     conv: tuple[tuple[int, int], ...] = ((32, 3), (64, 3), (128, 3))  # (channels, kernel) per stage
     depth: int = 1  # convs per stage (cnn, vgg) or residual blocks per stage (residual)
     norm: str = "batch"  # batch | layer (GroupNorm(1, C): per sample over C,H,W) | none
@@ -91,7 +91,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How one model is trained; defaults are the seeds' notebook settings."""
+    """How one model is trained; defaults are the settings of the project's original notebooks."""
 
     epochs: int = 15
     batch_size: int = 64
@@ -116,16 +116,18 @@ class TrainConfig:
     cutmix_alpha: float = 0.0  # cutmix: Beta(a, a) area kept per batch (0 = off); with mixup, one of the two per batch
     mix_prob: float = 1.0  # share of batches that are mixed when mixup or cutmix is on
     tta: bool | str = False  # test-time views (tta_mode): False/none | True/flip (face + mirror) | tencrop (crop > 0:
-    #                          4 corner crops + the centre crop, each mirrored); `fit` validates tencrop with centre + mirror
+    #                          4 corner crops + the centre crop, each mirrored); `fit` validates tencrop with the
+    #                          centre + mirror
     tta_shift_px: int = 0  # with tta flip: also average over 4 copies shifted by this many pixels (x2 with flips)
-    crop: int = 0  # random crop: train on random crop x crop windows of the face, evaluate the centre crop (or ten crops);
-    #                the model takes crop x crop input (0 = the whole 48x48 face)
+    crop: int = 0  # random crop: train on random crop x crop windows of the face, evaluate the centre crop (or ten
+    #                crops); the model takes crop x crop input (0 = the whole 48x48 face)
     ema: float = 0.0  # exponential moving average of the weights with this decay per step (0 = off; e.g. 0.999):
     #                   validated, kept and saved with the averaged weights
     plateau_factor: float = 0.5  # plateau schedule: lr multiplier when val/acc stalls
     plateau_patience: int = 2  # plateau schedule: epochs without a val/acc gain before the lr is cut
     lr_plan: tuple[float, ...] = ()  # set by `best --refit`, not a spec key: per-epoch multipliers of lr that the
-    #                                  plateau schedule replays instead of watching validation (the selection run's cuts)
+    #                                  plateau schedule replays instead of watching validation (the selection run's
+    #                                  cuts)
     amp: str = "auto"  # precision policy (precision.py): auto (bf16 where native) | bf16 | off; true/false = auto/off
     channels_last: bool = True  # memory layout for convs (faster on CUDA and, measured, on CPU)
     compile: bool = False  # torch.compile the training forward/backward (eval runs the eager module)

@@ -10,7 +10,7 @@ _EXPORTS = {
     "describe": "splits", "info": "splits",
     "synthetic_faces": "synthetic",
     "Face": "photos", "detect_faces": "photos", "crop_face": "photos", "read_photo": "photos",
-    "is_photo_source": "photos", "list_photos": "photos", "list_media": "photos", "is_video": "photos",
+    "is_photo_source": "photos", "list_media": "photos", "is_video": "photos",
     "read_frames": "video", "FaceTracker": "video",
 }
 __all__ = sorted(_EXPORTS)

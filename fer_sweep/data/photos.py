@@ -135,18 +135,6 @@ def is_photo_source(data: str) -> bool:
     return looks_like_photo(path) or looks_like_video(path)
 
 
-def list_photos(source: Path) -> list[tuple[Path, str]]:
-    """(path, name for the output) of every photo: the file itself, or every photo under the folder (sorted,
-    sub-folders included, hidden files skipped), named by its path relative to the folder."""
-    if source.is_file():
-        return [(source, source.name)]
-    found = [(path, name) for path, name, kind in list_media(source) if kind == "photo"]
-    if not found:
-        raise UserError(f"{source}: no photos here ({', '.join(s[1:] for s in PHOTO_SUFFIXES)}), and no train/ or "
-                        "test/ sub-folders of FER2013's image-folder edition")
-    return found
-
-
 def list_media(source: Path) -> list[tuple[Path, str, str]]:
     """(path, name for the output, "photo" or "video") of the file itself, or of every photo and video under the
     folder (sorted, sub-folders included, hidden files and other files skipped), named by its path relative to the
@@ -187,6 +175,7 @@ def read_photo(path: Path, mode: str = "L"):
 def _cascade(name: str = CASCADE):
     try:
         import cv2
+        import cv2.data  # loaded by cv2 itself; named here so the type checker knows the submodule
     except ImportError:
         raise UserError("photos need OpenCV: pip install 'fer-sweep[export]'") from None
     path = Path(cv2.data.haarcascades) / name
@@ -221,7 +210,8 @@ def detect_faces(grey: np.ndarray, *, angles_deg: Sequence[float] = ANGLES_DEG, 
 
     scale = min(1.0, DETECT_MAX_SIDE / max(grey.shape))
     small = grey if scale == 1.0 else cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    upright, turned = [], []
+    upright: list[Face] = []
+    turned: list[Face] = []
     for angle in angles_deg:
         if angle:
             m, size = _rotation(small.shape, angle)

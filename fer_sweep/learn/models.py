@@ -24,7 +24,15 @@ import torch
 from torch import nn
 
 from fer_sweep.config import (
-    HEADS, IMAGE_SIZE, NORMS, NUM_CLASSES, POOLINGS, ModelConfig, RunConfig, TrainConfig, UserError,
+    HEADS,
+    IMAGE_SIZE,
+    NORMS,
+    NUM_CLASSES,
+    POOLINGS,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+    UserError,
 )
 
 # Final layer init: std 0.05/sqrt(fan_in) keeps the first logits small, so the initial loss
@@ -204,12 +212,12 @@ class ResidualCNN(nn.Module):
 
 
 def cnn(cfg: ModelConfig, input_size: int = IMAGE_SIZE) -> nn.Module:
-    """The seeds' plain CNN: depth x (conv-norm-ReLU) per stage, pool, one hidden FC layer."""
+    """The original notebooks' plain CNN: depth x (conv-norm-ReLU) per stage, pool, one hidden FC layer."""
     return PlainCNN(cfg, hidden_layers=1, input_size=input_size)
 
 
 def residual(cfg: ModelConfig, input_size: int = IMAGE_SIZE) -> nn.Module:
-    """ResNet-style CNN with basic blocks; the seeds' best model family."""
+    """ResNet-style CNN with basic blocks; the original notebooks' best model family."""
     return ResidualCNN(cfg, input_size=input_size)
 
 
@@ -218,6 +226,8 @@ def vgg(cfg: ModelConfig, input_size: int = IMAGE_SIZE) -> nn.Module:
     return PlainCNN(cfg, hidden_layers=2, input_size=input_size)
 
 
+# The registry: every architecture a spec may name (`ModelConfig.arch`), and the only list of them; spec validation
+# reads its names from here.
 MODELS: dict[str, Callable[..., nn.Module]] = {"cnn": cnn, "residual": residual, "vgg": vgg}
 
 

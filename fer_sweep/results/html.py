@@ -11,14 +11,13 @@ from typing import Any, Callable, Optional
 import optuna
 from optuna.trial import FrozenTrial
 
-from fer_sweep.results import plots
 from fer_sweep.config import UserError
-from fer_sweep.sweep.spec import SweepSpec, decode_choice
 from fer_sweep.files import write_atomic
+from fer_sweep.results import plots
 from fer_sweep.results.formats import conv_label, mean_std, param_label, pct
-from fer_sweep.sweep.summary import (
-    IMPORTANCE_MIN_TRIALS, importance_warning, is_finished, outcome, status, trial_row,
-)
+from fer_sweep.sweep.importances import IMPORTANCE_MIN_TRIALS, importance_warning
+from fer_sweep.sweep.spec import SweepSpec, decode_choice
+from fer_sweep.sweep.summary import is_finished, outcome, status, trial_row
 
 HTML_NAME = "report.html"
 TOP_CURVES = 8  # learning curves drawn in colour; the other complete trials are faint grey
@@ -38,7 +37,7 @@ def build_report(spec: SweepSpec, study: optuna.Study, folder: Path, *,
         figures[name] = folder / f"report-{name}.png"
         return figures[name]
 
-    st = status(study, spec.trials, int(spec.train.get("epochs", 15)))
+    st = status(study, spec.trials, spec.max_epochs)
     plots.save_history_png(trials, png("history"), title=f"{spec.study}: optimization history")
     imp, basis = st["importances"], st["importance_basis"]
     if imp:
@@ -119,10 +118,11 @@ def _data_info(spec: SweepSpec, load_data, skipped: dict) -> Optional[dict]:
 CAPTIONS = {
     "history": "Optimization history: each trial's best validation accuracy (pruned: the best before it was stopped).",
     "importances": "Parameter importances (fANOVA over complete trials).",
-    "parallel": "Parallel coordinates: each line a trial; complete trials coloured by validation accuracy, pruned dashed.",
+    "parallel": "Parallel coordinates: each line a trial; complete trials coloured by validation accuracy, "
+                "pruned dashed.",
     "slices": "Per-parameter slices: validation accuracy against each searched parameter.",
-    "curves": "Learning curves: validation accuracy per epoch; pruned trials dashed, ending in × at the epoch they were "
-              "stopped (a trial pruned after its first epoch is its × alone).",
+    "curves": "Learning curves: validation accuracy per epoch; pruned trials dashed, ending in × at the epoch they "
+              "were stopped (a trial pruned after its first epoch is its × alone).",
     "confusion": "Final model: confusion matrix (rows true class, columns predicted; shading is recall share).",
     "f1": "Final model: per-class precision, recall and F1.",
     "classes": "Class distribution of the study's data, per split.",
@@ -131,7 +131,8 @@ CAPTIONS = {
 }
 STYLE = """body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:2em auto;max-width:1100px;color:#222}
 h1{margin-bottom:.2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
-table{border-collapse:collapse;margin:.6em 0;font-size:.9em}th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}
+table{border-collapse:collapse;margin:.6em 0;font-size:.9em}\
+th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}
 th{background:#f3f3f3}td.l,th.l{text-align:left}figure{margin:1em 0}img{max-width:100%;border:1px solid #eee}
 figcaption{color:#555;font-size:.9em}.note{color:#8a6d00}.muted{color:#777}"""
 
@@ -249,7 +250,8 @@ def render_html(spec: SweepSpec, st: dict, figures: dict[str, Path], skipped: di
     parts = [f"<h1>fer-sweep report: {_e(spec.study)}</h1>",
              f'<p class="muted">data {_e(spec.data)} · {_e(spec.sampler)} search · pruner {_e(spec.pruner.type)} · '
              f"{_e(st['finished'])}/{_e(st['target'])} trials finished: {_e(c.get('complete', 0))} complete, "
-             f"{_e(c.get('pruned', 0))} pruned, {_e(sum(v for k, v in c.items() if k not in ('complete', 'pruned')))} other · "
+             f"{_e(c.get('pruned', 0))} pruned, "
+             f"{_e(sum(v for k, v in c.items() if k not in ('complete', 'pruned')))} other · "
              f"epochs trained {_e(st['epochs_trained'])} of {_e(st['epochs_budget'])} unpruned</p>"]
     if best:
         parts.append(f"<p>Best trial: <b>#{_e(best['number'])}</b>, val acc <b>{pct(best['val_acc'])}</b> "
@@ -265,7 +267,7 @@ def render_html(spec: SweepSpec, st: dict, figures: dict[str, Path], skipped: di
             parts.append(_final_section(final))
             if final.get("seeds_ensemble"):
                 parts.append(_seeds_paragraph(final))
-        if title == "Ensemble":
+        if title == "Ensemble" and ensemble:  # the section is listed only when there is one
             parts.append(_ensemble_section(ensemble, final))
         if title == "Data" and data_info:
             shown = set(final.get("notes", [])) if final else set()
@@ -276,7 +278,8 @@ def render_html(spec: SweepSpec, st: dict, figures: dict[str, Path], skipped: di
             if name in figures:
                 parts.append(_figure(name, figures[name]))
             elif name in skipped:
-                parts.append(f'<p class="note" id="skip-{name}">{_e(CAPTIONS[name].split(":")[0])}: {_e(skipped[name])}</p>')
+                caption = CAPTIONS[name].split(":")[0]
+                parts.append(f'<p class="note" id="skip-{name}">{_e(caption)}: {_e(skipped[name])}</p>')
     body = "\n".join(parts)
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>fer-sweep: {_e(spec.study)}</title>'
             f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{STYLE}</style></head>'

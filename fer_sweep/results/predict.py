@@ -12,12 +12,12 @@ from typing import Optional, Union
 import numpy as np
 
 from fer_sweep.config import EMOTIONS, IMAGE_SIZE, UserError
+from fer_sweep.data.photos import Face
 from fer_sweep.data.read import read_faces
 from fer_sweep.data.readers import Faces
 from fer_sweep.data.splits import split_indices
-from fer_sweep.learn.checkpoint import load_model
-from fer_sweep.data.photos import Face
 from fer_sweep.files import write_atomic
+from fer_sweep.learn.checkpoint import load_model
 
 SPLITS = ("all", "train", "val", "test")
 
@@ -55,8 +55,8 @@ def predict(model_dir: Path, data: str, *, split: str = "all", tta: Optional[boo
     """
     import torch
 
-    from fer_sweep.results.ensemble import ensemble_proba
     from fer_sweep.learn.device import pick_device
+    from fer_sweep.results.ensemble.members import ensemble_proba
 
     if split not in SPLITS:
         raise UserError(f"--split: unknown split {split!r} (known: {', '.join(SPLITS)})")
@@ -76,7 +76,8 @@ def load_members(model_dir: Path) -> tuple[list, dict]:
     """What `best` saved in model_dir: an ensemble's members with their weights (ensemble.json in the folder or
     its final/; it wins over a retrained model.pt beside it), else the one model with weight 1. Also the config
     whose `splits` rebuild `best`'s splits (ensemble.json, or config.json)."""
-    from fer_sweep.results.ensemble import Member, ensemble_folder, read_ensemble
+    from fer_sweep.results.ensemble.folders import ensemble_folder, read_ensemble
+    from fer_sweep.results.ensemble.members import Member
 
     folder = ensemble_folder(Path(model_dir)) if Path(model_dir).is_dir() else None
     if folder is None:
@@ -124,9 +125,10 @@ def split_rows(faces: Faces, split: str, opts: dict) -> np.ndarray:
         raise UserError(f"{faces.source}: unlabeled data has no {split} split: use --split all")
     indices, _ = split_indices(faces, val_frac=float(opts.get("val_frac", 0.1)),
                                test_frac=float(opts.get("test_frac", 0.1)), seed=int(opts.get("seed", 0)))
-    if indices[split] is None:
+    rows = indices[split]
+    if rows is None:
         raise UserError(f"{faces.source}: no {split} split in this data (and none carved: {split}_frac is 0)")
-    return indices[split]
+    return rows
 
 
 def write_csv(pred: Predictions, path: Path, *, proba: bool = False) -> Path:
@@ -137,10 +139,11 @@ def write_csv(pred: Predictions, path: Path, *, proba: bool = False) -> Path:
     writer.writerow(["id", "emotion", *(EMOTIONS if proba else ())])
     for i, (row_id, label) in enumerate(zip(pred.ids, pred.predicted.tolist())):
         writer.writerow([row_id, label, *([f"{p:.6f}" for p in pred.proba[i]] if proba else ())])
-    return _write(path, buf.getvalue())
+    return write_text_file(path, buf.getvalue())
 
 
-def _write(path: Path, text: str) -> Path:
+def write_text_file(path: Path, text: str) -> Path:
+    """Write an output file of `predict` (`--out`) whole or not at all; a missing folder is a user error."""
     path = Path(path)
     if path.parent and not path.parent.is_dir():
         raise UserError(f"--out {path}: folder {path.parent} does not exist")
@@ -196,21 +199,6 @@ class PhotoPredictions:
         return out
 
 
-def predict_photos(model_dir: Path, data: str, *, tta: Optional[bool] = None, device: str = "auto",
-                   batch_size: Optional[int] = None) -> PhotoPredictions:
-    """Find the faces in a photo or a folder of photos (faces.is_photo_source), crop each as FER2013 framed its
-    faces and classify it with the model (or ensemble) saved by `best`. A 48x48 photo is taken as one face crop already.
-    A file that cannot be decoded is listed in `unreadable` and skipped; none readable at all is a UserError."""
-    from fer_sweep.data import photos as photo_faces
-
-    members, _ = load_members(model_dir)
-    photos, crops, unreadable = read_photo_faces(photo_faces.list_photos(Path(data)))
-    if not photos:
-        raise UserError(f"{data}: no readable photo ({unreadable[0]}{' and others' if len(unreadable) > 1 else ''})")
-    proba, tta = classify(members, crops, tta=tta, device=device, batch_size=batch_size)
-    return PhotoPredictions(photos=photos, proba=proba, unreadable=unreadable, source=str(data), tta=tta)
-
-
 def read_photo_faces(files) -> tuple[list[Photo], list[np.ndarray], list[str]]:
     """For each (path, name): the photo with the faces found in it, and their 48x48 crops (a 48x48 photo is one
     crop already); a file that cannot be decoded is one line in the third list."""
@@ -239,7 +227,7 @@ def classify(members, crops, *, tta: Optional[bool] = None, device: str = "auto"
     import torch
 
     from fer_sweep.learn.device import pick_device
-    from fer_sweep.results.ensemble import ensemble_proba
+    from fer_sweep.results.ensemble.members import ensemble_proba
 
     dev = pick_device(device)
     x = torch.from_numpy(np.stack(crops) if len(crops) else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8)).to(dev)
@@ -265,7 +253,7 @@ def write_photo_csv(pred: PhotoPredictions, path: Path, *, proba: bool = False) 
             label = int(p.argmax())
             writer.writerow([photo.name, i, *face.box, f"{face.angle_deg:g}", label, EMOTIONS[label],
                              *([f"{v:.6f}" for v in p] if proba else ())])
-    return _write(path, buf.getvalue())
+    return write_text_file(path, buf.getvalue())
 
 
 def write_annotated(pred: PhotoPredictions, folder: Path) -> list[Path]:

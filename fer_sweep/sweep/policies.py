@@ -14,7 +14,7 @@ def make_sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
 
 
 def make_pruner(spec: SweepSpec) -> optuna.pruners.BasePruner:
-    return pruner_for(spec.pruner, int(spec.train.get("epochs", 15)))
+    return pruner_for(spec.pruner, spec.max_epochs)
 
 
 def pruner_for(p: PrunerSpec, epochs: int) -> optuna.pruners.BasePruner:

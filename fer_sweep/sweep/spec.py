@@ -7,13 +7,23 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, NoReturn
 
 import yaml
 
 from fer_sweep.config import (
-    AMP_MODES, ARCHS, HEADS, IMAGE_SIZE, NORMALIZATIONS, NORMS, OPTIMIZERS, POOLINGS, SCHEDULES, TTA_MODES,
-    ModelConfig, TrainConfig, UserError,
+    AMP_MODES,
+    HEADS,
+    IMAGE_SIZE,
+    NORMALIZATIONS,
+    NORMS,
+    OPTIMIZERS,
+    POOLINGS,
+    SCHEDULES,
+    TTA_MODES,
+    ModelConfig,
+    TrainConfig,
+    UserError,
 )
 
 SAMPLERS = ("random", "tpe")
@@ -22,7 +32,8 @@ WANDB_MODES = ("auto", "online", "offline", "disabled")
 KEEP = 10  # trial models kept by default (~5 MB each for the shipped specs' CNNs: docs/ensembles.md)
 TOP_KEYS = ("study", "data", "splits", "trials", "seed", "sampler", "pruner", "wandb", "model",
             "train", "space", "best", "keep")
-NAMED = {"arch": ARCHS, "norm": NORMS, "pooling": POOLINGS, "head": HEADS, "optimizer": OPTIMIZERS,
+# The names each setting allows; `arch` is checked against the model registry itself (`known_names`).
+NAMED = {"norm": NORMS, "pooling": POOLINGS, "head": HEADS, "optimizer": OPTIMIZERS,
          "schedule": SCHEDULES, "normalize": NORMALIZATIONS, "amp": AMP_MODES}
 # (min, max, max inclusive) for numeric settings; min is always inclusive.
 BOUNDS = {"dropout": (0, 1, False), "stage_dropout": (0, 1, False), "fc_units": (0, None, True),
@@ -54,6 +65,11 @@ class ParamSpec:
     log: bool = False
     step: float | None = None
     is_int: bool = False
+
+    def bounds(self) -> tuple[float, float]:
+        """(low, high) of a numeric parameter: parse_spec sets both whenever a parameter has no choices."""
+        assert self.low is not None and self.high is not None, f"{self.name}: no numeric range"
+        return self.low, self.high
 
 
 @dataclass(frozen=True)
@@ -106,6 +122,19 @@ class SweepSpec:
     resolved: Mapping[str, Any]  # the spec as a plain dict with overrides applied (saved as spec.yaml)
     keep: int = KEEP  # trial models kept for ensembles: the best `keep` by val accuracy (0 = none; artifacts.py)
 
+    @property
+    def max_epochs(self) -> int:
+        """The largest epoch budget a trial of this spec can have: the top of a searched `epochs` (its largest choice,
+        or the top of its range), else the fixed `train.epochs` (TrainConfig's default where the spec sets none).
+        The pruner's maximum resource, the ETA and the unpruned budget all use it."""
+        for p in self.space:
+            if p.name == "epochs" and p.choices:
+                return int(max(p.choices))
+            if p.name == "epochs":  # an int range: its top step (what Optuna's suggest_int can draw)
+                low, high, step = int(p.low), int(p.high), int(p.step or 1)  # type: ignore[arg-type]
+                return low + (high - low) // step * step
+        return int(self.train.get("epochs", TrainConfig.epochs))
+
 
 def load_spec(path: str | Path, *, overrides: Mapping[str, Any] | None = None,
               check_data: bool = True) -> SweepSpec:
@@ -136,7 +165,7 @@ def _read_yaml(path: Path) -> dict:
 
 def parse_spec(raw: Mapping[str, Any], where: str, *, check_data: bool = True) -> SweepSpec:
     """Validate a spec dict; every error is a SpecError naming `where` and the key."""
-    def fail(key: str, msg: str):
+    def fail(key: str, msg: str) -> NoReturn:
         raise SpecError(f"{where}: {key}: {msg}")
 
     _no_unknown(raw, TOP_KEYS, "", fail)
@@ -218,11 +247,22 @@ def check_value(name: str, value, key: str, fail, default=None):
         lo, hi, inclusive = BOUNDS.get(name, (None, None, True))
         return _number(value, key, fail, is_int=isinstance(default, int), low=lo, high=hi,
                        high_inclusive=inclusive) * (1.0 if isinstance(default, float) else 1)
-    if name in NAMED and value not in NAMED[name]:
-        fail(key, f"unknown {name} {value!r} (known: {', '.join(NAMED[name])})")
+    known = known_names(name)
+    if known and value not in known:
+        fail(key, f"unknown {name} {value!r} (known: {', '.join(known)})")
     if not isinstance(value, str):
         fail(key, f"expected a string, got {value!r}")
     return value
+
+
+def known_names(name: str) -> tuple[str, ...]:
+    """The values a named setting allows (empty for a free one): `arch` from the model registry, the only list of
+    architectures (imported here, when a spec names one, so importing this module stays free of torch)."""
+    if name == "arch":
+        from fer_sweep.learn.models import MODELS
+
+        return tuple(MODELS)
+    return NAMED.get(name, ())
 
 
 def _fixed(section, prefix: str, fields: Mapping[str, Any], fail) -> dict:

@@ -158,3 +158,28 @@ def test_spec_keep_is_validated(tmp_path):
     assert parse_spec({"data": "synthetic"}, "x.yaml").keep == 10
     with pytest.raises(SpecError, match="keep: must be >= 0"):
         parse_spec({"data": "synthetic", "keep": -1}, "x.yaml")
+
+
+@pytest.mark.parametrize("train, space, expected", [
+    ({"epochs": 7}, {}, 7),  # fixed
+    ({}, {}, 15),  # neither: TrainConfig's default
+    ({}, {"epochs": {"choices": [3, 20, 8]}}, 20),  # searched choices: the largest
+    ({}, {"epochs": {"low": 2, "high": 30}}, 30),  # searched int range: its high
+    ({}, {"epochs": {"low": 2, "high": 30, "step": 5}}, 27),  # with a step: the top value suggest_int can draw
+])
+def test_max_epochs_is_the_largest_budget_a_trial_can_have(train, space, expected):
+    spec = parse_spec({"data": "synthetic", "train": train, "space": space}, "s.yaml")
+    assert spec.max_epochs == expected
+
+
+def test_arch_is_validated_against_the_model_registry(monkeypatch):
+    """The registry (learn/models.py MODELS) is the one list of architectures: what it names, a spec may use."""
+    from fer_sweep.learn import models
+
+    for arch in models.MODELS:
+        assert parse_spec({"data": "synthetic", "model": {"arch": arch}}, "s.yaml").model["arch"] == arch
+    with pytest.raises(SpecError) as bad:
+        parse_spec({"data": "synthetic", "space": {"arch": {"choices": ["cnn", "tiny"]}}}, "s.yaml")
+    assert str(bad.value) == f"s.yaml: space.arch.choices[1]: unknown arch 'tiny' (known: {', '.join(models.MODELS)})"
+    monkeypatch.setitem(models.MODELS, "tiny", models.cnn)  # registered: a spec may name it, nothing else to edit
+    assert parse_spec({"data": "synthetic", "model": {"arch": "tiny"}}, "s.yaml").model["arch"] == "tiny"
