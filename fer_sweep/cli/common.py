@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from pathlib import Path
-from typing import Annotated, Any, Iterator, Mapping, Optional
+from typing import Annotated, Any, Iterable, Iterator, Mapping, Optional
 
 import typer
 from rich.console import Console
@@ -22,11 +22,13 @@ err = Console(stderr=True, soft_wrap=True)
 
 Results = Annotated[Path, typer.Option("--results", help="Folder holding one sub-folder per study.")]
 Study = Annotated[Optional[str], typer.Option("--study", help="Study name (default: the only or most recent one).")]
-Storage = Annotated[Optional[str], typer.Option("--storage", help="Optuna storage URL, e.g. postgresql://user:pass@host/db "
+Storage = Annotated[Optional[str], typer.Option(
+    "--storage", help="Optuna storage URL, e.g. postgresql://user:pass@host/db "
                                                 "(default: the journal file in the study folder).")]
 Device = Annotated[str, typer.Option("--device", help="auto (CUDA, else MPS, else CPU) | cpu | cuda | cuda:K | mps")]
 Json = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
-Wandb = Annotated[Optional[str], typer.Option("--wandb", help="auto | online | offline | disabled (default: the spec's).")]
+Wandb = Annotated[Optional[str], typer.Option(
+    "--wandb", help="auto | online | offline | disabled (default: the spec's).")]
 
 
 @contextlib.contextmanager
@@ -39,9 +41,9 @@ def user_errors() -> Iterator[None]:
         try:
             yield
         except OSError as e:  # a write that failed outside the study's own handling (final/, report, --out)
-            e = write_error(e)
-            err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(e.exit_code)
+            failed = write_error(e)
+            err.print(f"[red]error:[/red] {escape(str(failed))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(failed.exit_code) from None
         except UserError as e:
             err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(getattr(e, "exit_code", 2))
@@ -49,6 +51,13 @@ def user_errors() -> Iterator[None]:
             how = "terminated (SIGTERM)" if getattr(e, "exit_code", 130) == 143 else "interrupted"
             err.print(f"{how}: the running trial was re-queued; run the same command again to resume")
             raise typer.Exit(getattr(e, "exit_code", 130))
+
+
+def show(lines: Iterable[Any], console: Console = out) -> None:
+    """Print what cli/render.py or cli/render_results.py built, one renderable at a time (a `str` with rich's
+    highlighting, a `Text` as it is)."""
+    for line in lines:
+        console.print(line)
 
 
 def _notices_as_lines(show):

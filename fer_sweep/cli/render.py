@@ -1,8 +1,12 @@
-"""Everything the terminal shows: rich tables, panels and the live view of a running sweep."""
+"""What the terminal shows of sweeps (`run`, `status`, `bench`, `data info`, `repair`): rich tables, the live view of a
+running sweep and the lines around it. What a sweep gives (`best`, `predict`, `export`, `report`, ...) is shown by
+cli/render_results.py. Commands print what these functions return: a `str` with rich's highlighting (numbers and
+paths coloured), a `plain(...)` line as written."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+import contextlib
+from typing import Any, Callable, ContextManager, Mapping
 
 from rich import box
 from rich.cells import cell_len
@@ -13,11 +17,20 @@ from rich.table import Table
 from rich.text import Text
 
 from fer_sweep.config import EMOTIONS
-from fer_sweep.results.formats import mean_std, param_label, pct
+from fer_sweep.results.formats import param_label, pct
 
 
 def _params(params: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={param_label(k, v)}" for k, v in params.items())
+
+
+def plain(text: str) -> Text:
+    """A line printed as written: its markup read, no automatic highlighting (as `print(text, highlight=False)`)."""
+    return Text.from_markup(text)
+
+
+def plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def data_table(info: Mapping[str, Any]) -> Group:
@@ -45,14 +58,17 @@ def counts_line(snap: Mapping[str, Any]) -> str:
 
 def best_line(snap: Mapping[str, Any]) -> str:
     b = snap.get("best")
-    return "best: none yet" if not b else f"best: trial {b['number']}  val acc {pct(b['val_acc'])}  {_params(b['params'])}"
+    if not b:
+        return "best: none yet"
+    return f"best: trial {b['number']}  val acc {pct(b['val_acc'])}  {_params(b['params'])}"
 
 
 class LiveView:
     """The `run` screen: progress of N, best so far, and every running trial's epoch and val accuracy."""
 
     def __init__(self, study: str, target: int):
-        self.snap: dict[str, Any] = {"study": study, "target": target, "finished": 0, "counts": {}, "running": [], "best": None}
+        self.snap: dict[str, Any] = {"study": study, "target": target, "finished": 0, "counts": {}, "running": [],
+                                     "best": None}
         self.epochs: dict[int, Any] = {}  # in-process trials: latest EpochResult by trial number
 
     def update(self, snap: dict[str, Any]) -> None:
@@ -118,7 +134,8 @@ class ProgressLines:
         m = result.metrics
         total = f"/{self.max_epochs}" if self.max_epochs else ""
         self.emit(f"trial {number} epoch {result.epoch}{total}: val/acc {m['val/acc']:.4f} "
-                  f"({m.get('time/epoch_s', 0.0):.1f} s)" + (f"; {result.message}" if result.stop not in (None, "done") else ""))
+                  f"({m.get('time/epoch_s', 0.0):.1f} s)"
+                  + (f"; {result.message}" if result.stop not in (None, "done") else ""))
         self.epochs[number] = (result.epoch, None)
 
     def update(self, snap: Mapping[str, Any]) -> None:
@@ -239,7 +256,7 @@ def status_view(st: Mapping[str, Any]) -> Group:
             imp.add_row(k, f"{v:.3f}")
         parts.append(imp)
         if basis and not basis["reliable"]:
-            from fer_sweep.sweep.summary import importance_warning
+            from fer_sweep.sweep.importances import importance_warning
 
             parts.append(Text(importance_warning(basis), style="yellow"))
     return Group(*parts)
@@ -256,85 +273,89 @@ def saved_lines(saved: Mapping[str, Any]) -> list[str]:
         avg = (f"; the seeds' average {pct(r['seeds_average_acc'])}" if r.get("seeds_average_acc") is not None
                else "")
         val = f"val acc {pct(r['val_acc'])}" + ("" if r.get("val_held_out", True) else " (not held out)")
-        out.append(f"retrain {r['path']}: trial {r['trial']}, {_count(r.get('seeds') or 1, 'seed')} x {how}: "
+        out.append(f"retrain {r['path']}: trial {r['trial']}, {plural(r.get('seeds') or 1, 'seed')} x {how}: "
                    f"{split} acc {pct(r['acc'])}{std} ({val}){avg}")
     e = saved.get("ensemble")
     if e:
-        out.append(f"ensemble {e['path']}: {_count(e['members'], 'member')} of {', '.join(e['archs']) or '?'} from "
+        out.append(f"ensemble {e['path']}: {plural(e['members'], 'member')} of {', '.join(e['archs']) or '?'} from "
                    f"{', '.join(e['studies'])}: {e['split']} acc {pct(e['acc'])}, val acc {pct(e['val_acc'])}")
     return out
 
 
-def winner_panel(w: Mapping[str, Any]) -> Panel:
-    lines = [f"trial {w['number']}: val acc {pct(w['val_acc'])} after {w['epochs']} epochs (best epoch {w['best_epoch']})"]
-    lines += [f"  {k} = {param_label(k, v)}" for k, v in w["params"].items()]
-    return Panel("\n".join(lines), title="winner (chosen on validation)", border_style="green")
-
-
-def final_view(m: Mapping[str, Any]) -> Group:
-    split = m["split"]
-
-    def ms(key):
-        return mean_std(m, key, m["seeds"])
-
-    head = Text(f"retrained {m['seeds']} seed(s); {split}: acc {ms(split + '/acc')}, macro-F1 {ms(split + '/macro_f1')}"
-                f"  (val acc {ms('val/acc')})", style="bold")
-    per = Table(title=f"per class on {split} (saved seed {m['saved_seed']})")
-    for col in ("class", "precision", "recall", "F1", "support"):
-        per.add_column(col, justify="left" if col == "class" else "right")
-    for r in m["per_class"]:
-        per.add_row(r["class"], f"{r['precision']:.3f}", f"{r['recall']:.3f}", f"{r['f1']:.3f}", str(r["support"]))
-    conf = Table(title="confusion (rows true, columns predicted)")
-    conf.add_column("")
-    for name in EMOTIONS:
-        conf.add_column(name[:4], justify="right")
-    for name, row in zip(EMOTIONS, m["confusion"]):
-        conf.add_row(name, *map(str, row))
-    notes = [Text(f"note: {n}", style="yellow") for n in m.get("notes", [])]
-    return Group(head, *notes, per, conf)
-
-
-def seeds_ensemble_line(m: Mapping[str, Any]) -> str:
-    """`best --seeds K`: the seeds' average, beside their mean ± std."""
-    e, split = m["seeds_ensemble"], m["split"]
-    return (f"average of the {len(e['seeds'])} seeds (ensemble, final/{e['path']}/): {split} acc "
-            f"{pct(e.get(split + '/acc'))}, macro-F1 {pct(e.get(split + '/macro_f1'))}  "
-            f"(val acc {pct(e.get('val/acc'))})")
-
-
-def ensemble_view(e: Mapping[str, Any]) -> Group:
-    """`best --ensemble K`: the ensemble next to the single winner's kept model on test, and its members."""
-    split, s = e["split"], e["single"]
-    head = Table(title=f"on {split} ({e.get('n_' + split, '?')} faces); chosen on validation only")
-    for col in ("model", f"{split} acc", f"{split} macro-F1", "val acc"):
-        head.add_column(col, justify="left" if col == "model" else "right")
-    head.add_row(f"single winner's kept model (trial {s['trial']})", pct(s.get(split + "/acc")),
-                 pct(s.get(split + "/macro_f1")), pct(s["val/acc"]))
-    head.add_row(f"ensemble: {_count(len(e['members']), 'model')}, {_count(e['picks'], 'pick')}",
-                 pct(e.get(split + "/acc")), pct(e.get(split + "/macro_f1")), pct(e["val/acc"]), style="bold")
-    members = Table(title=f"members (greedy on {e['criterion']}, with replacement; {len(e['candidates'])} kept models)")
-    for col in ("trial", "weight", "picks", "val acc", f"{split} acc"):
-        members.add_column(col, justify="right")
-    for m in e["members"]:
-        members.add_row(str(m["trial"]), f"{m['weight']:.3f}", str(m["picks"]), pct(m["val/acc"]),
-                        pct(m.get(split + "/acc")))
-    notes = [Text(f"note: {n}", style="yellow") for n in e.get("notes", [])]
-    return Group(head, members, *notes, Text(f"{e['seconds']:.1f} s, no training"))
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
-
-
-def run_header(spec, device: str, gpus: Optional[list[str]], workers: int) -> str:
+def run_header(plan) -> str:
     """The line `run` starts with: what runs where, and in which precision (with the CPU's capability)."""
     from fer_sweep.learn.device import pick_device
     from fer_sweep.learn.precision import precision
 
-    dev = pick_device("cuda" if gpus else device)
+    spec, gpus = plan.spec, plan.gpus
+    dev = pick_device("cuda" if gpus else plan.device)
     amp = spec.train.get("amp", "auto")
     where = f"{len(gpus)} GPU(s) {','.join(gpus)}" if gpus else str(dev)
-    return (f"{spec.study}: {spec.trials} trials on {spec.data}, {max(workers, len(gpus or []))} worker(s) on "
+    return (f"{spec.study}: {spec.trials} trials on {spec.data}, {max(plan.workers, len(gpus or []))} worker(s) on "
             f"{where}; precision: {precision(amp, dev).describe()}")
+
+
+def pruner_warning(spec, workers: int) -> list[str]:
+    """`run --workers K` with a median pruner that prunes before K trials can have finished."""
+    if workers > 1 and spec.pruner.type == "median" and spec.pruner.startup_trials < workers:
+        return [f"[yellow]warning:[/yellow] pruner.startup_trials={spec.pruner.startup_trials} is below "
+                f"--workers {workers}: early trials will be pruned against too few finished trials"]
+    return []
+
+
+def sweep_progress(console: Console, spec) -> tuple[ContextManager, Callable, Callable]:
+    """`run`'s progress on `console`: the live view on a terminal; elsewhere (a Slurm log, nohup) one line per epoch
+    and per trial. Returns (the context the sweep runs in, run_sweep's on_update, its on_epoch)."""
+    from rich.live import Live
+
+    if console.is_terminal:
+        view = LiveView(spec.study, spec.trials)
+        return (Live(view, console=console, refresh_per_second=2, transient=True, redirect_stdout=False),
+                view.update, view.epoch)
+    lines = ProgressLines(lambda line: console.print(line, highlight=False, soft_wrap=True), spec.max_epochs)
+    return contextlib.nullcontext(), lines.update, lines.epoch
+
+
+def sweep_end(snap: Mapping[str, Any], plan, timeout: str | None) -> list[Any]:
+    """What `run` prints when the sweep ends: the top trials, the counts, the best and where the results are; when
+    `--timeout` stopped it, one line."""
+    from fer_sweep.sweep.tracking import sync_hint
+
+    if snap.get("deadline_reached"):
+        return [plain(deadline_line(snap, timeout or ""))]
+    study = plan.spec.study
+    lines: list[Any] = [leaderboard(snap["leaderboard"], f"{study}: top trials"), counts_line(snap),
+                        plain(best_line(snap)),
+                        f"results: {plan.folder}/ (trials.csv, spec.yaml); next: fer-sweep best --study {study} "
+                        f"--results {plan.results}"]
+    if plan.wandb_mode == "offline":
+        lines.append(sync_hint(plan.folder))
+    return lines
+
+
+def wandb_sweep_line(done: Mapping[str, Any]) -> str:
+    """`run --backend wandb`: the W&B sweep it ran."""
+    return f"W&B sweep {done['sweep_id']} ({done['project']}): {done['runs']} runs; config {done['config']}"
+
+
+def bench_lines(r: Mapping[str, Any]) -> list[Any]:
+    """`bench`: the training rate, the precision, and the cost (with the fraction of this machine's matmul peak)."""
+    cost = (f"cost: {r['train_flops_per_image'] / 1e6:,.0f} MFLOP per training image (forward + backward, "
+            f"torch's flop counter) -> {r['achieved_gflops']:,.1f} GFLOP/s achieved")
+    if "matmul_peak_gflops" in r:
+        cost += (f"; this machine's {r['peak_dtype']} matmul peak {r['matmul_peak_gflops']:,.1f} GFLOP/s "
+                 f"({r['peak_n']}^3, {r['threads']} threads): {100 * r['peak_fraction']:.0f}% of it")
+    return [f"{r['model']} on {r['device']}, batch {r['batch_size']}, {r['steps']} steps: "
+            f"[bold]{r['train_img_per_s']:,.0f} train images/s[/bold] ({r['step_ms']:.2f} ms/step)",
+            plain(f"precision: {r['precision_detail']}; channels_last: {r['channels_last']}"), plain(cost)]
+
+
+def repair_line(done: Mapping[str, Any]) -> Text:
+    """`repair`: what was rewritten, or that nothing was damaged."""
+    if not done["damaged"]:
+        return plain(f"{done['path']}: {done['records']} records, none damaged: nothing to repair")
+    return plain(f"{done['path']}: rewrote {done['records']} records without {done['damaged']} damaged line(s) "
+                 f"({done['recovered']} whole record(s) recovered from them; trial ids named: "
+                 f"{', '.join(map(str, done['trial_ids'])) or 'none'}); the damaged copy is {done['backup']}")
 
 

@@ -5,36 +5,38 @@ from __future__ import annotations
 import json
 import signal
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
 from fer_sweep.cli.common import (
-    Device, Json, Results, Storage, Study, Wandb, app, check_choice, check_device, data_app, err, flags_named,
-    out, user_errors,
+    Device,
+    Json,
+    Results,
+    Storage,
+    Study,
+    Wandb,
+    app,
+    check_choice,
+    check_device,
+    data_app,
+    err,
+    flags_named,
+    out,
+    show,
+    user_errors,
 )
 from fer_sweep.config import UserError
 
-def _check_run_flags(device: str, gpus: Optional[list[str]], results: Path, storage: Optional[str]) -> None:
-    """Every flag of `run` that the spec does not check, checked before the study folder is written."""
-    if gpus is not None and not gpus:
-        raise UserError("--gpus: expected GPU indices such as 0,1")
-    check_device("cuda" if gpus else device, "--gpus" if gpus else "--device")
-    if results.exists() and not results.is_dir():
-        raise UserError(f"--results {results}: not a folder")
-    if storage:
-        from fer_sweep.sweep.store import open_storage
-
-        try:  # a URL storage writes nothing here; a bad URL or an unreachable server ends the command
-            open_storage(results, storage)
-        except UserError as e:
-            raise UserError(f"--{e}") from None  # "--storage postgresql://fer:***@host/db: cannot open (...)"
+if TYPE_CHECKING:
+    from fer_sweep.sweep.launch import LaunchPlan
 
 
 @app.command()
 def run(
     spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="Sweep spec, e.g. sweeps/residual.yaml.")],
-    trials: Annotated[Optional[int], typer.Option("--trials", min=1, help="Finished trials the study ends with.")] = None,
+    trials: Annotated[Optional[int], typer.Option("--trials", min=1,
+                                                  help="Finished trials the study ends with.")] = None,
     data: Annotated[Optional[str], typer.Option("--data", help="FER2013 file/folder, or 'synthetic'.")] = None,
     study: Annotated[Optional[str], typer.Option("--study", help="Study name (default: the spec's).")] = None,
     storage: Storage = None,
@@ -54,64 +56,72 @@ def run(
                                                    "with one line; default 5m.")] = None,
 ) -> None:
     """Run (or resume) a sweep: random search, weak trials pruned, one wandb run per trial."""
-    import contextlib
-    import time
-
-    from rich.live import Live
-
     from fer_sweep.cli import render
-    from fer_sweep.sweep import launch as runner
-    from fer_sweep.sweep import tracking
-    from fer_sweep.sweep.spec import WANDB_MODES, load_spec
-    from fer_sweep.sweep.signals import interrupting, parse_duration
-    from fer_sweep.sweep.store import DB_WAIT_S
+    from fer_sweep.sweep.launch import run_sweep
+    from fer_sweep.sweep.signals import interrupting
 
     with user_errors(), interrupting(signal.SIGTERM):  # preemption (SIGTERM) is handled like Ctrl-C
-        deadline = time.time() + parse_duration(timeout) if timeout is not None else None
-        db_wait_s = parse_duration(db_wait, "--db-wait", zero=True) if db_wait is not None else DB_WAIT_S
-        flags = {"trials": trials, "data": data, "study": study, "seed": seed}
-        with flags_named(str(spec_path), flags):
-            spec = load_spec(spec_path, overrides=flags)
-        mode = tracking.resolve_mode(check_choice(wandb or spec.wandb.mode, WANDB_MODES, "--wandb"))
-        gpu_list = [g.strip() for g in gpus.split(",") if g.strip()] if gpus is not None else None
-        if check_choice(backend, ("optuna", "wandb"), "--backend") == "wandb":
-            from fer_sweep.sweep.wandb_backend import run_wandb_sweep
-
-            if workers > 1 or gpus or storage or timeout or db_wait:
-                raise UserError("--workers, --gpus, --storage, --timeout and --db-wait apply to --backend optuna (with "
-                                "W&B, start more agents)")
-            _check_run_flags(device, None, results, None)
-            done = run_wandb_sweep(spec, results=results, wandb_mode=mode, device=device)
-            out.print(f"W&B sweep {done['sweep_id']} ({done['project']}): {done['runs']} runs; config {done['config']}")
-            return
-        _check_run_flags(device, gpu_list, results, storage)
-        if workers > 1 and spec.pruner.type == "median" and spec.pruner.startup_trials < workers:
-            err.print(f"[yellow]warning:[/yellow] pruner.startup_trials={spec.pruner.startup_trials} is below "
-                      f"--workers {workers}: early trials will be pruned against too few finished trials")
-        if err.is_terminal:  # the live view; elsewhere (a Slurm log, nohup) one line per epoch and per trial
-            view = render.LiveView(spec.study, spec.trials)
-            shown, on_update, on_epoch = Live(view, console=err, refresh_per_second=2, transient=True,
-                                              redirect_stdout=False), view.update, view.epoch
-        else:
-            lines = render.ProgressLines(lambda line: err.print(line, highlight=False, soft_wrap=True),
-                                         int(spec.train.get("epochs", 15)))
-            shown, on_update, on_epoch = contextlib.nullcontext(), lines.update, lines.epoch
+        plan = _check_run_flags(spec_path, {"trials": trials, "data": data, "study": study, "seed": seed},
+                                storage=storage, device=device, wandb=wandb, results=results, workers=workers,
+                                gpus=gpus, backend=backend, timeout=timeout, db_wait=db_wait)
+        if backend == "wandb":
+            return _run_wandb(plan)
+        show(render.pruner_warning(plan.spec, workers), err)
+        shown, on_update, on_epoch = render.sweep_progress(err, plan.spec)
         with shown:
-            snap = runner.run_sweep(spec, results=results, storage_url=storage, workers=max(workers, len(gpu_list or [])),
-                                    gpus=gpu_list, device=device, wandb_mode=mode, on_update=on_update,
-                                    on_epoch=on_epoch, deadline=deadline, db_wait_s=db_wait_s,
-                                    on_start=lambda: err.print(render.run_header(spec, device, gpu_list, workers),
-                                                               highlight=False))
-        if snap.get("deadline_reached"):
-            out.print(render.deadline_line(snap, timeout), highlight=False)
-            return
-        folder = results / spec.study
-        out.print(render.leaderboard(snap["leaderboard"], f"{spec.study}: top trials"))
-        out.print(render.counts_line(snap))
-        out.print(render.best_line(snap), highlight=False)
-        out.print(f"results: {folder}/ (trials.csv, spec.yaml); next: fer-sweep best --study {spec.study} --results {results}")
-        if mode == "offline":
-            out.print(tracking.sync_hint(folder))
+            snap = run_sweep(plan, on_update=on_update, on_epoch=on_epoch,
+                             on_start=lambda: err.print(render.run_header(plan), highlight=False))
+        show(render.sweep_end(snap, plan, timeout))
+
+
+def _check_run_flags(spec_path: Path, flags: dict[str, Any], *, storage: Optional[str], device: str,
+                     wandb: Optional[str], results: Path, workers: int, gpus: Optional[str], backend: str,
+                     timeout: Optional[str], db_wait: Optional[str]) -> LaunchPlan:
+    """Every flag of `run` parsed and checked before the study folder is written (the spec loaded with the flags
+    that override it): the launch plan they make."""
+    import time
+
+    from fer_sweep.sweep import tracking
+    from fer_sweep.sweep.dbfaults import DB_WAIT_S
+    from fer_sweep.sweep.launch import LaunchPlan
+    from fer_sweep.sweep.signals import parse_duration
+    from fer_sweep.sweep.spec import WANDB_MODES, load_spec
+
+    deadline = time.time() + parse_duration(timeout) if timeout is not None else None
+    db_wait_s = parse_duration(db_wait, "--db-wait", zero=True) if db_wait is not None else DB_WAIT_S
+    with flags_named(str(spec_path), flags):
+        spec = load_spec(spec_path, overrides=flags)
+    mode = tracking.resolve_mode(check_choice(wandb or spec.wandb.mode, WANDB_MODES, "--wandb"))
+    gpu_list = [g.strip() for g in gpus.split(",") if g.strip()] if gpus is not None else None
+    if check_choice(backend, ("optuna", "wandb"), "--backend") == "wandb":
+        if workers > 1 or gpus or storage or timeout or db_wait:
+            raise UserError("--workers, --gpus, --storage, --timeout and --db-wait apply to --backend optuna (with "
+                            "W&B, start more agents)")
+        gpu_list, storage = None, None
+    if gpu_list is not None and not gpu_list:
+        raise UserError("--gpus: expected GPU indices such as 0,1")
+    check_device("cuda" if gpu_list else device, "--gpus" if gpu_list else "--device")
+    if results.exists() and not results.is_dir():
+        raise UserError(f"--results {results}: not a folder")
+    if storage:
+        from fer_sweep.sweep.store import open_storage
+
+        try:  # a URL storage writes nothing here; a bad URL or an unreachable server ends the command
+            open_storage(results, storage)
+        except UserError as e:
+            raise UserError(f"--{e}") from None  # "--storage postgresql://fer:***@host/db: cannot open (...)"
+    return LaunchPlan(spec, results, storage_url=storage, workers=max(workers, len(gpu_list or [])),
+                      gpus=tuple(gpu_list) if gpu_list is not None else None, device=device, wandb_mode=mode,
+                      deadline=deadline, db_wait_s=db_wait_s)
+
+
+def _run_wandb(plan: LaunchPlan) -> None:
+    """`run --backend wandb`: W&B's own sweep controller and a local `wandb agent` loop."""
+    from fer_sweep.cli import render
+    from fer_sweep.sweep.wandb_backend import run_wandb_sweep
+
+    done = run_wandb_sweep(plan.spec, results=plan.results, wandb_mode=plan.wandb_mode, device=plan.device)
+    out.print(render.wandb_sweep_line(done))
 
 
 @app.command()
@@ -125,7 +135,7 @@ def status(study: Study = None, results: Results = Path("results"), storage: Sto
 
     with user_errors():
         spec, st, folder = open_existing(results, study, storage)
-        data = summary.status(st, spec.trials, int(spec.train.get("epochs", 15)), top=top, pruner=spec.pruner)
+        data = summary.status(st, spec.trials, spec.max_epochs, top=top, pruner=spec.pruner)
         data["saved"] = saved(folder)  # what `best` saved: retrains (latest first) and the ensemble
     if as_json:
         print(json.dumps(data, indent=2, default=str))
@@ -155,104 +165,100 @@ def best(
                                         "test once. Validation is then not held out.")] = False,
 ) -> None:
     """Print the winner; retrain it, test it once on the test split, save it to <results>/<study>/final/."""
-    from fer_sweep.cli import render
-    from fer_sweep.results import best as final
-    from fer_sweep.sweep import launch as runner
-    from fer_sweep.sweep import tracking
-    from fer_sweep.sweep.spec import WANDB_MODES, parse_spec
-    from fer_sweep.sweep.study import open_existing
+    from fer_sweep.cli import render_results
+    from fer_sweep.results.best import pick_winner, retrain_best, winner_info
+    from fer_sweep.sweep.trial import load_data
 
     with user_errors():
-        if wandb is not None:
-            check_choice(wandb, WANDB_MODES, "--wandb")
-        if ensemble is not None and (epochs or seeds or refit):
-            raise UserError("--ensemble combines the kept trial models without training: --epochs, --seeds and "
-                            "--refit belong to the retrain (run `best` without --ensemble)")
-        names = list(dict.fromkeys(study or [None]))
-        if len(names) > 1 and ensemble is None:
-            raise UserError(f"--study given {len(names)} times: several studies only go together in an ensemble "
-                            "(add --ensemble K)")
-        if refit and not retrain:
-            raise UserError("--refit belongs to the retrain: drop --no-retrain")
-        if retrain or ensemble:
-            check_device(device)
-        opened = [open_existing(results, name, storage) for name in names]
-        if data and (retrain or ensemble):
-            for i, (spec, st, folder) in enumerate(opened):
-                with flags_named(spec.path, {"data": data}):
-                    opened[i] = (parse_spec({**spec.resolved, "data": data}, spec.path), st, folder)
+        names = _check_best_flags(study, wandb=wandb, retrain=retrain, epochs=epochs, seeds=seeds, device=device,
+                                  ensemble=ensemble, refit=refit)
+        opened = _open_studies(results, names, storage, data if retrain or ensemble else None)
         spec, st, folder = opened[0]
-        info = final.winner_info(final.pick_winner(st))
+        winner = pick_winner(st)  # once: the retrain is given it
         if not as_json:
-            out.print(render.winner_panel(info))
+            out.print(render_results.winner_panel(winner_info(winner)))
         if ensemble is not None:
-            return _best_ensemble(spec, st, folder, ensemble, device, as_json, opened[1:])
+            return _best_ensemble(opened, ensemble, device, as_json)
         if not retrain:
             if as_json:
-                print(json.dumps({"winner": info}, indent=2))
+                print(json.dumps({"winner": winner_info(winner)}, indent=2))
             return
-        mode = tracking.resolve_mode(check_choice(wandb or spec.wandb.mode, WANDB_MODES, "--wandb"))
-        metrics = final.retrain_best(spec, st, folder, runner.load_data(spec), device=device, epochs=epochs,
-                                     seeds=seeds, wandb_mode=mode, on_epoch=_retrain_progress, refit=refit)
+        mode = _wandb_mode(wandb, spec)
+        metrics = retrain_best(spec, st, folder, load_data(spec), device=device, epochs=epochs, seeds=seeds,
+                               wandb_mode=mode, on_epoch=_retrain_progress, refit=refit, winner=winner)
     if as_json:
         print(json.dumps(metrics, indent=2))
     else:
-        out.print(render.final_view(metrics))
-        if "seeds_ensemble" in metrics:
-            out.print(render.seeds_ensemble_line(metrics), highlight=False)
-        if "refit" in metrics:
-            out.print(_refit_line(metrics), highlight=False)
-        out.print(f"saved: {folder / 'final'}/ (model.pt, config.json, metrics.json, confusion.png"
-                  f"{'; seeds/: every seed, an ensemble folder' if 'seeds_ensemble' in metrics else ''})")
+        show(render_results.retrain_lines(metrics, folder))
 
 
-def _refit_line(m: dict) -> str:
-    """`best --refit`: the selection run beside the refit (which trained on validation: its val is not held out)."""
-    r, split = m["refit"], m["split"]
-    sel = r["selection"]
-    return (f"refit on train + val ({r['faces']} faces) for {r['epochs']} epochs, chosen by the selection run "
-            f"(seed {sel['seed']}, validation held out: val acc {100 * sel['val/acc']:.2f}%"
-            + (f", {split} acc {100 * sel[split + '/acc']:.2f}%" if split + "/acc" in sel else "")
-            + f"; saved in final/{sel['path']}/); the val figures above are not held out")
+def _check_best_flags(study: Optional[list[str]], *, wandb: Optional[str], retrain: bool, epochs: Optional[int],
+                      seeds: Optional[int], device: str, ensemble: Optional[int], refit: bool) -> list[Optional[str]]:
+    """Every rule between `best`'s flags, checked before a study is opened; returns the study names (None: the only
+    or most recent one), each once."""
+    from fer_sweep.sweep.spec import WANDB_MODES
+
+    if wandb is not None:
+        check_choice(wandb, WANDB_MODES, "--wandb")
+    if ensemble is not None and (epochs or seeds or refit):
+        raise UserError("--ensemble combines the kept trial models without training: --epochs, --seeds and "
+                        "--refit belong to the retrain (run `best` without --ensemble)")
+    names: list[Optional[str]] = list(dict.fromkeys(study)) if study else [None]
+    if len(names) > 1 and ensemble is None:
+        raise UserError(f"--study given {len(names)} times: several studies only go together in an ensemble "
+                        "(add --ensemble K)")
+    if refit and not retrain:
+        raise UserError("--refit belongs to the retrain: drop --no-retrain")
+    if retrain or ensemble:
+        check_device(device)
+    return names
 
 
-def _best_ensemble(spec, st, folder: Path, picks: int, device: str, as_json: bool, others: list) -> None:
+def _open_studies(results: Path, names: list[Optional[str]], storage: Optional[str], data: Optional[str]) -> list:
+    """(spec, study, folder) of each study named; with `data` (`best --data`), each spec trains on it instead."""
+    from fer_sweep.sweep.spec import parse_spec
+    from fer_sweep.sweep.study import open_existing
+
+    opened = [open_existing(results, name, storage) for name in names]
+    if data:
+        for i, (spec, st, folder) in enumerate(opened):
+            with flags_named(spec.path, {"data": data}):
+                opened[i] = (parse_spec({**spec.resolved, "data": data}, spec.path), st, folder)
+    return opened
+
+
+def _wandb_mode(wandb: Optional[str], spec) -> str:
+    """The W&B mode of `best`'s retrain: --wandb, else the spec's; `auto` resolved."""
+    from fer_sweep.sweep import tracking
+    from fer_sweep.sweep.spec import WANDB_MODES
+
+    return tracking.resolve_mode(check_choice(wandb or spec.wandb.mode, WANDB_MODES, "--wandb"))
+
+
+def _best_ensemble(opened: list, picks: int, device: str, as_json: bool) -> None:
     """`best --ensemble K`: the kept trial models and retrained models of one study or several (on the same data and
     splits) combined (no training), tested once, saved into the first study's final/."""
+    from fer_sweep.cli import render_results
     from fer_sweep.results import ensemble
-    from fer_sweep.cli import render
-    from fer_sweep.sweep import launch as runner
+    from fer_sweep.sweep.trial import load_data
 
-    if others:
-        ensemble.check_same_data([(spec, st, folder), *others])  # before the data is read
-    built = ensemble.build_ensemble(spec, st, folder, runner.load_data(spec), picks=picks, device=device,
-                                    others=others)
+    spec, st, folder = opened[0]
+    if len(opened) > 1:
+        ensemble.check_same_data(opened)  # before the data is read
+    built = ensemble.build_ensemble(spec, st, folder, load_data(spec), picks=picks, device=device,
+                                    others=opened[1:])
     path = ensemble.save_ensemble(folder / "final", built)
     if as_json:
         print(json.dumps(built["info"], indent=2))
-        return
-    out.print(render.ensemble_view(built["info"]))
-    info = built["info"]
-    if info["single"].get("source", "trial") != "trial":
-        out.print(f"the single model above is the best retrained model ({info['single']['trial']}, "
-                  f"{info['single']['source']}), where the selection started", highlight=False)
-    if len(info["studies"]) > 1:
-        by = {s: [m["name"] for m in info["members"] if m["study"] == s] for s in info["studies"]}
-        out.print("pooled studies: " + "; ".join(f"{s}: {', '.join(n) or 'no member'}" for s, n in by.items()),
-                  highlight=False)
-    out.print(f"saved: {path.parent}/ (ensemble.json, members/, ensemble-confusion.png); "
-              f"predict with: fer-sweep predict {path.parent} --data ...", highlight=False)
+    else:
+        show(render_results.ensemble_lines(built["info"], path))
 
 
 def _retrain_progress(seed: int, r, epochs: int) -> None:
-    """One stderr line per retrain epoch (a CPU retrain can take an hour; benchmarks parse these lines); a refit's
-    epochs (no validation) read `refit`."""
-    import math
+    """One stderr line per retrain epoch (cli/render_results.py: retrain_epoch_line)."""
+    from fer_sweep.cli import render_results
 
-    m = r.metrics
-    val = f"val/acc {m['val/acc']:.4f}" if math.isfinite(m["val/acc"]) else "refit (no validation)"
-    err.print(f"best: seed {seed} epoch {r.epoch}/{epochs}: train/acc {m['train/acc']:.4f} "
-              f"{val} ({m['time/epoch_s']:.0f} s)" + (f"; {r.message}" if r.stop else ""), highlight=False)
+    err.print(render_results.retrain_epoch_line(seed, r, epochs))
 
 
 @app.command()
@@ -278,34 +284,28 @@ def bench(
 ) -> None:
     """Train images/s of one model (default: the seeds' best residual CNN) on this machine, its FLOPs per training
     image, the GFLOP/s that makes and the fraction of this machine's measured matmul peak."""
-    from fer_sweep.learn.throughput import run_bench
+    from fer_sweep.cli import render
+    from fer_sweep.learn.throughput import BenchOptions, run_bench
 
     with user_errors():
-        result = run_bench(data=data, steps=steps, batch_size=batch_size, device=device, arch=arch, conv=conv,
-                           norm=norm, pooling=pooling, amp=amp, compile=compile_, depth=depth, crop=crop, peak=peak)
+        result = run_bench(BenchOptions(data=data, steps=steps, batch_size=batch_size, device=device, arch=arch,
+                                        conv=conv, norm=norm, pooling=pooling, amp=amp, compile=compile_, depth=depth,
+                                        crop=crop, peak=peak))
     if as_json:
         print(json.dumps(result, indent=2))
     else:
-        out.print(f"{result['model']} on {result['device']}, batch {result['batch_size']}, {result['steps']} steps: "
-                  f"[bold]{result['train_img_per_s']:,.0f} train images/s[/bold] ({result['step_ms']:.2f} ms/step)")
-        out.print(f"precision: {result['precision_detail']}; channels_last: {result['channels_last']}", highlight=False)
-        line = (f"cost: {result['train_flops_per_image'] / 1e6:,.0f} MFLOP per training image (forward + backward, "
-                f"torch's flop counter) -> {result['achieved_gflops']:,.1f} GFLOP/s achieved")
-        if "matmul_peak_gflops" in result:
-            line += (f"; this machine's {result['peak_dtype']} matmul peak {result['matmul_peak_gflops']:,.1f} GFLOP/s "
-                     f"({result['peak_n']}^3, {result['threads']} threads): {100 * result['peak_fraction']:.0f}% of it")
-        out.print(line, highlight=False)
+        show(render.bench_lines(result))
 
 
 @data_app.command("info")
 def data_info(path: Annotated[str, typer.Argument(help="FER2013 file or folder (any supported layout).")],
               as_json: Json = False) -> None:
     """The detected layout and the counts per split x class."""
-    from fer_sweep.data import splits as data
     from fer_sweep.cli import render
+    from fer_sweep.data import splits
 
     with user_errors():
-        info = data.info(path)
+        info = splits.info(path)
     if as_json:
         print(json.dumps(info, indent=2))
     else:
@@ -315,16 +315,12 @@ def data_info(path: Annotated[str, typer.Argument(help="FER2013 file or folder (
 @app.command()
 def repair(study: Study = None, results: Results = Path("results"), as_json: Json = False) -> None:
     """Rewrite a study's journal without its damaged records (a backup is kept); run it with the sweep stopped."""
+    from fer_sweep.cli import render
     from fer_sweep.sweep.study import repair_journal
 
     with user_errors():
         done = repair_journal(results, study)
     if as_json:
         print(json.dumps(done, indent=2))
-    elif not done["damaged"]:
-        out.print(f"{done['path']}: {done['records']} records, none damaged: nothing to repair", highlight=False)
     else:
-        out.print(f"{done['path']}: rewrote {done['records']} records without {done['damaged']} damaged line(s) "
-                  f"({done['recovered']} whole record(s) recovered from them; trial ids named: "
-                  f"{', '.join(map(str, done['trial_ids'])) or 'none'}); the damaged copy is {done['backup']}",
-                  highlight=False)
+        out.print(render.repair_line(done))

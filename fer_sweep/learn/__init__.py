@@ -12,7 +12,7 @@ _EXPORTS = {
     "evaluate": "evaluate", "predict_proba": "evaluate",
     "save_model": "checkpoint", "load_model": "checkpoint", "model_from": "checkpoint", "model_config": "checkpoint",
     "state_dict_cpu": "checkpoint", "folder_or_final": "checkpoint",
-    "run_bench": "throughput",
+    "run_bench": "throughput", "BenchOptions": "throughput",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -19,11 +20,11 @@ from fer_sweep.learn.models import build_model, input_size_of
 from fer_sweep.learn.precision import autocast, precision, resolve_amp
 from fer_sweep.learn.train import train_throughput
 
-# The best configuration of the notebook grid found by hand (the project's seed notebooks): residual CNN,
+# The best configuration of the notebook grid found by hand (the project's original notebooks): residual CNN,
 # conv [(32,3),(64,3),(128,3)], BatchNorm, max pooling, dropout 0.3, Adam 1e-3, batch 64.
-SEEDS_BEST_MODEL = ModelConfig(arch="residual", conv=((32, 3), (64, 3), (128, 3)), norm="batch", pooling="max",
-                               dropout=0.3)
-SEEDS_BEST_TRAIN = TrainConfig(optimizer="adam", lr=1e-3, batch_size=64)
+NOTEBOOK_BEST_MODEL = ModelConfig(arch="residual", conv=((32, 3), (64, 3), (128, 3)), norm="batch", pooling="max",
+                                  dropout=0.3)
+NOTEBOOK_BEST_TRAIN = TrainConfig(optimizer="adam", lr=1e-3, batch_size=64)
 PEAK_N = 2048  # square matmul timed for the peak: large enough for the BLAS to reach its best rate, 17 GFLOP a call
 PEAK_REPEATS = 5
 
@@ -71,29 +72,50 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, n: int = PEAK_N, repea
     return 2 * n ** 3 / best / 1e9
 
 
-def run_bench(*, data: str = "synthetic", steps: int = 50, batch_size: int = 64, device: str = "auto",
-              arch: str = "residual", conv: str = "32,64,128", norm: str = "batch", pooling: str = "max",
-              warmup: int = 5, amp: str = "auto", compile: bool = False, depth: int = 1, crop: int = 0,
-              peak: bool = True) -> dict[str, Any]:
-    model_cfg = ModelConfig(**{**vars(SEEDS_BEST_MODEL), "arch": arch, "conv": parse_conv(conv), "norm": norm,
-                               "pooling": pooling, "depth": depth})
-    train_cfg = TrainConfig(**{**vars(SEEDS_BEST_TRAIN), "batch_size": batch_size, "amp": amp, "compile": compile,
-                               "crop": crop})
-    dev = pick_device(device)
-    policy = precision(amp, dev)  # also refuses an impossible setting (bf16 on mps) before any work
-    splits = load_splits(data, synthetic_n=max(4 * batch_size, 2048))
+@dataclass(frozen=True)
+class BenchOptions:
+    """What one `fer-sweep bench` measures: the model (the notebooks' best, with these changes), its batch and
+    precision, on which data and device, and how many steps are timed."""
+
+    data: str = "synthetic"  # a FER2013 file/folder, or "synthetic"
+    steps: int = 50  # timed training steps, after `warmup` untimed ones
+    batch_size: int = 64
+    device: str = "auto"
+    arch: str = "residual"
+    conv: str = "32,64,128"  # stage widths, kernel 3 (parse_conv)
+    norm: str = "batch"
+    pooling: str = "max"
+    warmup: int = 5
+    amp: str = "auto"
+    compile: bool = False
+    depth: int = 1  # convs (cnn, vgg) or residual blocks per stage
+    crop: int = 0  # random crop x crop training windows; 0: the whole 48x48 face
+    peak: bool = True  # also time this machine's matmul peak in the same precision
+
+
+def run_bench(opts: BenchOptions) -> dict[str, Any]:
+    """Train images/s of the model `opts` describes, its FLOPs per training image, the GFLOP/s that makes and (with
+    `opts.peak`) the fraction of this machine's matmul peak."""
+    model_cfg = ModelConfig(**{**vars(NOTEBOOK_BEST_MODEL), "arch": opts.arch, "conv": parse_conv(opts.conv),
+                               "norm": opts.norm, "pooling": opts.pooling, "depth": opts.depth})
+    train_cfg = TrainConfig(**{**vars(NOTEBOOK_BEST_TRAIN), "batch_size": opts.batch_size, "amp": opts.amp,
+                               "compile": opts.compile, "crop": opts.crop})
+    dev = pick_device(opts.device)
+    policy = precision(opts.amp, dev)  # also refuses an impossible setting (bf16 on mps) before any work
+    splits = load_splits(opts.data, synthetic_n=max(4 * opts.batch_size, 2048))
+    assert splits.train.y is not None  # a FER2013 file's training split is labelled
     train = to_device(splits.train.x, splits.train.y, dev)
     model = build_model(model_cfg, input_size=input_size_of(train_cfg))
     flops = train_flops_per_image(model, train_cfg, dev)
-    result = train_throughput(model, train, train_cfg, steps=steps, warmup=warmup)
-    name = (f"{arch} conv {conv}" + (f" depth {depth}" if depth != 1 else "") + f" norm {norm} pool {pooling}"
-            + (f" crop {crop}" if crop else ""))
+    result = train_throughput(model, train, train_cfg, steps=opts.steps, warmup=opts.warmup)
+    name = (f"{opts.arch} conv {opts.conv}" + (f" depth {opts.depth}" if opts.depth != 1 else "")
+            + f" norm {opts.norm} pool {opts.pooling}" + (f" crop {opts.crop}" if opts.crop else ""))
     achieved = flops * result["train_img_per_s"] / 1e9
     cost = {"train_flops_per_image": flops, "achieved_gflops": achieved}
-    if peak:
-        dtype = resolve_amp(amp, dev) or torch.float32
+    if opts.peak:
+        dtype = resolve_amp(opts.amp, dev) or torch.float32
         rate = matmul_peak(dev, dtype)
         cost.update({"matmul_peak_gflops": rate, "peak_dtype": str(dtype).removeprefix("torch."), "peak_n": PEAK_N,
                      "peak_fraction": achieved / rate, "threads": torch.get_num_threads()})
-    return {"model": name, "data": data, **result, **cost, "precision_detail": policy.describe()}
+    return {"model": name, "data": opts.data, **result, **cost, "precision_detail": policy.describe()}
 

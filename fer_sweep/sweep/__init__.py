@@ -10,7 +10,7 @@ _EXPORTS = {
     "open_study": "study", "prepare_study": "study", "open_existing": "study", "claim": "study", "reap": "study",
     "Training": "trial", "trial_config": "trial", "load_data": "trial",
     "Worker": "worker", "make_worker": "worker", "worker_loop": "worker", "run_trial": "worker",
-    "run_sweep": "launch", "worker_env": "launch",
+    "run_sweep": "launch", "LaunchPlan": "launch", "worker_env": "launch",
     "open_storage": "store", "find_study": "store", "study_dir": "store",
     "snapshot": "summary", "status": "summary",
 }

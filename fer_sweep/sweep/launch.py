@@ -8,16 +8,18 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import optuna
 
 from fer_sweep.config import UserError, WriteError
 from fer_sweep.learn.device import pick_device
+from fer_sweep.sweep.dbfaults import DB_WAIT_S, study_fault, study_faults
 from fer_sweep.sweep.signals import past
 from fer_sweep.sweep.spec import SweepSpec
-from fer_sweep.sweep.store import DB_WAIT_S, study_dir, study_fault, study_faults
+from fer_sweep.sweep.store import study_dir
 from fer_sweep.sweep.study import prepare_study, reap
 from fer_sweep.sweep.summary import snapshot, status, write_trials_csv
 from fer_sweep.sweep.trial import load_data
@@ -27,7 +29,28 @@ REFRESH_S = 5.0  # in-process: the fewest seconds between two snapshots read aft
 STOP_GRACE_S = 20  # on Ctrl-C/SIGTERM, how long workers get to re-queue their trials (schedulers wait ~30 s)
 
 
-def worker_env(parent: Mapping[str, str], k: int, workers: int, gpus: list[str] | None, cpu_count: int) -> dict:
+@dataclass(frozen=True)
+class LaunchPlan:
+    """What one `run` launches, built once from its flags and passed down whole: the sweep, where its study lives,
+    and how its workers run. (The callbacks that watch it are run_sweep's arguments, not part of the plan.)"""
+
+    spec: SweepSpec
+    results: Path  # the folder holding one sub-folder per study
+    storage_url: str | None = None  # `--storage`; None: the journal file in the study folder
+    workers: int = 1  # worker processes (1 with no gpus: one worker in this process)
+    gpus: tuple[str, ...] | None = None  # `--gpus`: the workers' GPUs, round-robin
+    device: str = "auto"
+    wandb_mode: str = "offline"
+    heartbeat_s: int = 30  # a running trial's heartbeat; a worker silent for longer is reaped
+    deadline: float | None = None  # a time.time() value (`run --timeout`): no trial starts after it
+    db_wait_s: float = DB_WAIT_S  # how long workers wait for a database storage that stops answering
+
+    @property
+    def folder(self) -> Path:
+        return study_dir(self.results, self.spec.study)
+
+
+def worker_env(parent: Mapping[str, str], k: int, workers: int, gpus: Sequence[str] | None, cpu_count: int) -> dict:
     """Environment of worker k of `workers` (a pure function of its arguments).
 
     GPUs: `--gpus` indices count within the GPUs this process may use, so under a scheduler that set
@@ -55,79 +78,82 @@ def worker_env(parent: Mapping[str, str], k: int, workers: int, gpus: list[str] 
     return env
 
 
-def run_sweep(spec: SweepSpec, *, results: Path, storage_url: str | None = None, workers: int = 1,
-              gpus: list[str] | None = None, device: str = "auto", wandb_mode: str = "offline",
-              heartbeat_s: int = 30, on_update: Callable[[dict], None] | None = None,
-              on_epoch: Callable | None = None, on_start: Callable[[], None] | None = None,
-              deadline: float | None = None, db_wait_s: float = DB_WAIT_S) -> dict[str, Any]:
+def run_sweep(plan: LaunchPlan, *, on_update: Callable[[dict], None] | None = None, on_epoch: Callable | None = None,
+              on_start: Callable[[], None] | None = None) -> dict[str, Any]:
     """Run the sweep to `spec.trials` finished trials (resuming whatever is there); returns the status, with
-    `deadline_reached` true when `deadline` (a time.time() value: `run --timeout`) stopped it first: no trial starts
-    after the deadline and every worker interrupts and re-queues the trial it is training then.
+    `deadline_reached` true when the plan's `deadline` stopped it first: no trial starts after the deadline and every
+    worker interrupts and re-queues the trial it is training then.
     `on_start` is called once every input has been checked and the study is open (the run header); `on_update`
     with a snapshot after every epoch and trial (K worker processes: every second). Workers wait up to `db_wait_s`
     for a database storage that stops answering (see worker_loop) before they end with one line."""
-    folder = study_dir(results, spec.study)
+    spec, folder, workers, gpus = plan.spec, plan.folder, plan.workers, plan.gpus
     for k in range(workers if gpus else 0):  # a bad --gpus fails here, before anything is written
         worker_env(os.environ, k, workers, gpus, os.cpu_count() or 1)
     splits = load_data(spec)  # unreadable data or a bad device end here too, before the study folder is written
-    pick_device("cuda" if gpus else device)  # (K workers then read the data from the parse cache this filled)
+    pick_device("cuda" if gpus else plan.device)  # (K workers then read the data from the parse cache this filled)
     with study_faults():
-        study = prepare_study(spec, results, storage_url, heartbeat_s)
+        study = prepare_study(spec, plan.results, plan.storage_url, plan.heartbeat_s)
     if on_start:
         on_start()
-    max_epochs = int(spec.train.get("epochs", 15))
+    max_epochs = spec.max_epochs
     k = max(workers, len(gpus or []))
     ours = (socket.gethostname(), {os.getpid()})  # this run's workers (their pids join when they start)
     last = [0.0]
 
     def refresh() -> None:
+        assert on_update is not None  # refresh is only handed out with on_update
         last[0] = time.monotonic()
         try:
             on_update(snapshot(study, spec.trials, max_epochs, spec.pruner, k, ours=ours))
-        except Exception as e:  # noqa: BLE001 - the view skips a refresh while the storage does not answer
+        except Exception as e:  # the view skips a refresh while the storage does not answer
             if study_fault(e) is None:
                 raise
 
     update = refresh if on_update else None
     if workers == 1 and not gpus:
-        w = make_worker(spec, study, folder, device=device, wandb_mode=wandb_mode, name="w0", splits=splits,
-                        db_wait_s=db_wait_s)
-
-        def epoch(number: int, result) -> None:
-            if on_epoch:
-                on_epoch(number, result)
-            if update and time.monotonic() - last[0] >= REFRESH_S:
-                update()
-
-        w.on_epoch = epoch
-        if update:
-            update()
-        with study_faults():  # a full disk or a storage gone away: one line, the trial re-queued
-            worker_loop(w, on_trial=update, deadline=deadline)
+        _run_in_process(plan, study, splits, update, on_epoch, last)
     else:
         del splits
-        _run_rounds(spec, study, folder, storage_url, workers, gpus, device, wandb_mode, heartbeat_s, update, deadline,
-                    ours[1], db_wait_s)
+        _run_rounds(plan, study, update, ours[1])
     with study_faults():
         write_trials_csv(study, folder)
         done = status(study, spec.trials, max_epochs, pruner=spec.pruner, workers=k)
-    done["deadline_reached"] = past(deadline) and done["finished"] < spec.trials
+    done["deadline_reached"] = past(plan.deadline) and done["finished"] < spec.trials
     return done
 
 
+def _run_in_process(plan: LaunchPlan, study: optuna.Study, splits, update: Callable[[], None] | None,
+                    on_epoch: Callable | None, last: list[float]) -> None:
+    """One worker in this process, on the data already read: `on_epoch` sees every epoch, and `update` (which sets
+    `last[0]`) runs after an epoch at most every REFRESH_S, and after every trial."""
+    w = make_worker(plan.spec, study, plan.folder, device=plan.device, wandb_mode=plan.wandb_mode, name="w0",
+                    splits=splits, db_wait_s=plan.db_wait_s)
+
+    def epoch(number: int, result) -> None:
+        if on_epoch:
+            on_epoch(number, result)
+        if update and time.monotonic() - last[0] >= REFRESH_S:
+            update()
+
+    w.on_epoch = epoch
+    if update:
+        update()
+    with study_faults():  # a full disk or a storage gone away: one line, the trial re-queued
+        worker_loop(w, on_trial=update, deadline=plan.deadline)
+
+
 @study_faults()
-def _run_rounds(spec, study, folder, storage_url, workers, gpus, device, wandb_mode, heartbeat_s, update,
-                deadline, pids: set | None = None, db_wait_s: float = DB_WAIT_S) -> None:
+def _run_rounds(plan: LaunchPlan, study: optuna.Study, update: Callable[[], None] | None,
+                pids: set | None = None) -> None:
     """K worker processes until no ticket waits (a worker's storage fault ends it with one line)."""
     for _ in range(3):  # another round re-runs trials reaped after the other workers had left
         try:
-            _run_processes(spec, folder, storage_url, workers, gpus, device, wandb_mode, heartbeat_s, update,
-                           deadline, pids, db_wait_s)
+            _run_processes(plan, update, pids)
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM: a worker that had to be killed leaves its trial RUNNING
             reap(study)
             raise
         reap(study)
-        if past(deadline) or not _waiting(study, spec.trials):
+        if past(plan.deadline) or not _waiting(study, plan.spec.trials):
             break
 
 
@@ -151,19 +177,19 @@ def _waiting(study: optuna.Study, target: int) -> int:
                if (t.user_attrs.get("ticket") or 0) < target)
 
 
-def _run_processes(spec, folder, storage_url, workers, gpus, device, wandb_mode, heartbeat_s, update,
-                   deadline: float | None = None, pids: set | None = None, db_wait_s: float = DB_WAIT_S) -> None:
+def _run_processes(plan: LaunchPlan, update: Callable[[], None] | None, pids: set | None = None) -> None:
     """Start K `python -m fer_sweep.sweep.worker` processes (round-robin over GPUs) and watch them. Each stops
-    itself at `deadline`; one still running STOP_GRACE_S after it is sent SIGTERM."""
+    itself at the plan's deadline; one still running STOP_GRACE_S after it is sent SIGTERM."""
+    folder, workers, gpus, deadline = plan.folder, plan.workers, plan.gpus, plan.deadline
     procs = []
     for k in range(workers):
         env = worker_env(os.environ, k, workers, gpus, os.cpu_count() or 1)
-        if storage_url:
-            env[STORAGE_ENV] = storage_url
+        if plan.storage_url:
+            env[STORAGE_ENV] = plan.storage_url
         log = open(folder / f"worker-{k}.log", "a")
         cmd = [sys.executable, "-m", "fer_sweep.sweep.worker", str(folder), "--name", f"w{k}",
-               "--device", "cuda" if gpus else device, "--wandb", wandb_mode, "--heartbeat", str(heartbeat_s),
-               "--db-wait", repr(db_wait_s)]
+               "--device", "cuda" if gpus else plan.device, "--wandb", plan.wandb_mode,
+               "--heartbeat", str(plan.heartbeat_s), "--db-wait", repr(plan.db_wait_s)]
         if deadline is not None:
             cmd += ["--deadline", repr(deadline)]
         procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT))

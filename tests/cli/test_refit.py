@@ -56,13 +56,13 @@ def test_refit_trains_on_train_and_val_for_the_chosen_epochs(refit):
 
 
 def test_the_refit_model_predicts_and_the_terminal_says_val_is_not_held_out(refit, tmp_path):
-    from fer_sweep.cli.sweep_cmds import _refit_line
+    from fer_sweep.cli.render_results import refit_line
 
     out = tmp_path / "p.csv"
     shown = json.loads(invoke("predict", refit["final"], "--data", "synthetic", "--split", "test", "--out", out,
                               "--json").stdout)
     assert shown["n"] == 50
-    line = _refit_line(refit["metrics"])  # what `best --refit` prints under its table
+    line = refit_line(refit["metrics"])  # what `best --refit` prints under its table
     assert "not held out" in line and f"for {refit['metrics']['refit']['epochs']} epochs" in line
     assert "final/selection/" in line and "test acc" in line
 
