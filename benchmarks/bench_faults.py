@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import machine, write_section  # noqa: E402
+from benchmarks.common import machine, write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "Fault matrix (crash safety)"

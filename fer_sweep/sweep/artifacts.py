@@ -6,8 +6,11 @@ Each trial that trains at least one epoch and ends complete or pruned uploads th
 validation class probabilities, as the trial validated: same norm, TTA and precision) and `config.json`
 (what rebuilds and evaluates it: the schema of `best`'s final/config.json). Only when all three are written
 does the trial get the user attr `artifacts` (their ids), in one write: a trial killed mid-upload never has
-it, so nothing half-written is ever read. Optuna records each upload in the trial's system attrs *before*
-writing the file, which is how pruning finds the files of such trials and deletes them too.
+it, so nothing half-written is ever read. Each file's id is recorded in the trial (system attr `upload:<id>`)
+*before* the file is written, which is how pruning finds the files of such trials and deletes them too. The
+record is fer-sweep's own: Optuna records each upload as well (`artifacts:<id>`), but before writing the file in
+4.x and 5.0 and after it in 5.1, so a kill mid-write leaves no Optuna record there. Optuna's records are still
+read, for files uploaded before fer-sweep kept its own.
 
 Pruning is safe with any number of workers and machines without a lock: the candidates are the finished
 (complete or pruned) trials that carry `artifacts`, ranked by a fixed total order on values that never change
@@ -38,15 +41,18 @@ from fer_sweep.config import RunConfig
 from fer_sweep.files import naming
 from fer_sweep.learn.checkpoint import state_dict_cpu
 from fer_sweep.learn.evaluate import predict_proba
-from fer_sweep.sweep.journal import write_delay_s
-from fer_sweep.sweep.trial import checkpoint_config
+from fer_sweep.sweep.optuna_api import recorded_artifact_ids, storage_of, trial_id
+from fer_sweep.sweep.trial import TrialContext, checkpoint_config
 
 ARTIFACTS = "artifacts"  # user attr: {"model": id, "val_proba": id, "config": id}, set once all three are written
 ARTIFACTS_ERROR = "artifacts_error"  # user attr: why a trial's model could not be stored (the sweep went on)
 FOLDER = "artifacts"  # <study folder>/artifacts/: the default FileSystemArtifactStore
 FILES = {"model": "model.pt", "val_proba": "val_proba.npy", "config": "config.json"}
 KEPT_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
-_OPTUNA_PREFIX = "artifacts:"  # upload_artifact records each upload as the trial system attr "artifacts:<id>"
+UPLOAD_MARK = "upload:"  # trial system attr "upload:<id>" = file name, recorded before the file is written
+# Test hook, set by the fault tests (tests/support/): seconds to pause after each upload, so a kill can land between
+# two. 0 in use.
+upload_delay_s = 0.0
 
 
 def artifact_store(folder: Path) -> FileSystemArtifactStore:
@@ -57,26 +63,27 @@ def artifact_store(folder: Path) -> FileSystemArtifactStore:
     return FileSystemArtifactStore(path)
 
 
-def save_trial_model(w, trial: optuna.Trial, model: torch.nn.Module, cfg: RunConfig, params: dict,
+def save_trial_model(ctx: TrialContext, trial: optuna.Trial, model: torch.nn.Module, cfg: RunConfig, params: dict,
                      result) -> Optional[dict[str, str]]:
     """Store the trial's best-epoch model (`fit` has restored it), its validation probabilities and config;
     returns the artifact ids, or None (spec `keep: 0`, no epoch trained, or storing failed: then the reason
-    is the trial's `artifacts_error` attr and the sweep goes on). `w` is the sweep's Worker."""
-    if w.spec.keep == 0 or result is None or result.best_epoch < 1:
+    is the trial's `artifacts_error` attr and the sweep goes on). `ctx` is the trial's context (its spec, validation
+    split and folder)."""
+    if ctx.spec.keep == 0 or result is None or result.best_epoch < 1:
         return None
     try:
-        norm = w.norm(cfg.train.normalize)
+        norm = ctx.norm(cfg.train.normalize)
         t = cfg.train
-        proba = predict_proba(model, w.val.x, norm, tta=t.tta, tta_shift_px=t.tta_shift_px, amp=t.amp,
+        proba = predict_proba(model, ctx.val.x, norm, tta=t.tta, tta_shift_px=t.tta_shift_px, amp=t.amp,
                               batch_size=t.eval_batch_size).float().cpu().numpy()
-        config = {**checkpoint_config(cfg, norm, params, w.spec, trial.number),
+        config = {**checkpoint_config(cfg, norm, params, ctx.spec, trial.number),
                   "val/acc": result.best_val_acc, "best_epoch": result.best_epoch, "n_val": int(proba.shape[0])}
-        ids = _upload(artifact_store(w.folder), w.folder / FOLDER, trial, state_dict_cpu(model), proba, config)
+        ids = _upload(artifact_store(ctx.folder), ctx.folder / FOLDER, trial, state_dict_cpu(model), proba, config)
         trial.set_user_attr(ARTIFACTS, ids)  # last, in one write: only a complete set is ever named
         return ids
     except OSError:  # a full disk ends the run (the trial is re-queued); its half-written files are pruned later
         raise
-    except Exception as e:  # noqa: BLE001 - a model that cannot be stored must not end the sweep: the trial keeps its verdict
+    except Exception as e:  # noqa: BLE001 - a model that cannot be stored must not end the sweep
         try:
             trial.set_user_attr(ARTIFACTS_ERROR, f"{type(e).__name__}: {str(e).strip()[:300]}")
         except Exception:  # noqa: BLE001 - e.g. the trial was failed meanwhile (reaped as stale)
@@ -84,7 +91,8 @@ def save_trial_model(w, trial: optuna.Trial, model: torch.nn.Module, cfg: RunCon
         return None
 
 
-def _upload(store, store_path: Path, trial: optuna.Trial, state: dict, proba: np.ndarray, config: dict) -> dict[str, str]:
+def _upload(store, store_path: Path, trial: optuna.Trial, state: dict, proba: np.ndarray,
+            config: dict) -> dict[str, str]:
     with tempfile.TemporaryDirectory(prefix="fer-sweep-trial-") as tmp:
         paths = {key: Path(tmp) / name for key, name in FILES.items()}
         torch.save(state, paths["model"])
@@ -93,13 +101,39 @@ def _upload(store, store_path: Path, trial: optuna.Trial, state: dict, proba: np
         ids = {}
         with naming(store_path):  # a full disk names the store's folder
             for key, path in paths.items():
-                ids[key] = upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial)
-                time.sleep(write_delay_s())  # test hook (0 unless set): a kill can land between two uploads
+                ids[key] = upload(store, trial, path)
+                time.sleep(upload_delay_s)  # test hook (0 in use): a kill can land between two uploads
         return ids
 
 
+def upload(store, trial: optuna.Trial, path: Path) -> str:
+    """Upload one file of `trial` to `store` through Optuna (`upload_artifact`, which records it for Optuna's own
+    readers); its id is recorded in the trial first (`upload:<id>`), whenever Optuna records it. Returns the id."""
+    storage, tid = storage_of(trial.study), trial_id(trial.study, trial.number)
+    return upload_artifact(artifact_store=_RecordFirst(store, storage, tid, Path(path).name), file_path=str(path),
+                           study_or_trial=trial)
+
+
+class _RecordFirst:
+    """The artifact store as `upload_artifact` sees it: each id is recorded in the trial before its file is written,
+    so a kill mid-write leaves a file that pruning can find, whatever order the installed Optuna writes in."""
+
+    def __init__(self, store, storage, tid: int, name: str):
+        self.store, self.storage, self.tid, self.name = store, storage, tid, name
+
+    def write(self, artifact_id: str, content_body) -> None:
+        self.storage.set_trial_system_attr(self.tid, UPLOAD_MARK + artifact_id, self.name)
+        self.store.write(artifact_id, content_body)
+
+    def open_reader(self, artifact_id: str):  # the rest of Optuna's ArtifactStore protocol, as the store does it
+        return self.store.open_reader(artifact_id)
+
+    def remove(self, artifact_id: str) -> None:
+        self.store.remove(artifact_id)
+
+
 def val_acc(t: FrozenTrial) -> float:
-    return float(t.value) if t.state == TrialState.COMPLETE else float(t.user_attrs.get("best_val_acc") or 0.0)
+    return float(t.value or 0.0) if t.state == TrialState.COMPLETE else float(t.user_attrs.get("best_val_acc") or 0.0)
 
 
 def ranked(trials: list[FrozenTrial]) -> list[FrozenTrial]:
@@ -109,9 +143,11 @@ def ranked(trials: list[FrozenTrial]) -> list[FrozenTrial]:
     return sorted(stored, key=lambda t: (t.state != TrialState.COMPLETE, -val_acc(t), t.number))
 
 
-def _uploaded_ids(t: FrozenTrial) -> list[str]:
-    """Every artifact ever uploaded for the trial, half-written ones included (Optuna records before writing)."""
-    return [key[len(_OPTUNA_PREFIX):] for key in t.system_attrs if key.startswith(_OPTUNA_PREFIX)]
+def uploaded_ids(t: FrozenTrial) -> list[str]:
+    """Every artifact ever uploaded for the trial, half-written ones included: fer-sweep's records (made before each
+    file is written) and Optuna's (which cover files uploaded before fer-sweep kept its own), each id once."""
+    ours = [key[len(UPLOAD_MARK):] for key in t.system_attrs if key.startswith(UPLOAD_MARK)]
+    return list(dict.fromkeys(ours + recorded_artifact_ids(t)))
 
 
 def prune_trial_models(study: optuna.Study, folder: Path, keep: int) -> list[int]:
@@ -125,7 +161,7 @@ def prune_trial_models(study: optuna.Study, folder: Path, keep: int) -> list[int
         if t.number in kept or t.state in (TrialState.RUNNING, TrialState.WAITING):
             continue
         deleted = False
-        for artifact_id in _uploaded_ids(t):
+        for artifact_id in uploaded_ids(t):
             try:
                 store.remove(artifact_id)
                 deleted = True

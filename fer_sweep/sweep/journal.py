@@ -24,7 +24,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Generator, Iterator, Optional
 
 from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 
@@ -36,6 +36,9 @@ TORN_SUFFIX = ".torn"
 # A writer holds the journal's lock for one write + fsync (milliseconds); a lock left by a killed writer is broken
 # after this long without change (Optuna's default is 30 s).
 LOCK_GRACE_S = 10
+# Test hook, set by the fault tests (tests/support/): seconds to pause in the middle of every append, so a kill can
+# land inside one and leave half a batch, as a crash mid-append does. 0 in use.
+write_delay_s = 0.0
 _TRIAL_ID = re.compile(rb'"trial_id":\s*(\d+)')
 
 
@@ -59,15 +62,6 @@ class Damage:
     recovered: int = 0
 
 
-def write_delay_s() -> float:
-    """Test hook: FER_SWEEP_TEST_WRITE_DELAY_S slows every journal append and artifact write (so a fault test can
-    kill a worker in the middle of one). Unset, 0."""
-    try:
-        return float(os.environ.get("FER_SWEEP_TEST_WRITE_DELAY_S") or 0.0)
-    except ValueError:
-        return 0.0
-
-
 def _parse_line(line: bytes) -> tuple[list[dict], bool]:
     """The records of one complete line and whether it was damaged: a whole record parses as itself; a damaged
     line yields the whole records glued behind its cut prefix (an append onto a torn tail), if any."""
@@ -86,14 +80,17 @@ def _parse_line(line: bytes) -> tuple[list[dict], bool]:
 
 
 class HealingJournal(JournalFileBackend):
-    """Optuna's journal file backend with a torn tail healed before every append and damaged records skipped."""
+    """Optuna's journal file backend with a torn tail healed before every append and damaged records skipped. It
+    keeps its own path and lock (`path`, `lock`: the lock it hands to Optuna's backend) rather than reading the
+    backend's private attributes."""
 
     def __init__(self, file_path: str):
-        super().__init__(file_path, JournalFileSymlinkLock(file_path, grace_period=LOCK_GRACE_S))
+        self.path, self.lock = file_path, JournalFileSymlinkLock(file_path, grace_period=LOCK_GRACE_S)
+        super().__init__(file_path, self.lock)
         self._starts = {0: 0}  # record number -> byte offset of the line it starts (resume points for reads)
         self._damaged: dict[int, tuple[set[int], int]] = {}  # byte offset -> (trial ids named, records recovered)
         self._warned = 0
-        self.healed = heal_tail(Path(file_path), self._lock)
+        self.healed = heal_tail(Path(file_path), self.lock)
 
     @property
     def damage(self) -> Damage:
@@ -103,11 +100,11 @@ class HealingJournal(JournalFileBackend):
             d.recovered += recovered
         return d
 
-    def read_logs(self, log_number_from: int) -> Iterator[dict[str, Any]]:
+    def read_logs(self, log_number_from: int) -> Generator[dict[str, Any], None, None]:
         """Records from number `log_number_from` on; records are numbered as read (damaged lines skipped, recovered
         records counted), the same in every process."""
         number = log_number_from if log_number_from in self._starts else 0
-        with open(self._file_path, "rb") as f:
+        with open(self.path, "rb") as f:
             offset = self._starts[number]
             size = os.fstat(f.fileno()).st_size
             f.seek(offset)
@@ -127,23 +124,22 @@ class HealingJournal(JournalFileBackend):
                 self._starts[number] = offset
         if len(self._damaged) > self._warned:
             self._warned = len(self._damaged)
-            warnings.warn(Notice(damage_line(self._file_path, self.damage)), stacklevel=2)
+            warnings.warn(Notice(damage_line(self.path, self.damage)), stacklevel=2)
 
     def all_records(self) -> list[dict[str, Any]]:
         return list(self.read_logs(0))
 
     def append_logs(self, logs: list[dict[str, Any]]) -> None:
         text = "".join(json.dumps(log, separators=(",", ":")) + "\n" for log in logs).encode()
-        with _locked(self._lock):
-            torn = _heal_locked(Path(self._file_path))
+        with _locked(self.lock):
+            torn = _heal_locked(Path(self.path))
             if torn is not None:
-                warnings.warn(Notice(torn_line(self._file_path, torn)), stacklevel=2)
-            delay = write_delay_s()
-            with naming(self._file_path), open(self._file_path, "ab") as f:
-                if delay:  # test hook: a kill in here leaves half a batch, as a crash mid-append does
+                warnings.warn(Notice(torn_line(self.path, torn)), stacklevel=2)
+            with naming(Path(self.path)), open(self.path, "ab") as f:
+                if write_delay_s:  # test hook: a kill in here leaves half a batch, as a crash mid-append does
                     f.write(text[:len(text) // 2])
                     f.flush()
-                    time.sleep(delay)
+                    time.sleep(write_delay_s)
                     text = text[len(text) // 2:]
                 f.write(text)
                 f.flush()
@@ -219,7 +215,7 @@ def rewrite_clean(path: Path) -> dict[str, Any]:
     """Rewrite the journal with only the records that read (damaged lines dropped, glued records kept), under its
     lock, after copying it to <path>.bak-<time>; returns what it did. The study must not be running."""
     backend = HealingJournal(str(path))
-    with _locked(backend._lock):
+    with _locked(backend.lock):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Notice)  # what it skips is this function's answer
             records = backend.all_records()

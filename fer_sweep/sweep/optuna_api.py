@@ -9,19 +9,29 @@ storages' public `get_study_id_from_name` / `get_trial_id_from_study_id_trial_nu
 recorded with the public `record_heartbeat` from a thread of our own (not `optuna.storages._heartbeat`),
 and stale trials are failed with the public `optuna.storages.fail_stale_trials`.
 
-The one private name left, `Study._storage`, is read only here; `pyproject.toml` bounds optuna to the
-major versions it is tested with (4 and 5), and tests/sweep/test_optuna_api.py fails with this module's message
-if a new Optuna drops it.
+What is left, read only here (`PRIVATE_NAMES`, `INTERNAL_KEYS`; tests/test_architecture.py forbids them, and any
+other private Optuna name, in every other module):
+- the private attribute `Study._storage` (`storage_of`);
+- the system attr `"fixed_params"`, where `Study.enqueue_trial` keeps a queued trial's parameters (`fixed_params`);
+- the system attr prefix `"artifacts:"`, under which `optuna.artifacts.upload_artifact` records each upload
+  (`recorded_artifact_ids`).
+`pyproject.toml` bounds optuna to the major versions it is tested with (4 and 5), and
+tests/sweep/test_optuna_api.py fails with this module's message if a new Optuna drops one of them.
 """
 
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import optuna
 from optuna.storages import BaseStorage
 
-TESTED = "optuna 4.x and 5.0"
+TESTED = "optuna 4.3 to 5.1"
+PRIVATE_NAMES = ("_storage",)  # private Optuna attributes read here and nowhere else
+FIXED_PARAMS = "fixed_params"  # trial system attr: the parameters Study.enqueue_trial fixed for a queued trial
+ARTIFACT_PREFIX = "artifacts:"  # trial system attr prefix: upload_artifact records upload <id> as "artifacts:<id>"
+INTERNAL_KEYS = (FIXED_PARAMS, ARTIFACT_PREFIX)  # Optuna's internal attr keys, used here and nowhere else
 
 # Optuna logs every study created and every trial told at INFO; fer-sweep reports progress its own way. Set here,
 # in the module that those creating studies or telling trials import (space, study, worker), whatever the order.
@@ -38,8 +48,19 @@ def storage_of(study: optuna.Study) -> BaseStorage:
     storage = getattr(study, "_storage", None)
     if not isinstance(storage, BaseStorage):
         raise RuntimeError(f"optuna {optuna.__version__} has no Study._storage: fer-sweep is tested with {TESTED} "
-                           "(see fer_sweep/optuna_api.py)")
+                           "(see fer_sweep/sweep/optuna_api.py)")
     return storage
+
+
+def fixed_params(t: optuna.trial.FrozenTrial) -> dict | None:
+    """The parameters `Study.enqueue_trial` fixed for trial `t` (kept in its system attrs), or None if it set none."""
+    return t.system_attrs.get(FIXED_PARAMS)
+
+
+def recorded_artifact_ids(t: optuna.trial.FrozenTrial) -> list[str]:
+    """The ids of the artifacts `upload_artifact` recorded for trial `t` (a record may come before or after its file
+    is written, depending on the Optuna version)."""
+    return [key[len(ARTIFACT_PREFIX):] for key in t.system_attrs if key.startswith(ARTIFACT_PREFIX)]
 
 
 def trial_id(study: optuna.Study, number: int) -> int:
@@ -65,7 +86,8 @@ class Heartbeat:
     def __init__(self, study: optuna.Study, number: int):
         storage = storage_of(study)
         interval = getattr(storage, "get_heartbeat_interval", lambda: None)()  # BaseHeartbeat's public methods
-        self.storage, self.stop, self.thread = storage, threading.Event(), None
+        self.storage: Any = storage  # a BaseHeartbeat too when interval is set (not a public Optuna type)
+        self.stop, self.thread = threading.Event(), None
         if interval is not None:
             self.id, self.interval = trial_id(study, number), interval
             self.thread = threading.Thread(target=self._beat, name=f"heartbeat-{number}", daemon=True)
@@ -74,7 +96,7 @@ class Heartbeat:
         while True:
             try:
                 self.storage.record_heartbeat(self.id)
-            except Exception:  # noqa: BLE001 - a database restarting: the trial's own writes report it; beat again
+            except Exception:  # noqa: BLE001 - a database restarting: the trial's own writes report it
                 pass
             if self.stop.wait(self.interval):
                 return

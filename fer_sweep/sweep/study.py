@@ -24,11 +24,11 @@ from optuna.trial import FrozenTrial, TrialState
 
 from fer_sweep.config import UserError
 from fer_sweep.files import write_atomic
-from fer_sweep.sweep.optuna_api import storage_of, trial_id, trial_object
+from fer_sweep.sweep.journal import rewrite_clean
+from fer_sweep.sweep.optuna_api import fixed_params, storage_of, trial_id, trial_object
 from fer_sweep.sweep.policies import make_pruner, make_sampler
 from fer_sweep.sweep.space import sample_configs
 from fer_sweep.sweep.spec import SweepSpec, dump_spec, parse_spec
-from fer_sweep.sweep.journal import rewrite_clean
 from fer_sweep.sweep.store import JOURNAL, STORAGE_NOTE, find_study, folder_lock, mask_url, open_storage, study_dir
 from fer_sweep.sweep.summary import OUTCOME, TICKET, is_finished
 
@@ -44,7 +44,8 @@ def open_study(spec: SweepSpec, folder: Path, storage_url: str | None, heartbeat
     except KeyError:
         return optuna.create_study(study_name=spec.study, storage=storage, direction="maximize",
                                    sampler=make_sampler(spec), pruner=make_pruner(spec), load_if_exists=True)
-    return optuna.load_study(study_name=spec.study, storage=storage, sampler=make_sampler(spec), pruner=make_pruner(spec))
+    return optuna.load_study(study_name=spec.study, storage=storage, sampler=make_sampler(spec),
+                             pruner=make_pruner(spec))
 
 
 def prepare_study(spec: SweepSpec, results: Path, storage_url: str | None, heartbeat_s: int = 30) -> optuna.Study:
@@ -89,7 +90,7 @@ def ensure_tickets(study: optuna.Study, spec: SweepSpec) -> int:
 def requeue(study: optuna.Study, failed: FrozenTrial, **attrs: Any) -> None:
     """Enqueue a dead worker's trial again with the same configuration (also Optuna's stale-trial callback);
     `attrs` are extra user attrs of the new ticket."""
-    params = failed.system_attrs.get("fixed_params") or failed.params
+    params = fixed_params(failed) or failed.params
     study.enqueue_trial(params, user_attrs={TICKET: failed.user_attrs.get(TICKET), "retry_of": failed.number, **attrs},
                         skip_if_exists=False)
 
@@ -182,7 +183,7 @@ def claim(study: optuna.Study, target: int, worker: str) -> optuna.Trial | None:
     the process marks the ticket (`claim:<host>:<pid>`), so a fault between the two writes leaves a trial that
     `reap` can still trace to a process."""
     storage, pid = storage_of(study), os.getpid()
-    me = {"host": socket.gethostname(), "pid": pid, "start": _process_start(pid), "worker": worker}
+    me: dict[str, Any] = {"host": socket.gethostname(), "pid": pid, "start": _process_start(pid), "worker": worker}
     for t in _claim_order(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)), target):
         index = t.user_attrs.get(TICKET)
         if index is None or index >= target:

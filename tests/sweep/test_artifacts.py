@@ -1,5 +1,6 @@
 """Kept trial models (sweep/artifacts.py): every trial's model stored through Optuna's artifact store by two
-workers at once and pruned to `keep`; a worker killed mid-upload leaves nothing trusted."""
+workers at once and pruned to `keep`; each upload recorded before its file is written, so a worker killed
+mid-upload leaves nothing trusted and nothing that pruning cannot find, whatever order Optuna writes in."""
 
 from __future__ import annotations
 
@@ -11,13 +12,14 @@ import sys
 import time
 
 import numpy as np
+import optuna
 import pytest
 import torch
 
-from fer_sweep.results import ensemble
+from fer_sweep.learn.checkpoint import model_from
 from fer_sweep.results.best import pick_winner
-from fer_sweep.sweep import launch as runner
 from fer_sweep.sweep import artifacts
+from fer_sweep.sweep import launch as runner
 from fer_sweep.sweep.spec import load_spec
 from tests.helpers import SPEC, check_exact, cli, invoke, journal_study, make_spec
 
@@ -39,22 +41,39 @@ def test_two_workers_store_every_trial_and_keep_the_best_three(kept_sweep):
     for m, t in zip(models, kept):  # the stored probabilities are what the trial validated with
         assert m.val_proba.shape == (len(val.y), 7)
         assert np.mean(m.val_proba.argmax(1) == val.y) == pytest.approx(t.user_attrs["best_val_acc"], abs=1e-9)
-        model = ensemble.model_from(m.config, m.weights)  # weights_only state dict + config rebuild the model
+        model = model_from(m.config, m.weights)  # weights_only state dict + config rebuild the model
         assert isinstance(model, torch.nn.Module) and m.config["norm"] and m.config["train"]["epochs"] == 2
+
+
+def test_each_upload_is_recorded_in_the_trial_before_its_file_is_written(tmp_path):
+    """What pruning relies on, checked at the moment the store writes: not the order of Optuna's own record."""
+    study = optuna.create_study()
+    trial = study.ask()
+    seen = []
+
+    class Store:  # an artifact store that looks at the trial when asked to write
+        def write(self, artifact_id, content_body):
+            seen.append((artifact_id, dict(study.trials[trial.number].system_attrs), content_body.read()))
+
+    (tmp_path / "model.pt").write_bytes(b"weights")
+    artifact_id = artifacts.upload(Store(), trial, tmp_path / "model.pt")
+    ((written_id, attrs, body),) = seen
+    assert written_id == artifact_id and body == b"weights"
+    assert attrs[artifacts.UPLOAD_MARK + artifact_id] == "model.pt"
+    assert artifacts.uploaded_ids(study.trials[trial.number]) == [artifact_id]  # once, with Optuna's record too
 
 
 KILLED_UPLOAD = """
 import sys
 from pathlib import Path
-from optuna.artifacts import upload_artifact
-from fer_sweep.sweep.artifacts import artifact_store
+from fer_sweep.sweep.artifacts import artifact_store, upload
 from fer_sweep.sweep.spec import load_spec
 from fer_sweep.sweep.study import claim, prepare_study
 spec = load_spec(sys.argv[1])
 study = prepare_study(spec, Path(sys.argv[2]), None)
 trial = claim(study, spec.trials, "victim")
 print(trial.number, flush=True)
-upload_artifact(artifact_store=artifact_store(Path(sys.argv[2]) / spec.study), file_path=sys.argv[3], study_or_trial=trial)
+upload(artifact_store(Path(sys.argv[2]) / spec.study), trial, Path(sys.argv[3]))
 """
 
 
@@ -69,13 +88,14 @@ def test_a_worker_killed_mid_upload_leaves_nothing_that_is_used(tmp_path):
         pipe.write(os.urandom(256 * 1024))
         pipe.flush()
         deadline = time.time() + 30
-        while not any(p.stat().st_size for p in (results / "killed" / "artifacts").iterdir()) and time.time() < deadline:
+        stored = results / "killed" / "artifacts"
+        while not any(p.stat().st_size for p in stored.iterdir()) and time.time() < deadline:
             time.sleep(0.05)
         os.kill(victim.pid, signal.SIGKILL)
         victim.wait()
     study = journal_study(results, "killed")
     dead = study.trials[number]
-    partial = [k.split(":", 1)[1] for k in dead.system_attrs if k.startswith("artifacts:")]
+    partial = artifacts.uploaded_ids(dead)  # recorded before the file was written, whatever Optuna's order
     assert len(partial) == 1 and (results / "killed" / "artifacts" / partial[0]).stat().st_size > 0
     assert artifacts.ARTIFACTS not in dead.user_attrs  # never named: never trusted
     run = subprocess.run(cli("run", str(spec), "--results", str(results), "--device", "cpu"),

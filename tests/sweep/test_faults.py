@@ -21,7 +21,8 @@ import pytest
 from fer_sweep.config import Notice
 from fer_sweep.sweep.journal import TORN_SUFFIX
 from fer_sweep.sweep.store import open_storage
-from tests.helpers import check_exact, cli, make_spec, one_line_error
+from tests.helpers import check_exact, cli, make_spec
+from tests.support.slow_writes import slow_writes_env
 
 KEEP_SPEC = {"keep": 4}  # kept trial models: `best --ensemble` has members, and the disk fills with artifacts
 
@@ -205,7 +206,7 @@ def kill_at_random_moments(spec: Path, results: Path, name: str, kills: int, see
     """Start `run`, SIGKILL it at a random moment (writes slowed so some kills land mid-append or mid-upload),
     again and again; then let it finish. Asserts that no completed value ever changes; returns counts."""
     rng, seen, killed = random.Random(seed), {}, 0
-    env = {"FER_SWEEP_TEST_WRITE_DELAY_S": "0.05"}
+    env = slow_writes_env(0.05)  # 50 ms half-way through each journal append and after each upload
     for _ in range(kills):
         proc = subprocess.Popen(cli("run", str(spec), "--results", str(results), "--device", "cpu"),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,

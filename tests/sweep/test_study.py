@@ -13,6 +13,7 @@ import time
 import yaml
 from optuna.trial import TrialState
 
+from fer_sweep.sweep.optuna_api import fixed_params, storage_of, trial_id
 from fer_sweep.sweep.spec import parse_spec
 from tests.helpers import check_exact, cli, invoke, journal_study, make_spec
 
@@ -30,7 +31,8 @@ def test_reading_a_study_appends_nothing_to_its_journal(small_study):
 def test_worker_killed_mid_trial_is_rerun_and_nothing_lost(tmp_path):
     # trials long enough (~1 s an epoch) that the kill lands mid-trial
     spec = make_spec(tmp_path, "crash", 4, train={"epochs": 4, "patience": 0, "batch_size": 32},
-                     pruner={"type": "none"}, splits={"synthetic_n": 1400, "val_frac": 0.2, "test_frac": 0.2, "seed": 0},
+                     pruner={"type": "none"},
+                     splits={"synthetic_n": 1400, "val_frac": 0.2, "test_frac": 0.2, "seed": 0},
                      model={"arch": "cnn", "fc_units": 32, "conv": [[16, 3], [32, 3]]},
                      space={"lr": {"low": 0.001, "high": 0.01, "log": True}})
     results = tmp_path / "results"
@@ -66,19 +68,19 @@ def test_heartbeat_fails_a_silent_remote_trial_and_requeues_it(tmp_path, postgre
     spec = parse_spec(yaml.safe_load(make_spec(tmp_path, "beat", 2).read_text()), "beat.yaml")
     study = prepare_study(spec, tmp_path / "results", postgres_url, heartbeat_s=1)
     trial = claim(study, spec.trials, "remote")
-    study._storage.set_trial_system_attr(trial._trial_id, "owner", {"host": "another-machine", "pid": 1,
-                                                                    "start": "0", "worker": "remote"})
-    study._storage.record_heartbeat(trial._trial_id)
-    params = study._storage.get_trial(trial._trial_id).system_attrs["fixed_params"]
+    storage, tid = storage_of(study), trial_id(study, trial.number)
+    storage.set_trial_system_attr(tid, "owner", {"host": "another-machine", "pid": 1, "start": "0", "worker": "remote"})
+    storage.record_heartbeat(tid)
+    params = fixed_params(storage.get_trial(tid))
     reap(study)
-    assert study._storage.get_trial(trial._trial_id).state == TrialState.RUNNING  # still within grace
+    assert storage.get_trial(tid).state == TrialState.RUNNING  # still within grace
     time.sleep(4.0)  # grace period = 3 heartbeats
     reap(study)
-    assert study._storage.get_trial(trial._trial_id).state == TrialState.FAIL
+    assert storage.get_trial(tid).state == TrialState.FAIL
     waiting = study.get_trials(states=(TrialState.WAITING,))
     again = [t for t in waiting if t.user_attrs.get("retry_of") == trial.number]
-    assert len(again) == 1 and again[0].system_attrs["fixed_params"] == params
-    assert again[0].user_attrs["ticket"] == study._storage.get_trial(trial._trial_id).user_attrs["ticket"]
+    assert len(again) == 1 and params and fixed_params(again[0]) == params
+    assert again[0].user_attrs["ticket"] == storage.get_trial(tid).user_attrs["ticket"]
 
 
 def test_after_an_outage_a_worker_puts_back_what_it_held_and_nothing_else(tmp_path):
@@ -88,13 +90,14 @@ def test_after_an_outage_a_worker_puts_back_what_it_held_and_nothing_else(tmp_pa
 
     spec = parse_spec(yaml.safe_load(make_spec(tmp_path, "own", 4).read_text()), "own.yaml")
     study = prepare_study(spec, tmp_path / "results", None, heartbeat_s=30)
-    storage, host = study._storage, socket.gethostname()
+    storage, host = storage_of(study), socket.gethostname()
     mine = claim(study, spec.trials, "w0")
     marked, theirs, shared = (claim(study, spec.trials, "w0") for _ in range(3))
     for t in (marked, shared):  # as if the owner stamp had not been written when the storage went away
-        storage.set_trial_system_attr(t._trial_id, "owner", None)
-    storage.set_trial_system_attr(shared._trial_id, f"{CLAIM_MARK}{host}:1", {"host": host, "pid": 1})
-    storage.set_trial_system_attr(theirs._trial_id, "owner", {"host": host, "pid": 1, "start": "0", "worker": "w9"})
+        storage.set_trial_system_attr(trial_id(study, t.number), "owner", None)
+    storage.set_trial_system_attr(trial_id(study, shared.number), f"{CLAIM_MARK}{host}:1", {"host": host, "pid": 1})
+    storage.set_trial_system_attr(trial_id(study, theirs.number), "owner",
+                                  {"host": host, "pid": 1, "start": "0", "worker": "w9"})
     released = release_own(study, "w0")
     assert sorted(released) == sorted([mine.number, marked.number])
     states = {t.number: t for t in study.get_trials()}
