@@ -2,8 +2,10 @@
 
     python benchmarks/bench_accuracy.py SPEC [--data PATH] [--trials N] [--seeds 3] [--best-epochs E]
         [--ensemble E] [--workers K] [--device D] [--gpus 0,1] [--results DIR] [--study NAME]
+        [--no-write | --results-md PATH]
     python benchmarks/bench_accuracy.py --recipe [--data PATH] [--device D] [--results DIR] [--trials N]
                                                  [--best-epochs E] [--seeds K] [--long-epochs E] [--report-only]
+                                                 [--no-write | --results-md PATH]
 
 --recipe runs issue 20's whole recipe as resumable stages (see `Recipe.run_all`), in the order that answers the most
 if it is cut short: sweeps/strong-sgd.yaml and its `best` (its spec's epochs and seeds), sweeps/resnet.yaml, the
@@ -23,13 +25,18 @@ Splits are fer-sweep's own: with the dev file (Training + PublicTest rows) valid
 the test split is carved from Training with a fixed seed; with the full Kaggle file, test is PrivateTest.
 The section is rewritten every 3 minutes (POLL_S) while it runs (marked partial), so a stopped run still reports
 what finished; running the same command again resumes the sweep (and retrains `best` if it had not ended).
+
+Every number comes from the CLI's JSON: `status --json` (trials, epochs, the winner), `best --json` (test accuracy,
+macro-F1, and each seed's per-epoch `history`, the retrain curve) and `best --ensemble E --json`; each is also kept
+as <results>/<study>-{status,best,ensemble}.json. The commands' progress lines (stderr) go to <results>/<study>.log
+for a person to follow and are never parsed. `--results-md PATH` writes the section into PATH instead of
+benchmarks/RESULTS.md; `--no-write` only prints it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
 import subprocess
 import sys
 import threading
@@ -39,26 +46,41 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import default_data, machine, write_section  # noqa: E402
+from benchmarks.common import RESULTS, default_data, machine, write_section
 
 POLL_S = 180  # seconds between progress rewrites (each runs `fer-sweep status`)
-EPOCH_LINE = re.compile(r"best: seed (\d+) epoch (\d+)/(\d+): train/acc ([\d.]+) val/acc ([\d.]+)")
 
 
 def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "fer_sweep", *args]
 
 
-def run_logged(cmd: list[str], log: Path, on_poll) -> int:
-    """Run `cmd` with its output appended to `log`; call on_poll() every POLL_S seconds until it ends."""
+def run_logged(cmd: list[str], log: Path, on_poll, capture: bool = False) -> tuple[int, str]:
+    """Run `fer-sweep CMD` with its progress lines (stderr, and stdout unless `capture`) appended to `log` for a
+    person to follow (never parsed); call on_poll() every POLL_S seconds until it ends. Returns the exit code and,
+    with `capture`, its stdout (the JSON of a `--json` command)."""
     with open(log, "a") as f:
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+        f.write(f"\n$ fer-sweep {' '.join(cmd)}  ({time.strftime('%Y-%m-%d %H:%M:%S')})\n")
+        f.flush()
+        proc = subprocess.Popen(cli(*cmd), cwd=ROOT, stdout=subprocess.PIPE if capture else f, stderr=f, text=True)
+        chunks: list[str] = []
+        reader = threading.Thread(target=lambda: chunks.append(proc.stdout.read()), daemon=True)
+        if capture:  # read stdout on a thread: the JSON may exceed the pipe's buffer
+            reader.start()
         while proc.poll() is None:
             try:
                 proc.wait(timeout=POLL_S)
             except subprocess.TimeoutExpired:
                 on_poll()
-    return proc.returncode
+        if capture:
+            reader.join()
+    return proc.returncode, "".join(chunks)
+
+
+def publish(args, title: str, body: str) -> None:
+    """The section into --results-md (default benchmarks/RESULTS.md), unless --no-write."""
+    if not args.no_write:
+        write_section(title, body, args.results_md)
 
 
 def status(study: str, results: Path) -> dict | None:
@@ -67,13 +89,15 @@ def status(study: str, results: Path) -> dict | None:
     return json.loads(done.stdout) if done.returncode == 0 else None
 
 
-def retrain_curve(log: Path) -> dict[int, list[tuple[int, float, float]]]:
-    """Per seed: (epoch, train acc, val acc) of `best`'s retrain, read from its progress lines."""
-    curves: dict[int, list] = {}
-    if log.exists():
-        for m in EPOCH_LINE.finditer(log.read_text()):
-            curves.setdefault(int(m[1]), []).append((int(m[2]), float(m[4]), float(m[5])))
-    return curves
+def retrain_curves(metrics: dict | None) -> dict[int, list[tuple[int, float, float | None]]]:
+    """Per seed: (epoch, train acc, val acc) of `best`'s retrain, from `best --json`'s per-epoch history (val acc
+    None for a refit's epochs, which have no validation). Empty where the JSON carries no history."""
+    return {r["seed"]: [(h["epoch"], h["train/acc"], h.get("val/acc")) for h in r["history"]]
+            for r in (metrics or {}).get("runs", []) if r.get("history")}
+
+
+def curve_text(curve: list[tuple[int, float, float | None]]) -> str:
+    return ", ".join(f"{e}: {pct(tr)} / {'refit' if va is None else pct(va)}" for e, tr, va in curve)
 
 
 def pct(x: float) -> str:
@@ -95,8 +119,9 @@ def ensemble_lines(e: dict | None) -> list[str]:
             f"- ensemble members ({e['picks']} picks from {len(e['candidates'])} kept): {members}"]
 
 
-def section(args, study: str, st: dict | None, times: dict, metrics: dict | None, curves: dict, done: bool,
-            ens: dict | None = None) -> str:
+def section(args, study: str, st: dict | None, times: dict, metrics: dict | None, done: bool,
+            ens: dict | None = None, running: str | None = None) -> str:
+    """The section "Accuracy: <study> on <data>" from `status --json`, `best --json` and the ensemble's JSON."""
     from fer_sweep.learn.device import pick_device
     from fer_sweep.learn.precision import precision
     from fer_sweep.sweep.spec import load_spec
@@ -134,9 +159,10 @@ def section(args, study: str, st: dict | None, times: dict, metrics: dict | None
             lines.append(f"- average of the {len(e['seeds'])} retrained seeds (an ensemble of seeds): "
                          f"{split} acc {pct(e[split + '/acc'])}, macro-F1 {pct(e[split + '/macro_f1'])}")
     lines += ensemble_lines(ens)
-    for seed, curve in sorted(curves.items()):
-        lines.append(f"- retrain curve, seed {seed} (epoch: train acc / val acc): " +
-                     ", ".join(f"{e}: {pct(tr)} / {pct(va)}" for e, tr, va in curve))
+    if running:
+        lines.append(f"- running: {running}")
+    for seed, curve in sorted(retrain_curves(metrics).items()):
+        lines.append(f"- retrain curve, seed {seed} (epoch: train acc / val acc): {curve_text(curve)}")
     return "\n".join(lines)
 
 
@@ -237,31 +263,18 @@ class Recipe:
         partial = self.stages / f"{name.replace(':', '-')}.partial"  # seconds of earlier, interrupted attempts
         before = float(partial.read_text()) if partial.is_file() else 0.0
         t0 = time.perf_counter() - before
-        log = self.log(name)
-        with open(log, "a") as err:
-            err.write(f"\n$ fer-sweep {' '.join(cmd)}  ({time.strftime('%Y-%m-%d %H:%M:%S')})\n")
-            err.flush()
-            proc = subprocess.Popen(cli(*cmd), cwd=ROOT, stdout=subprocess.PIPE if parse_json else err,
-                                    stderr=err, text=True)
-            if parse_json:  # read stdout on a thread: the JSON may exceed the pipe's buffer
-                chunks: list[str] = []
-                reader = threading.Thread(target=lambda: chunks.append(proc.stdout.read()), daemon=True)
-                reader.start()
-            while proc.poll() is None:
-                try:
-                    proc.wait(timeout=POLL_S)
-                except subprocess.TimeoutExpired:
-                    partial.write_text(f"{time.perf_counter() - t0:.1f}")
-                    self.report()
-            if parse_json:
-                reader.join()
-        self.running = None
-        if proc.returncode != 0:
+
+        def poll() -> None:
             partial.write_text(f"{time.perf_counter() - t0:.1f}")
             self.report()
-            raise SystemExit(f"[recipe] {name} failed (exit {proc.returncode}): see {log}; rerun the same command "
+
+        code, out = run_logged(cmd, self.log(name), poll, capture=parse_json)
+        self.running = None
+        if code != 0:
+            poll()
+            raise SystemExit(f"[recipe] {name} failed (exit {code}): see {self.log(name)}; rerun the same command "
                              "to resume")
-        output = json.loads("".join(chunks)) if parse_json else None
+        output = json.loads(out) if parse_json else None
         self.mark(name, output, time.perf_counter() - t0)
         partial.unlink(missing_ok=True)
         self.report()
@@ -324,9 +337,8 @@ class Recipe:
             with open(self.results / "load.log", "a") as f:  # how busy the shared machine was, for the report
                 f.write(f"{time.time():.0f} {os.getloadavg()[1]:.2f}\n")
             body = self.section(final)
-            if not self.args.no_write:
-                write_section(self.title, body)
-            elif self.args.report_only:
+            publish(self.args, self.title, body)
+            if self.args.no_write and self.args.report_only:
                 print(body)
 
     def section(self, final: bool) -> str:
@@ -356,11 +368,8 @@ class Recipe:
                  + f"; wall time of the finished stages {spent / 3600:.2f} h"]
         lines += self.study_lines(markers) + self.ensemble_lines(markers) + self.ablation_lines(markers)
         lines += self.compute_lines(markers) + self.target_lines(markers)
-        if self.running and self.running.startswith(("best:", "best-long:")):
-            curves = retrain_curve(self.log(self.running))
-            for seed, curve in sorted(curves.items()):
-                lines.append(f"- {self.running} in progress, seed {seed} (epoch: train acc / val acc): " +
-                             ", ".join(f"{e}: {pct(tr)} / {pct(va)}" for e, tr, va in curve[-8:]))
+        if self.running and self.running.startswith(("best:", "best-long:")):  # its JSON comes at the end
+            lines.append(f"- {self.running} in progress: its per-epoch progress is in `{self.log(self.running)}`")
         if self.running and self.running.startswith("sweep:"):
             st = status(self.running.split(":", 1)[1], self.results)
             if st:
@@ -368,7 +377,8 @@ class Recipe:
                              f"{st['epochs_trained']} epochs trained"
                              + (f", best val acc so far {pct(st['best']['val_acc'])}" if st.get("best") else "")
                              + "".join(f"; trial {r['number']} at epoch {r['epoch']} of {r['epochs']} (val acc "
-                                       f"{pct(r['val_acc'])}, {r['progress'][1] / max(r['progress'][0], 1):.0f} s an epoch)"
+                                       f"{pct(r['val_acc'])}, "
+                                       f"{r['progress'][1] / max(r['progress'][0], 1):.0f} s an epoch)"
                                        for r in st.get("running", []) if r.get("epoch") and r.get("progress")))
         return "\n".join(lines)
 
@@ -517,18 +527,23 @@ def main() -> None:
     parser.add_argument("spec", type=Path, nargs="?", help="a sweep spec (or --recipe)")
     parser.add_argument("--recipe", action="store_true", help="the issue-20 recipe: two architectures' sweeps, "
                         "their best, the cross-study ensemble, the ablation (resumable stages)")
-    parser.add_argument("--data", default=None, help="FER2013 in any layout (default: FER2013_CSV or the shared dev file)")
+    parser.add_argument("--data", default=None,
+                        help="FER2013 in any layout (default: FER2013_CSV or the shared dev file)")
     parser.add_argument("--trials", type=int, default=None, help="default: the spec's (--recipe: each sweep's)")
     parser.add_argument("--seeds", type=int, default=None, help="seeds of each retrain (default: 3; --recipe: "
                         "each study's, and a `best` already done keeps its own)")
-    parser.add_argument("--best-epochs", type=int, default=None, help="epochs of the retrain (default: the sweep's; --recipe: each study's)")
+    parser.add_argument("--best-epochs", type=int, default=None,
+                        help="epochs of the retrain (default: the sweep's; --recipe: each study's)")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--gpus", default=None, help="GPUs for the workers, as `run --gpus` (e.g. 0)")
     parser.add_argument("--results", type=Path, default=ROOT / "results" / "bench-accuracy")
     parser.add_argument("--study", default=None, help="default: the spec's study name")
     parser.add_argument("--ensemble", type=int, default=10, help="picks of `best --ensemble` (0: skip it)")
-    parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
+    where.add_argument("--results-md", type=Path, default=RESULTS, help="write the section into this Markdown file "
+                       "(default: benchmarks/RESULTS.md)")
     parser.add_argument("--long-epochs", type=int, default=None, help="--recipe: before the final ensemble, retrain "
                         f"the first family's winner for this many epochs with {LONG_SEEDS} seeds (its earlier retrain "
                         "moves to final/earlier/1/; the ensemble pools both)")
@@ -544,22 +559,30 @@ def main() -> None:
     if args.spec is None:
         parser.error("give a SPEC, or --recipe")
     args.seeds = args.seeds or 3
-    study = args.study or args.spec.stem
     args.results.mkdir(parents=True, exist_ok=True)
+    run_spec(args)
+
+
+def run_spec(args) -> None:
+    """SPEC's sweep, then `best --ensemble E` and `best --seeds K`, through the CLI; every number read from their
+    JSON (also kept as <results>/<study>-{status,ensemble,best}.json), the section rewritten as it goes."""
+    study = args.study or args.spec.stem
     log = args.results / f"{study}.log"
     title = f"Accuracy: {study} on {Path(args.data).name}"
     times = {"start": time.perf_counter()}
+    got: dict = {}  # the commands' JSON: "status" (the finished sweep), "ensemble", "best"
     lock = threading.Lock()
-    ens_path = args.results / f"{study}-ensemble.json"
-    ens: dict = {}
 
-    def report(metrics=None, done=False) -> None:
+    def report(done: bool = False, running: str | None = None) -> None:
         with lock:
-            body = section(args, study, status(study, args.results), times, metrics, retrain_curve(log), done,
-                           ens.get("info"))
+            st = got.get("status") or status(study, args.results)  # a finished sweep's does not change
+            body = section(args, study, st, times, got.get("best"), done, got.get("ensemble"), running)
             print(body, flush=True)
-            if not args.no_write:
-                write_section(title, body)
+            publish(args, title, body)
+
+    def keep(key: str, value: dict) -> None:
+        got[key] = value
+        (args.results / f"{study}-{key}.json").write_text(json.dumps(value, indent=2))
 
     run = ["run", str(args.spec), "--data", args.data, "--study", study, "--results", str(args.results),
            "--wandb", "disabled", "--device", args.device, "--workers", str(args.workers)]
@@ -567,42 +590,32 @@ def main() -> None:
         run += ["--trials", str(args.trials)]
     if args.gpus:
         run += ["--gpus", args.gpus]
-    if run_logged(cli(*run), log, report) != 0:
+    if run_logged(run, log, report)[0] != 0:
         report()
         raise SystemExit(f"the sweep failed: see {log}")
     times["sweep"] = time.perf_counter() - times["start"]
+    keep("status", status(study, args.results) or {})
     if args.ensemble:  # seconds: the kept trial models, combined on validation, tested once
-        done = subprocess.run(cli("best", "--study", study, "--results", str(args.results), "--ensemble",
-                                  str(args.ensemble), "--json", "--device", args.device),
-                              cwd=ROOT, capture_output=True, text=True)
-        if done.returncode == 0:
-            ens["info"] = json.loads(done.stdout)
-            ens_path.write_text(done.stdout)
+        code, out = run_logged(["best", "--study", study, "--results", str(args.results), "--ensemble",
+                                str(args.ensemble), "--json", "--device", args.device], log, report, capture=True)
+        if code == 0:
+            keep("ensemble", json.loads(out))
         else:
-            print(f"best --ensemble failed: {done.stderr.strip()}", file=sys.stderr)
+            print(f"best --ensemble failed (exit {code}): see {log}", file=sys.stderr)
     report()
-    metrics_path = args.results / f"{study}-best.json"
     best = ["best", "--study", study, "--results", str(args.results), "--seeds", str(args.seeds), "--json",
             "--wandb", "disabled", "--device", args.device]
     if args.best_epochs:
         best += ["--epochs", str(args.best_epochs)]
     t0 = time.perf_counter()
-    with open(log, "a") as f:
-        f.write(f"\n$ fer-sweep {' '.join(best)}\n")
-    proc = subprocess.Popen(cli(*best), cwd=ROOT, stdout=subprocess.PIPE, stderr=open(log, "a"), text=True)
-    while proc.poll() is None:
-        try:
-            proc.wait(timeout=POLL_S)
-        except subprocess.TimeoutExpired:
-            report()
-    if proc.returncode != 0:
+    code, out = run_logged(best, log, lambda: report(running=f"`best` (its per-epoch progress is in `{log}`)"),
+                           capture=True)
+    if code != 0:
         report()
         raise SystemExit(f"best failed: see {log}")
-    metrics = json.loads(proc.stdout.read())
-    metrics_path.write_text(json.dumps(metrics, indent=2))
     times["best"] = time.perf_counter() - t0
-    report(metrics, done=True)
-
+    keep("best", json.loads(out))
+    report(done=True)
 
 if __name__ == "__main__":
     main()

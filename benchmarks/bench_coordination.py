@@ -17,7 +17,8 @@ connections held (pg_stat_activity, sampled every 0.25 s).
 the database connections, with Optuna's cached storage) between the workers and PostgreSQL. It needs `grpcio`.
 
 It prints the table and replaces its section of benchmarks/RESULTS.md (not with --no-write).
-A small case (8 workers, 24 trials) is tests/sweep/test_coordination.py.
+The tests run a small case (8 workers, 24 trials) with a harness of their own (tests/sweep/test_coordination.py,
+tests/support/coordination.py): tests and benchmarks import nothing from each other.
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ def worker(k: int, url: str, proxy: tuple[str, int] | None, study_name: str, fol
     from fer_sweep.sweep.summary import OUTCOME, TICKET, write_trials_csv
 
     if claim_order == "fifo":  # the order before the spread: every worker tries the queue's head, then the next
-        study_module._claim_order = lambda waiting, target: [t for t in waiting if (t.user_attrs.get(TICKET) or 0) < target]
+        study_module._claim_order = lambda waiting, target: [t for t in waiting
+                                                             if (t.user_attrs.get(TICKET) or 0) < target]
 
     rec: dict = {"claim": [], "reap_claim": [], "write": [], "tickets": [], "errors": []}
     spec = spec_for(study_name, trials)
@@ -103,14 +105,14 @@ def worker(k: int, url: str, proxy: tuple[str, int] | None, study_name: str, fol
             rec["tickets"].append(trial.user_attrs.get("ticket"))
             time.sleep(sleep_s * rng.uniform(0.5, 1.5))  # the training
             t3 = time.perf_counter()
-            attrs = {OUTCOME: "complete", "message": "", "seconds": sleep_s, "worker": f"w{k}", "train_seconds": sleep_s,
-                     "epochs": 1, "best_epoch": 1, "best_val_acc": rng.random()}
+            attrs = {OUTCOME: "complete", "message": "", "seconds": sleep_s, "worker": f"w{k}",
+                     "train_seconds": sleep_s, "epochs": 1, "best_epoch": 1, "best_val_acc": rng.random()}
             for key, value in attrs.items():
                 trial.set_user_attr(key, value)
             study.tell(trial, attrs["best_val_acc"], state=TrialState.COMPLETE, skip_if_finished=True)
             write_trials_csv(study, Path(folder))
             rec["write"].append(time.perf_counter() - t3)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:  # noqa: BLE001 - reported in the table, not raised in a child
             rec["errors"].append(f"{type(e).__name__}: {e}"[:300])
             if len(rec["errors"]) > 5:
                 break
@@ -164,7 +166,8 @@ def _pct(xs: list[float], q: float) -> float:
 
 
 def run_case(url: str, workers: int, trials: int, sleep_s: float = 0.5, storage: str = "rdb",
-             grpc_threads: int = 10, study: str | None = None, timeout: float = 1800, claim_order: str = "spread") -> dict:
+             grpc_threads: int = 10, study: str | None = None, timeout: float = 1800,
+             claim_order: str = "spread") -> dict:
     """One load test: `workers` processes, `trials` tickets, on the PostgreSQL at `url` (directly, or through a
     gRPC proxy); returns the row of the table, and the study's name."""
     import optuna
@@ -231,7 +234,8 @@ def run_case(url: str, workers: int, trials: int, sleep_s: float = 0.5, storage:
     for t in finished:
         per_ticket[t.user_attrs.get("ticket")] = per_ticket.get(t.user_attrs.get("ticket"), 0) + 1
     shutil.rmtree(tmp, ignore_errors=True)
-    return {"storage": storage, "claim_order": claim_order, "workers": workers, "trials": trials, "finished": len(finished),
+    return {"storage": storage, "claim_order": claim_order, "workers": workers, "trials": trials,
+            "finished": len(finished),
             "exact": len(finished) == trials and sorted(per_ticket) == list(range(trials)),
             "duplicates": len(ran) - len(set(ran)) + sum(c - 1 for c in per_ticket.values()),
             "running_left": sum(t.state == TrialState.RUNNING for t in final),
@@ -288,7 +292,9 @@ def table(rows: list[dict]) -> str:
              "MiB/worker |", "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['storage']} | {r['claim_order']} | {r['workers']} | {r['trials']} | {r['finished']} "
-                     f"({'yes' if r['exact'] else 'NO'}{'; workers killed at the time limit' if r['killed'] else ''}) | {r['duplicates']} | {r['claim_p50_ms']:.0f} / "
+                     f"({'yes' if r['exact'] else 'NO'}"
+                     f"{'; workers killed at the time limit' if r['killed'] else ''}) | "
+                     f"{r['duplicates']} | {r['claim_p50_ms']:.0f} / "
                      f"{r['claim_p99_ms']:.0f} | {r['reap_claim_p50_ms']:.0f} / {r['reap_claim_p99_ms']:.0f} | "
                      f"{r['write_p50_ms']:.0f} / {r['write_p99_ms']:.0f} | {r['connections_max']} "
                      f"({r['connections_median']:.0f}) | {r['trials_per_s']:.1f} | {r['worker_mib']:.0f} |")
@@ -303,7 +309,8 @@ def main() -> None:
     ap.add_argument("--storage", default="rdb,grpc", help="rdb (workers on PostgreSQL), grpc (through the proxy)")
     ap.add_argument("--grpc-threads", type=int, default=10, help="the proxy server's thread pool (Optuna's default)")
     ap.add_argument("--max-connections", type=int, default=1000)
-    ap.add_argument("--case-timeout", type=float, default=1200, help="seconds a case may run; then its workers are killed")
+    ap.add_argument("--case-timeout", type=float, default=1200,
+                    help="seconds a case may run; then its workers are killed")
     ap.add_argument("--claim-order", default="spread", help="spread (fer-sweep's: the head, then at random), fifo "
                     "(every worker in queue order, as before), or both: spread,fifo")
     ap.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
@@ -313,7 +320,7 @@ def main() -> None:
     try:
         cases = [(s, o) for o in args.claim_order.split(",") for s in args.storage.split(",")]
         try:
-            import grpc  # noqa: F401
+            import grpc  # noqa: F401 - only whether it imports
         except ImportError:
             if any(s == "grpc" for s, _ in cases):
                 print("grpcio is not installed (pip install grpcio): the grpc cases are left out", flush=True)
@@ -332,7 +339,8 @@ def main() -> None:
         from benchmarks.common import write_section
 
         cpu = platform.processor() or platform.machine()
-        body = (table(rows) + "\n\n" + f"- machine: {cpu}, {os.cpu_count()} cores, shared with other jobs (load average "
+        body = (table(rows) + "\n\n" + f"- machine: {cpu}, {os.cpu_count()} cores, shared with other jobs "
+                f"(load average "
                 f"{', '.join(f'{x:.1f}' for x in os.getloadavg())} at the end); Python {platform.python_version()}; "
                 f"{time.strftime('%Y-%m-%d')}\n"
                 f"- command: `.venv/bin/python benchmarks/bench_coordination.py --workers {args.workers} "

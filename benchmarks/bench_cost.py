@@ -3,8 +3,8 @@ measured matmul peak in the same precision, and where the rest of the step time 
 
     python benchmarks/bench_cost.py [--data PATH|synthetic] [--steps 30] [--profile-steps 10] [--repeats 3] [--no-write]
 
-For the reference model (the seeds' residual 32-64-128, batch 64) in fp32 and in bf16 autocast, and for the two
-models of the issue-20 recipe (sweeps/strong-sgd.yaml's VGG and sweeps/resnet.yaml's ResNet, 40x40 crops, batch
+For the reference model (the original notebooks' residual 32-64-128, batch 64) in fp32 and in bf16 autocast, and for
+the two models of the issue-20 recipe (sweeps/strong-sgd.yaml's VGG and sweeps/resnet.yaml's ResNet, 40x40 crops, batch
 128, bf16), runs `fer-sweep bench`'s own measurement (`learn.throughput.run_bench`: the trainer's real step, torch's
 flop counter, a 2048^3 matmul in the same precision for the peak). Then profiles the reference model's step with
 torch.profiler and sorts each operator's own CPU time into classes (convolutions forward, backward, matmuls,
@@ -24,10 +24,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import default_data, machine, write_section  # noqa: E402
+from benchmarks.common import default_data, machine, write_section
 
 TITLE = "Cost: FLOPs, GFLOP/s and the matmul peak"
-MODELS = (  # (label, run_bench keyword arguments)
+MODELS = (  # (label, BenchOptions keyword arguments)
     ("reference model (residual 32-64-128, 48x48), fp32", dict(arch="residual", conv="32,64,128", amp="off",
                                                                 batch_size=64)),
     ("reference model (residual 32-64-128, 48x48), bf16", dict(arch="residual", conv="32,64,128", amp="auto",
@@ -74,24 +74,24 @@ def profile_step(amp: str, data: str, steps: int) -> dict[str, float]:
     from fer_sweep.data.splits import load_splits
     from fer_sweep.learn.device import pick_device, to_device
     from fer_sweep.learn.models import build_model
-    from fer_sweep.learn.throughput import SEEDS_BEST_MODEL, SEEDS_BEST_TRAIN
-    from fer_sweep.learn.train import _epoch_batches, _make_trainer, input_norm
+    from fer_sweep.learn.throughput import NOTEBOOK_BEST_MODEL, NOTEBOOK_BEST_TRAIN
+    from fer_sweep.learn.train import epoch_batches, input_norm, start_training, train_step
 
     dev = pick_device("cpu")
     splits = load_splits(data, synthetic_n=2048)
     train = to_device(splits.train.x, splits.train.y, dev)
-    cfg = SEEDS_BEST_TRAIN.__class__(**{**vars(SEEDS_BEST_TRAIN), "amp": amp})
-    tr = _make_trainer(build_model(SEEDS_BEST_MODEL, seed=0), train, cfg, input_norm(cfg.normalize, train.x),
+    cfg = NOTEBOOK_BEST_TRAIN.__class__(**{**vars(NOTEBOOK_BEST_TRAIN), "amp": amp})
+    tr = start_training(build_model(NOTEBOOK_BEST_MODEL, seed=0), train, cfg, input_norm(cfg.normalize, train.x),
                        total_steps=steps + 3)
     tr.net.train()
     stats = torch.zeros(2)
-    batches = _epoch_batches(len(train), cfg.batch_size, dev)
+    batches = epoch_batches(len(train), cfg.batch_size, dev)
     for _ in range(3):
-        tr.step(train, next(batches), stats, measure=False)
+        train_step(tr, train, next(batches), stats, measure=False)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         t0 = time.perf_counter()
         for _ in range(steps):
-            tr.step(train, next(batches), stats, measure=False)
+            train_step(tr, train, next(batches), stats, measure=False)
         wall_us = (time.perf_counter() - t0) * 1e6
     shares: dict[str, float] = defaultdict(float)
     for event in prof.key_averages():
@@ -105,7 +105,8 @@ def profile_step(amp: str, data: str, steps: int) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=None, help="FER2013 (default: FER2013_CSV or the shared dev file), or synthetic")
+    parser.add_argument("--data", default=None,
+                        help="FER2013 (default: FER2013_CSV or the shared dev file), or synthetic")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--profile-steps", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3, help="measure each model this many times, interleaving the "
@@ -119,11 +120,11 @@ def main() -> None:
 
     import torch
 
-    from fer_sweep.learn.throughput import run_bench
+    from fer_sweep.learn.throughput import BenchOptions, run_bench
 
     rows = []
     for label, kw in MODELS:
-        tries = [run_bench(data=data, steps=args.steps, **kw) for _ in range(args.repeats)]
+        tries = [run_bench(BenchOptions(data=data, steps=args.steps, **kw)) for _ in range(args.repeats)]
         r = dict(max(tries, key=lambda t: t["train_img_per_s"]))
         r["matmul_peak_gflops"] = max(t["matmul_peak_gflops"] for t in tries)
         r["achieved_gflops"] = r["train_flops_per_image"] * r["train_img_per_s"] / 1e9
@@ -147,7 +148,8 @@ def main() -> None:
               f"{args.profile_steps} steps, batch 64):", "",
               "| operators | fp32 | bf16 autocast |", "|---|---:|---:|"]
     for key in sorted(set(profiles["off"]) | set(profiles["auto"]), key=lambda k: -profiles["off"].get(k, 0)):
-        lines.append(f"| {key} | {100 * profiles['off'].get(key, 0):.0f}% | {100 * profiles['auto'].get(key, 0):.0f}% |")
+        lines.append(f"| {key} | {100 * profiles['off'].get(key, 0):.0f}% | "
+                     f"{100 * profiles['auto'].get(key, 0):.0f}% |")
     lines += ["", f"- machine: {machine()}; load average {load[0]:.1f}, {load[1]:.1f}, {load[2]:.1f} at the end",
               f"- data: {data}; {time.strftime('%Y-%m-%d')}"]
     body = "\n".join(lines)

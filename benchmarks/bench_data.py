@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import cpu_name  # noqa: E402
+from benchmarks.common import cpu_name
 from fer_sweep.data.read import read_faces
 
 REPO = Path(__file__).resolve().parents[1]

@@ -3,7 +3,7 @@ checks of issue 22, with the speed per megapixel; records the section "Face dete
 
     .venv/bin/python benchmarks/bench_faces.py [--repeat N] [--no-write]
 
-The set (tests/data/faces_labels.json, built by tests/data/face_set.py from pictures scikit-image and matplotlib
+The set (benchmarks/faces_labels.json, built by benchmarks/face_set.py from pictures scikit-image and matplotlib
 ship; nothing is downloaded): two portraits, a face in profile, lfw_subset.npy's 100 faces and 100 non-faces,
 25 face-free pictures, 8 pictures of rendered text, and 12 composites with 62 faces at known boxes, 30 of them
 tilted 10-30 degrees and all scaled to 33-146 px. A detection is a labelled face when their centres are closer
@@ -33,9 +33,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import write_section  # noqa: E402
-from fer_sweep.data.photos import Face, detect_faces  # noqa: E402
-from tests.data import face_set  # noqa: E402
+from benchmarks import face_set
+from benchmarks.common import write_section
+from fer_sweep.data.photos import Face, detect_faces
 
 SECTION = "Face detection: the labelled set, before and after the checks (issue 22)"
 KINDS = (("portrait", "portraits (astronaut, Grace Hopper)"), ("profile", "a face in profile (camera)"),
@@ -181,13 +181,16 @@ def main() -> None:
         dlib_note = (f" **dlib HOG**: dlib's frontal face detector (its weights are compiled into the `dlib-bin` "
                      f"wheel from PyPI, installed for this benchmark only), upsampled once, score >= 0: the registry "
                      f"alternative, measured and not adopted. It has no false face either and finds "
-                     f"{h['tilted'][0]} tilted faces to {a['tilted'][0]}, {speeds['after'][0] / speeds['dlib HOG'][0]:.1f} "
-                     f"times as fast (per megapixel), but misses {missed} faces the checked Haar finder finds (recall {h['recall']:.3f} "
+                     f"{h['tilted'][0]} tilted faces to {a['tilted'][0]}, "
+                     f"{speeds['after'][0] / speeds['dlib HOG'][0]:.1f} "
+                     f"times as fast (per megapixel), but misses {missed} faces the checked Haar finder finds "
+                     f"(recall {h['recall']:.3f} "
                      f"to {a['recall']:.3f}: the issue asks to lose none), and it would be a second binary "
                      f"dependency beside OpenCV.")
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
-    about = f"""`benchmarks/bench_faces.py`: the face finder of `predict` on a labelled set built from pictures installed
-packages ship (`tests/data/faces_labels.json`, built by `tests/data/face_set.py`: scikit-image's `skimage/data`
+    about = f"""`benchmarks/bench_faces.py`: the face finder of `predict` on a labelled set built from pictures \
+installed
+packages ship (`benchmarks/faces_labels.json`, built by `benchmarks/face_set.py`: scikit-image's `skimage/data`
 and matplotlib's sample data, text in DejaVu Sans, and 12 composites with 62 faces at known boxes, 30 tilted
 10-30 degrees, scaled to 33-146 px). A detection is a face when the centres are closer than half the face's
 size and the sizes within a factor 1.6; any other detection is false. **before**: the Haar cascade upright and

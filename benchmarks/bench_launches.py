@@ -4,7 +4,7 @@ one kernel launch on a GPU. For the GPU section of RESULTS.md (where the step ti
     python benchmarks/bench_launches.py [--batch-size 128] [--amp bf16]
 
 Runs one real step of the trainer (`fit`'s own `step`: slice, normalise, augment, forward under autocast, loss,
-backward, clip, optimiser, stats) of the seeds' best residual CNN under a TorchDispatchMode that records every
+backward, clip, optimiser, stats) of the the notebooks' best residual CNN under a TorchDispatchMode that records every
 aten op below autograd, i.e. what a backend executes. View and metadata ops (no kernel) are counted apart. The
 CPU runs Adam as a per-parameter loop; CUDA runs it fused (`fused=True`: one multi-tensor kernel), so the
 optimiser's ops are reported separately and replaced by 1 in the CUDA estimate.
@@ -24,10 +24,11 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import machine  # noqa: E402
-from fer_sweep.learn import train as train_mod  # noqa: E402
-from fer_sweep.learn.throughput import SEEDS_BEST_MODEL, SEEDS_BEST_TRAIN  # noqa: E402
-from fer_sweep.learn.models import build_model  # noqa: E402
+from benchmarks.common import machine
+from fer_sweep.learn import train as train_mod
+from fer_sweep.learn.device import to_device
+from fer_sweep.learn.models import build_model
+from fer_sweep.learn.throughput import NOTEBOOK_BEST_MODEL, NOTEBOOK_BEST_TRAIN
 
 NO_KERNEL_PREFIXES = ("empty", "new_empty", "lift_fresh", "_local_scalar_dense", "is_nonzero", "set_",
                       "resolve_conj", "resolve_neg", "result_type", "sym_size", "sym_stride", "sym_numel")
@@ -57,13 +58,13 @@ def main() -> None:
     parser.add_argument("--amp", default="bf16")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
-    split = train_mod.to_device(rng.integers(0, 256, (1024, 48, 48), dtype=np.uint8), rng.integers(0, 7, 1024), "cpu")
-    cfg = replace(SEEDS_BEST_TRAIN, batch_size=args.batch_size, amp=args.amp)
-    model = build_model(SEEDS_BEST_MODEL, seed=0)
-    tr = train_mod._make_trainer(model, split, cfg, (0.0, 255.0), total_steps=10)
+    split = to_device(rng.integers(0, 256, (1024, 48, 48), dtype=np.uint8), rng.integers(0, 7, 1024), "cpu")
+    cfg = replace(NOTEBOOK_BEST_TRAIN, batch_size=args.batch_size, amp=args.amp)
+    model = build_model(NOTEBOOK_BEST_MODEL, seed=0)
+    tr = train_mod.start_training(model, split, cfg, (0.0, 255.0), total_steps=10)
     stats = torch.zeros(2)
     idx = torch.randperm(len(split))[:args.batch_size]
-    tr.step(split, idx, stats, measure=False)  # warm-up: optimiser state, oneDNN primitives
+    train_mod.train_step(tr, split, idx, stats, measure=False)  # warm-up: optimiser state, oneDNN primitives
     rec = Recorder()
     opt_step = tr.opt.step
 
@@ -86,10 +87,10 @@ def main() -> None:
         return forward(*a, **k)
     tr.net.forward = forward_recorded
     with rec:
-        tr.step(split, idx, stats, measure=False)
+        train_mod.train_step(tr, split, idx, stats, measure=False)
     per = {phase: sum(c.values()) for phase, c in rec.ops.items()}
     cuda = sum(v for k, v in per.items() if k != "optimizer") + 1
-    print(f"seeds' best residual CNN, batch {args.batch_size}, amp {args.amp}, one training step; {machine()}")
+    print(f"the notebooks' best residual CNN, batch {args.batch_size}, amp {args.amp}, one training step; {machine()}")
     print(f"compute ops dispatched: {sum(per.values())} (" + ", ".join(f"{k} {v}" for k, v in per.items()) +
           f"); view/metadata ops (no kernel): {sum(rec.views.values())}")
     print(f"on CUDA (fused Adam: 1 launch for the optimiser): about {cuda} kernel launches per step")

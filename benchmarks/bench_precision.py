@@ -1,4 +1,4 @@
-"""Accuracy parity of the precision policy: the seeds' best model trained in fp32 and in bf16 autocast.
+"""Accuracy parity of the precision policy: the notebooks' best model trained in fp32 and in bf16 autocast.
 
     python benchmarks/bench_precision.py [--data PATH] [--train-rows 8000] [--epochs 10] [--seed 0]
 
@@ -22,13 +22,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import default_data, machine, write_section  # noqa: E402
-from fer_sweep.learn.throughput import SEEDS_BEST_MODEL, SEEDS_BEST_TRAIN  # noqa: E402
-from fer_sweep.data.splits import load_splits  # noqa: E402
-from fer_sweep.learn.models import build_model  # noqa: E402
-from fer_sweep.learn.precision import cpu_capability  # noqa: E402
+from benchmarks.common import default_data, machine, write_section
+from fer_sweep.data.splits import load_splits
 from fer_sweep.learn.device import pick_device, to_device
-from fer_sweep.learn.train import fit  # noqa: E402
+from fer_sweep.learn.models import build_model
+from fer_sweep.learn.precision import cpu_capability
+from fer_sweep.learn.throughput import NOTEBOOK_BEST_MODEL, NOTEBOOK_BEST_TRAIN
+from fer_sweep.learn.train import fit
 
 
 def main() -> None:
@@ -47,10 +47,10 @@ def main() -> None:
     dev = pick_device(args.device)
     train = to_device(splits.train.x[rows], splits.train.y[rows], dev)
     val = to_device(splits.val.x, splits.val.y, dev)
-    base = replace(SEEDS_BEST_TRAIN, epochs=args.epochs, patience=0, seed=args.seed)
+    base = replace(NOTEBOOK_BEST_TRAIN, epochs=args.epochs, patience=0, seed=args.seed)
     curves, seconds = {}, {}
     for amp in ("off", "bf16"):
-        model = build_model(SEEDS_BEST_MODEL, seed=args.seed)
+        model = build_model(NOTEBOOK_BEST_MODEL, seed=args.seed)
         start, curve = time.perf_counter(), []
         for r in fit(model, train, val, replace(base, amp=amp)):
             curve.append((r.metrics["train/acc"], r.metrics["val/acc"]))
@@ -66,7 +66,8 @@ def main() -> None:
              "| epoch | fp32 train | fp32 val | bf16 train | bf16 val |", "|---:|---:|---:|---:|---:|"]
     for e, ((t32, v32), (t16, v16)) in enumerate(zip(curves["off"], curves["bf16"]), 1):
         lines.append(f"| {e} | {100 * t32:.2f}% | {100 * v32:.2f}% | {100 * t16:.2f}% | {100 * v16:.2f}% |")
-    lines += ["", f"Final val accuracy: fp32 {100 * curves['off'][-1][1]:.2f}%, bf16 {100 * curves['bf16'][-1][1]:.2f}% "
+    lines += ["", f"Final val accuracy: fp32 {100 * curves['off'][-1][1]:.2f}%, "
+              f"bf16 {100 * curves['bf16'][-1][1]:.2f}% "
               f"(bf16 - fp32 = {gap:+.2f} points; target within 1 point: {'met' if abs(gap) <= 1 else 'missed'}). "
               f"Wall time: fp32 {seconds['off']:.0f} s, bf16 {seconds['bf16']:.0f} s "
               "(see Trainer throughput for speed).", "",

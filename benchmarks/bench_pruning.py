@@ -31,10 +31,10 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import default_data, machine, write_icml_slice, write_section  # noqa: E402
-from fer_sweep.sweep.spec import PrunerSpec, load_spec  # noqa: E402
-from fer_sweep.sweep.summary import TICKET, outcome  # noqa: E402
-from fer_sweep.sweep.policies import pruner_for  # noqa: E402
+from benchmarks.common import default_data, machine, write_icml_slice, write_section
+from fer_sweep.sweep.policies import pruner_for
+from fer_sweep.sweep.spec import PrunerSpec, load_spec
+from fer_sweep.sweep.summary import TICKET, outcome
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -73,7 +73,8 @@ def sweep(spec_path: Path, pruner: PrunerSpec, study: str, data: str, trials: in
 
 def recorded(out: Path, study: str) -> list[dict]:
     """Finished trials of a study in ticket order: curve (epoch -> val acc), epochs trained, outcome."""
-    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(out / study / "journal.log")))
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(out / study / "journal.log")))
     st = optuna.load_study(study_name=study, storage=storage)
     rows = {}
     for t in st.get_trials(deepcopy=False):
@@ -149,7 +150,7 @@ def main() -> None:
                 f"as an unread test split) and {args.val_rows} PublicTest rows as validation")
         data = str(slice_path)
     spec = load_spec(args.spec, check_data=False)
-    max_epochs = int(spec.train.get("epochs", 15))
+    max_epochs = spec.max_epochs
     print(f"recording the unpruned sweep ({args.trials} trials); log: {args.out / 'record.log'}", flush=True)
     rec = sweep(args.spec, PrunerSpec(type="none"), "record", data, args.trials, args.out)
     (args.out / "record.json").write_text(json.dumps(rec, indent=1))
@@ -164,12 +165,15 @@ def main() -> None:
     lines = [f"`{args.spec.relative_to(ROOT) if args.spec.is_relative_to(ROOT) else args.spec}`, {args.trials} seeded "
              f"configurations, up to {max_epochs} epochs, early stopping as in the spec, on {desc}; CPU, precision "
              "amp auto. The unpruned sweep ran through the real CLI "
-             f"({rec['seconds'] / 60:.0f} min); each pruner is replayed on its recorded curves (see the script's doc).",
-             "", "| pruner | epochs trained | share of unpruned | winner (ticket) | winner val acc | same winner | states |",
+             f"({rec['seconds'] / 60:.0f} min); each pruner is replayed on its recorded curves "
+             "(see the script's doc).",
+             "", "| pruner | epochs trained | share of unpruned | winner (ticket) | winner val acc | same winner "
+             "| states |",
              "|---|---:|---:|---:|---:|---|---|"]
     for _, name, r in rows:
         lines.append(f"| {name} | {r['epochs']} | {100 * r['epochs'] / base['epochs']:.0f}% | {r['winner']} | "
-                     f"{100 * r['winner_val']:.2f}% | {'yes' if r['winner'] == base['winner'] else 'no'} | {r['counts']} |")
+                     f"{100 * r['winner_val']:.2f}% | {'yes' if r['winner'] == base['winner'] else 'no'} | "
+                     f"{r['counts']} |")
     if args.verify:
         name, p = parse_pruner(args.verify)
         print(f"verifying {name} with a real sweep", flush=True)

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_trainer.py [--steps N] [--batch-size B] [--device D] [--csv PATH]
 
-Both paths train the seeds' best model (residual 32-64-128, BatchNorm, max pooling, dropout 0.3, Adam 1e-3)
+Both paths train the notebooks' best model (residual 32-64-128, BatchNorm, max pooling, dropout 0.3, Adam 1e-3)
 on the same faces in the same process; each is timed `--repeats` times and the best run is kept (the
 machine may be shared). Forward FLOPs are counted with hooks (2 x conv/linear MACs); training is taken
 as 3x forward, so GFLOP/s = images/s x 3 x forward FLOPs.
@@ -14,8 +14,8 @@ import argparse
 import datetime as dt
 import os
 import platform
-import sys
 import re
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -27,12 +27,11 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import cpu_name  # noqa: E402
+from benchmarks.common import cpu_name
 from fer_sweep.config import ModelConfig, TrainConfig
+from fer_sweep.learn.device import pick_device, sync, to_device
 from fer_sweep.learn.models import build_model
-from fer_sweep.learn.device import sync
 from fer_sweep.learn.precision import cpu_capability, precision
-from fer_sweep.learn.device import pick_device, to_device
 from fer_sweep.learn.train import train_throughput
 
 RESULTS = Path(__file__).resolve().with_name("RESULTS.md")
@@ -146,7 +145,8 @@ def report(args: argparse.Namespace, result: dict) -> str:
     best, flops, device = result["best"], result["flops"], result["device"]
     ours, naive = best[OURS], best[NAIVE]
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
-    lines = ["| path | precision | train img/s | ms/step | implied GFLOP/s | vs naive |", "|---|---|---:|---:|---:|---:|"]
+    lines = ["| path | precision | train img/s | ms/step | implied GFLOP/s | vs naive |",
+             "|---|---|---:|---:|---:|---:|"]
     for name, r in best.items():
         gflops = r["train_img_per_s"] * 3 * flops / 1e9
         prec = r.get("precision", "fp32")
@@ -182,7 +182,7 @@ def report(args: argparse.Namespace, result: dict) -> str:
         lines.append("- for scale: H100 SXM dense bf16 peak is ~989 TFLOP/s (H100 PCIe ~756)")
     lines += [
         "",
-        "The naive row is the seeds' notebook loop: a per-sample Dataset, DataLoader collation, fp32, NCHW,",
+        "The naive row is the original notebooks' loop: a per-sample Dataset, DataLoader collation, fp32, NCHW,",
         "PyTorch's default (non-fused) Adam and a `.item()` sync every step. Ours differs in more than the input",
         "pipeline: bf16 autocast where `amp: auto` picks it (CUDA, CPUs with AVX512-BF16 or AMX), channels_last,",
         "fused Adam on CUDA, device-resident uint8 batches and no host sync. On a CPU the convolutions take",

@@ -5,7 +5,7 @@
 
 The same seeded configurations run once per worker count, through `run_sweep` exactly as
 `fer-sweep run --workers K [--gpus ...]` does. On a GPU machine: `--device cuda --gpus 0 --workers 1,2,4,8
---model seeds --n 28709` gives the aggregate images/s of K concurrent trials of the seeds' best model on one
+--model seeds --n 28709` gives the aggregate images/s of K concurrent trials of the notebooks' best model on one
 GPU. Per-trial overhead is a trial's wall time minus its epochs (model build, wandb run, storage writes,
 trials.csv), read from the study. Aggregate images/s = training images of all trials / wall time.
 """
@@ -21,11 +21,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import machine, write_section  # noqa: E402
+from benchmarks.common import machine, write_section
+from fer_sweep.sweep.launch import LaunchPlan, run_sweep
+from fer_sweep.sweep.spec import parse_spec
+from fer_sweep.sweep.study import open_study
 from fer_sweep.sweep.trial import load_data
-from fer_sweep.sweep.launch import run_sweep  # noqa: E402
-from fer_sweep.sweep.spec import parse_spec  # noqa: E402
-from fer_sweep.sweep.study import open_study  # noqa: E402
 
 
 def make_spec(study: str, args) -> object:
@@ -36,7 +36,7 @@ def make_spec(study: str, args) -> object:
     }, f"<{study}>")
 
 
-MODELS = {  # model, train and space sections: a small CNN grid, or the seeds' best model with 2 dropouts
+MODELS = {  # model, train and space sections: a small CNN grid, or the notebooks' best model with 2 dropouts
     "small": {"model": {"arch": "cnn", "fc_units": 64}, "train": {"epochs": 3, "patience": 0},
               "space": {"conv": {"choices": [[[8, 3], [16, 3], [32, 3]], [[16, 3], [32, 3], [64, 3]]]},
                         "dropout": {"low": 0.1, "high": 0.3}, "norm": {"choices": ["batch", "none"]},
@@ -50,7 +50,8 @@ MODELS = {  # model, train and space sections: a small CNN grid, or the seeds' b
 def measure(workers: int, args, results: Path, n_train: int) -> dict:
     spec = make_spec(f"w{workers}", args)
     start = time.perf_counter()
-    run_sweep(spec, results=results, workers=workers, device=args.device, wandb_mode=args.wandb, gpus=args.gpus)
+    run_sweep(LaunchPlan(spec, results, workers=workers, gpus=tuple(args.gpus) if args.gpus else None,
+                         device=args.device, wandb_mode=args.wandb))
     wall = time.perf_counter() - start
     study = open_study(spec, results / spec.study, None)
     done = [t for t in study.get_trials() if "train_seconds" in t.user_attrs]

@@ -33,13 +33,13 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def write_section(title: str, body: str) -> None:
-    """Replace (or append) the `## title` section of benchmarks/RESULTS.md."""
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+def write_section(title: str, body: str, path: Path = RESULTS) -> None:
+    """Replace (or append) the `## title` section of benchmarks/RESULTS.md (or of the Markdown file at `path`)."""
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
     section = f"## {title}\n\n{body.strip()}\n"
     pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
     text = pattern.sub(lambda _: section + "\n", text) if pattern.search(text) else text.rstrip() + "\n\n" + section
-    RESULTS.write_text(text.rstrip() + "\n")
+    path.write_text(text.rstrip() + "\n")
 
 
 DEV_FILE = Path(__file__).resolve().parents[2] / "shared" / "data" / "fer2013-dev.csv.gz"
