@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 TORCH_LOCAL ?= 2.13.0
 
-.PHONY: install sweep test bench clean
+.PHONY: install sweep test lint bench clean
 
 install: $(VENV)/.installed
 
@@ -28,7 +28,13 @@ sweep: install
 # Real-data tests read FER2013_CSV; unset, it defaults to the shared dev copy where that file exists.
 FER2013_DEV ?= ../shared/data/fer2013-dev.csv.gz
 
-test: install
+# The linter (ruff: lint + import order) and the type checker (mypy, on fer_sweep/) run before the tests: a new
+# warning fails `make test`, and so CI.
+lint: install
+	$(VENV)/bin/ruff check fer_sweep tests benchmarks
+	$(VENV)/bin/mypy
+
+test: install lint
 	@if [ -z "$$FER2013_CSV" ] && [ -f "$(FER2013_DEV)" ]; then export FER2013_CSV="$(abspath $(FER2013_DEV))"; \
 	  echo "FER2013_CSV=$$FER2013_CSV (real-data tests run)"; fi; \
 	$(PY) -m pytest -q

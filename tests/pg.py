@@ -31,7 +31,7 @@ def start_postgres():
         _skip_or_fail("no initdb under /usr/lib/postgresql")
     bindir = Path(bins[-1]).parent
     try:
-        import psycopg  # noqa: F401  (SQLAlchemy 2.1 maps postgresql:// to psycopg 3)
+        import psycopg  # noqa: F401 - SQLAlchemy 2.1 maps postgresql:// to psycopg 3
     except ImportError:
         _skip_or_fail("psycopg is not installed")
     root = Path(tempfile.mkdtemp(prefix="fer-pg-"))

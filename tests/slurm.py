@@ -4,7 +4,8 @@
 one temporary folder: nothing of the machine's own Slurm or munge is used or touched. Commands reach this
 cluster through SLURM_CONF (in `Cluster.env`, which jobs inherit through sbatch). The node declares more CPUs
 than the machine has (with `config_overrides`), so three array tasks and a resubmitted array all run at once,
-and four fake GPUs (/dev/null and the like as their device files), so a script that asks for `--gres=gpu:1` runs unchanged.
+and four fake GPUs (/dev/null and the like as their device files), so a script that asks for `--gres=gpu:1`
+runs unchanged.
 
 `.ci/run` installs the packages and sets FER_SWEEP_REQUIRE_SLURM=1, so CI fails rather than skips when the
 cluster cannot start; elsewhere the tests skip with the reason (not root, packages missing, a daemon that died).
@@ -31,7 +32,8 @@ KILL_WAIT_S = 10  # SIGTERM to SIGKILL when a job is cancelled or runs past its 
 
 
 def _skip_or_fail(reason: str):
-    skip_or_fail("FER_SWEEP_REQUIRE_SLURM", "a single-node Slurm cluster", reason, "apt-get install slurm-wlm munge, as root")
+    skip_or_fail("FER_SWEEP_REQUIRE_SLURM", "a single-node Slurm cluster", reason,
+                 "apt-get install slurm-wlm munge, as root")
 
 
 def _which(name: str) -> str | None:
@@ -69,13 +71,15 @@ class Cluster:
                 found.append(fields)
         return found
 
-    def wait(self, job: str, timeout: float, states=("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL",
-                                                      "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE", "PREEMPTED")) -> list[dict]:
+    def wait(self, job: str, timeout: float,
+             states=("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL",
+                     "DEADLINE", "PREEMPTED")) -> list[dict]:
         """Wait until every job of `job` has ended (an array's pending remainder included); returns them."""
         until = time.monotonic() + timeout
         while time.monotonic() < until:
             jobs = self.jobs(job)
-            if jobs and all(j["JobState"] in states for j in jobs) and not any("[" in j.get("ArrayTaskId", "") for j in jobs):
+            if (jobs and all(j["JobState"] in states for j in jobs)
+                    and not any("[" in j.get("ArrayTaskId", "") for j in jobs)):
                 return jobs
             time.sleep(0.5)
         raise AssertionError(f"job {job} still not done after {timeout:.0f} s: "

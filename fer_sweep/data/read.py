@@ -64,7 +64,8 @@ def _folder_state(root: Path) -> list:
         dirnames.sort()
         for name in sorted(filenames):
             stat = os.stat(os.path.join(dirpath, name))
-            digest.update(f"{os.path.relpath(os.path.join(dirpath, name), root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+            relative = os.path.relpath(os.path.join(dirpath, name), root)
+            digest.update(f"{relative}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     return [digest.hexdigest()]
 
 
@@ -103,7 +104,8 @@ def _save_cache(cache_file: Path, faces: Faces) -> None:
         fd, tmp = tempfile.mkstemp(dir=cache_file.parent, prefix=cache_file.name, suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
+                # numpy's stub has `allow_pickle: bool` beside `**kwds`, and mypy lets a **dict fill it
+                np.savez(f, **arrays)  # type: ignore[arg-type]
             os.replace(tmp, cache_file)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

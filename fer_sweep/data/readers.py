@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Generator, Optional
 
 import numpy as np
 import pandas as pd
@@ -88,7 +88,7 @@ def _read_header(path: Path, source: str, compression: str) -> list[str]:
 def _csv_layout(header: list[str], source: str) -> tuple[str, dict[str, str]]:
     """Pick the layout from the column names, stripped (icml_face_data.csv writes ' Usage', ' pixels')."""
     by_name = {str(name).strip().lower(): name for name in header}
-    columns = {role: by_name[role] for role in ("emotion", "usage", "pixels") if role in by_name}
+    columns: dict[str, str] = {role: by_name[role] for role in ("emotion", "usage", "pixels") if role in by_name}
     if "pixels" not in columns:
         shown = ", ".join(repr(str(name).strip()[:20]) for name in header[:5])
         raise DataError(
@@ -103,7 +103,9 @@ def _csv_layout(header: list[str], source: str) -> tuple[str, dict[str, str]]:
     return ("icml" if names.index("usage") < names.index("pixels") else "fer2013"), columns
 
 
-def _csv_chunks(path: Path, source: str, compression: str, usecols: list[str], nrows) -> Iterator[pd.DataFrame]:
+def _csv_chunks(
+    path: Path, source: str, compression: str, usecols: list[str], nrows: Optional[int]
+) -> Generator[pd.DataFrame, None, None]:
     """Yield DataFrames of CHUNK_ROWS string cells; a background thread reads (and gunzips) the next one
     while the caller parses this one, so decompression overlaps numpy parsing on a second core."""
     try:
@@ -202,7 +204,7 @@ def read_folder_faces(root: Path, source: str, resize: bool = False, nrows: Opti
     prefixes = [_usage_prefix(path.name) for path, _, _ in images]
     defaulted = sum(p is None for p in prefixes)
     usage = [p or ("Training" if split == "train" else "PrivateTest") for p, (_, split, _) in zip(prefixes, images)]
-    notes = ()
+    notes: tuple[str, ...] = ()
     if defaulted:
         notes = (f"{defaulted} images without a Training_/PublicTest_/PrivateTest_ file-name prefix: "
                  "train/ taken as Training, test/ as PrivateTest",)
@@ -225,6 +227,8 @@ def _decode(path: Path, resize: bool) -> np.ndarray:
     if grey.size != (IMAGE_SIZE, IMAGE_SIZE):
         if not resize:
             w, h = grey.size
-            raise DataError(f"{path}: image is {w}x{h}, expected {IMAGE_SIZE}x{IMAGE_SIZE} (pass resize=True to resize)")
+            raise DataError(
+                f"{path}: image is {w}x{h}, expected {IMAGE_SIZE}x{IMAGE_SIZE} (pass resize=True to resize)"
+            )
         grey = grey.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
     return np.asarray(grey, dtype=np.uint8)

@@ -53,8 +53,12 @@ def load_splits(source: PathLike, *, val_frac: float = 0.1, test_frac: float = 0
     else:
         faces = read_faces(source, resize=resize, cache_dir=cache_dir)
     indices, notes = split_indices(faces, val_frac=val_frac, test_frac=test_frac, seed=seed)
-    subsets = {name: None if idx is None else Split(x=faces.x[idx], y=faces.y[idx]) for name, idx in indices.items()}
-    return Splits(**subsets, layout=faces.layout, source=source, notes=notes)
+    labels = faces.y
+    assert labels is not None  # split_indices raised DataError for unlabeled faces
+    subsets = {name: None if idx is None else Split(x=faces.x[idx], y=labels[idx]) for name, idx in indices.items()}
+    train, val = subsets["train"], subsets["val"]
+    assert train is not None and val is not None  # only test can be absent
+    return Splits(train=train, val=val, test=subsets["test"], layout=faces.layout, source=source, notes=notes)
 
 
 def split_indices(faces: Faces, *, val_frac: float = 0.1, test_frac: float = 0.1,
@@ -66,7 +70,9 @@ def split_indices(faces: Faces, *, val_frac: float = 0.1, test_frac: float = 0.1
     usage = faces.usage if faces.usage is not None else np.full(len(faces.y), USAGES[0])
     indices = {name: np.flatnonzero(usage == u) for name, u in zip(("train", "val", "test"), USAGES)}
     notes = list(faces.notes)
-    carve = {name: frac for name, frac in (("val", val_frac), ("test", test_frac)) if indices[name].size == 0 and frac > 0}
+    carve = {
+        name: frac for name, frac in (("val", val_frac), ("test", test_frac)) if indices[name].size == 0 and frac > 0
+    }
     if carve:
         indices.update(_carve(faces.y, indices["train"], carve, seed))
     for name, frac in carve.items():
@@ -77,14 +83,15 @@ def split_indices(faces: Faces, *, val_frac: float = 0.1, test_frac: float = 0.1
         else:
             missing = "no Usage column"
         notes.append(f"{missing}: carved a stratified {frac * 100:g}% of train as {name} (seed {seed})")
+    chosen: dict[str, Optional[np.ndarray]] = dict(indices)
     if indices["test"].size == 0 and test_frac == 0:
-        indices["test"] = None
+        chosen["test"] = None
         notes.append("no PrivateTest rows and test_frac is 0: no test split")
-    for name, idx in indices.items():
+    for name, idx in chosen.items():
         if idx is not None and idx.size == 0:
             raise DataError(f"{faces.source}: the {name} split would be empty ({len(faces.y)} labelled rows; "
                             f"val_frac={val_frac}, test_frac={test_frac})")
-    return indices, tuple(notes)
+    return chosen, tuple(notes)
 
 
 def _carve(y: np.ndarray, train: np.ndarray, fracs: dict[str, float], seed: int) -> dict[str, np.ndarray]:

@@ -130,7 +130,7 @@ def open_clip(path: Path) -> Clip:
 
 def _cv2():
     try:
-        import cv2  # noqa: F401
+        import cv2  # noqa: F401 - only whether OpenCV is installed
     except ImportError:
         raise UserError("videos need OpenCV: pip install 'fer-sweep[export]'") from None
 
@@ -255,11 +255,13 @@ class FaceTracker:
             if ids[i] is None and k not in taken:
                 ids[i] = k
                 taken.add(k)
-        for i in range(len(faces)):
-            if ids[i] is None:
-                ids[i] = self.next_id
+        assigned: list[int] = []
+        for track in ids:  # a face no live track matched starts a new one
+            if track is None:
+                track = self.next_id
                 self.next_id += 1
+            assigned.append(int(track))
         self.last = {k: v for k, v in live.items()}
-        for i, face in enumerate(faces):
-            self.last[ids[i]] = (time_s, face)
-        return [int(i) for i in ids]
+        for k, face in zip(assigned, faces):
+            self.last[k] = (time_s, face)
+        return assigned

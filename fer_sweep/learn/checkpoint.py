@@ -59,12 +59,14 @@ def model_from(config: dict, weights: Union[dict, bytes]) -> nn.Module:
     """The model that config.json describes, holding `weights` (a state dict, or model.pt's bytes: loaded with
     weights_only, so a file carrying pickled code is refused), in eval mode on the CPU."""
     if isinstance(weights, bytes):
-        weights = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
+        state = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
+    else:
+        state = weights
     fields = dict(config["model"])
     fields["conv"] = tuple(tuple(s) for s in fields["conv"])
     # seeded: the global RNG is left as it was; a model trained on random crops takes its crop size
     model = build_model(ModelConfig(**fields), seed=0, input_size=input_size_of(config.get("train") or {}))
-    model.load_state_dict(weights)
+    model.load_state_dict(state)
     return model.eval()
 
 

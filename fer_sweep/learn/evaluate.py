@@ -13,8 +13,8 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from fer_sweep.learn.augment import Norm, eval_views, normalize_batch
 from fer_sweep.config import EMOTIONS, IMAGE_SIZE, NUM_CLASSES, UserError, tta_mode
+from fer_sweep.learn.augment import Norm, eval_views, normalize_batch
 from fer_sweep.learn.device import DeviceSplit, accumulator_dtype
 from fer_sweep.learn.precision import autocast, resolve_amp
 
@@ -76,10 +76,10 @@ def evaluate(model: nn.Module, split: DeviceSplit, norm: Norm, *, batch_size: in
                 counts += torch.bincount(y * NUM_CLASSES + logp.argmax(1), minlength=NUM_CLASSES ** 2)
     finally:
         model.train(was_training)
-    return _scores(loss_sum, counts.view(NUM_CLASSES, NUM_CLASSES).to(dtype))
+    return scores_from_confusion(loss_sum, counts.view(NUM_CLASSES, NUM_CLASSES).to(dtype))
 
 
-def _scores(loss_sum: torch.Tensor, confusion: torch.Tensor) -> dict:
+def scores_from_confusion(loss_sum: torch.Tensor, confusion: torch.Tensor) -> dict:
     tp, support, predicted = confusion.diagonal(), confusion.sum(1), confusion.sum(0)
     n = support.sum()
     precision = tp / predicted.clamp(min=1)

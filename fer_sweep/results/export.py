@@ -15,7 +15,7 @@ import numpy as np
 from fer_sweep.config import EMOTIONS, IMAGE_SIZE, UserError, tta_mode
 from fer_sweep.files import atomic_path
 from fer_sweep.learn.checkpoint import folder_or_final
-from fer_sweep.results.ensemble import ENSEMBLE_JSON
+from fer_sweep.results.ensemble.folders import ENSEMBLE_JSON
 
 CHECK_FACES = 64  # faces run through both torch and onnxruntime after writing (a batch other than the traced one)
 CHECK_TOLERANCE = 1e-4  # max abs logit difference accepted in fp32, per unit of the largest |logit| (if above 1)
@@ -36,7 +36,8 @@ def export_onnx(model_dir: Path, out_path: Path, *, check_faces: int = CHECK_FAC
     if not out_path.parent.is_dir():
         raise UserError(f"--onnx {out_path}: folder {out_path.parent} does not exist")
     onnx, ort = _onnx_packages()
-    norm = tuple(float(v) for v in config["norm"])
+    mean, std = (float(v) for v in config["norm"])
+    norm = (mean, std)
     model = model.float().eval()
     size = int(getattr(model, "input_size", IMAGE_SIZE))
     proto = _to_onnx(model, torch, size)
@@ -122,8 +123,8 @@ def _metadata(config: dict, norm: tuple[float, float], size: int = IMAGE_SIZE) -
 def _check(path: Path, model, norm: tuple[float, float], n: int, ort, torch) -> tuple[float, float]:
     """Max abs logit difference between onnxruntime (on the written file) and torch on n synthetic faces, and
     the largest |logit| (the scale that difference is judged against)."""
-    from fer_sweep.learn.augment import center_crop, normalize_batch
     from fer_sweep.data.synthetic import synthetic_faces
+    from fer_sweep.learn.augment import center_crop, normalize_batch
 
     faces, _ = synthetic_faces(n, seed=1)
     x = normalize_batch(torch.from_numpy(faces), norm)

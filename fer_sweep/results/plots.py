@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from fer_sweep.config import EMOTIONS
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (imported on first use: it costs ~1 s)."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on servers and CI
@@ -21,7 +22,7 @@ def save_confusion_png(confusion: Sequence[Sequence[int]], path: Path, title: st
     """Row-normalised confusion matrix with counts in each cell (rows: true class, columns: predicted)."""
     import numpy as np
 
-    plt = _pyplot()
+    plt = pyplot()
     counts = np.asarray(confusion, dtype=float)
     rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     fig, ax = plt.subplots(figsize=(6.4, 5.6), dpi=110)
@@ -61,13 +62,13 @@ def _legend_above(ax, title: str, ncol: int) -> None:
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path)
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return path
 
 
 def save_history_png(trials: Sequence[dict], path: Path, title: str = "") -> Path:
     """Best validation accuracy of each trial in trial order, with the best-so-far line of complete trials."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.2), dpi=110)
     for state, color, marker in (("complete", COMPLETE, "o"), ("pruned", PRUNED, "x")):
         pts = [(t["number"], t["value"]) for t in trials if t["state"] == state and t["value"] is not None]
@@ -94,7 +95,7 @@ def save_history_png(trials: Sequence[dict], path: Path, title: str = "") -> Pat
 
 def save_importances_png(importances: dict, path: Path, title: str = "", reliable: bool = True) -> Path:
     """Horizontal bars of parameter importances, largest on top; hatched and pale when they rest on too few trials."""
-    plt = _pyplot()
+    plt = pyplot()
     items = sorted(importances.items(), key=lambda kv: kv[1])
     fig, ax = plt.subplots(figsize=(6.5, 0.45 * len(items) + 1.4), dpi=110)
     ax.barh([k for k, _ in items], [v for _, v in items], color=COMPLETE, alpha=1.0 if reliable else 0.45,
@@ -134,7 +135,7 @@ def save_parallel_png(trials: Sequence[dict], axes: Sequence[dict], path: Path, 
     accuracy, pruned ones dashed grey."""
     import numpy as np
 
-    plt = _pyplot()
+    plt = pyplot()
     values = [t["value"] for t in trials if t["value"] is not None]
     lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
     acc_axis = {"name": "val acc", "low": lo, "high": hi if hi > lo else lo + 1e-9}
@@ -170,7 +171,7 @@ def save_slices_png(trials: Sequence[dict], axes: Sequence[dict], path: Path, ti
     """One panel per parameter: val accuracy against its value (complete: dots, pruned: crosses)."""
     import numpy as np
 
-    plt = _pyplot()
+    plt = pyplot()
     n = max(len(axes), 1)
     cols = min(3, n)
     rows = (n + cols - 1) // cols
@@ -183,6 +184,7 @@ def save_slices_png(trials: Sequence[dict], axes: Sequence[dict], path: Path, ti
                    if t["state"] == state and t["value"] is not None and t["params"].get(a["name"]) is not None]
             if not pts:
                 continue
+            xs: Sequence[Any]
             xs, ys = zip(*pts)
             if a.get("choices") is not None:
                 xs = [a["choices"].index(x) + jitter.uniform(-0.08, 0.08) for x in xs]
@@ -207,7 +209,7 @@ def save_slices_png(trials: Sequence[dict], axes: Sequence[dict], path: Path, ti
 def save_curves_png(trials: Sequence[dict], path: Path, top: int = 8, title: str = "") -> Path:
     """Val accuracy per epoch of the top complete trials (coloured), other complete ones faint, and every
     pruned trial dashed, ending in a cross at the epoch it was pruned."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(9.0, 4.4), dpi=110)
     complete = sorted((t for t in trials if t["state"] == "complete" and t["curve"]),
                       key=lambda t: -(t["value"] or 0))
@@ -241,7 +243,7 @@ def save_f1_png(per_class: Sequence[dict], path: Path, title: str = "") -> Path:
     """Per-class precision, recall and F1 as grouped bars, with each class's support."""
     import numpy as np
 
-    plt = _pyplot()
+    plt = pyplot()
     x = np.arange(len(per_class))
     fig, ax = plt.subplots(figsize=(7.5, 4.0), dpi=110)
     for k, key in enumerate(("precision", "recall", "f1")):
@@ -257,7 +259,7 @@ def save_class_counts_png(splits: dict, path: Path, title: str = "") -> Path:
     """Images per class in each split (`splits`: split name -> {class name: count}) as grouped bars."""
     import numpy as np
 
-    plt = _pyplot()
+    plt = pyplot()
     names = [s for s, counts in splits.items() if counts]
     x = np.arange(len(EMOTIONS))
     width = 0.8 / max(len(names), 1)

@@ -15,7 +15,14 @@ import numpy as np
 from fer_sweep.config import EMOTIONS, UserError
 from fer_sweep.data.photos import Face
 from fer_sweep.data.video import Clip
-from fer_sweep.results.predict import PhotoPredictions, _write, classify, load_members, photo_summary, read_photo_faces
+from fer_sweep.results.predict import (
+    PhotoPredictions,
+    classify,
+    load_members,
+    photo_summary,
+    read_photo_faces,
+    write_text_file,
+)
 
 # progress(name of the video, sampled frames done, sampled frames expected or 0 when unknown)
 Progress = Callable[[str, int, int], None]
@@ -163,7 +170,7 @@ def write_media_csv(pred: MediaPredictions, path: Path, *, proba: bool = False) 
     for _, lines in sorted(rows, key=lambda r: r[0]):
         for line in lines:
             writer.writerow(line + [""] * (width - len(line)))
-    return _write(path, buf.getvalue())
+    return write_text_file(path, buf.getvalue())
 
 
 def _face_cells(face: Face, p: np.ndarray, proba: bool) -> list:
@@ -196,9 +203,9 @@ def save_timeline_png(video: VideoPrediction, path: Path) -> Path:
     """One panel per face (the TIMELINE_FACES seen most), its class probabilities against time in seconds; gaps
     where the face was not found. A video with no face gets one empty panel that says so."""
     from fer_sweep.data.photos import COLOURS
-    from fer_sweep.results.plots import _pyplot
+    from fer_sweep.results.plots import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     tracks = video.tracks()
     shown = sorted(sorted(tracks, key=lambda k: -len(tracks[k]))[:TIMELINE_FACES])
     times = np.array([s.time_s for s in video.samples])
@@ -206,7 +213,8 @@ def save_timeline_png(video: VideoPrediction, path: Path) -> Path:
     fig, axes = plt.subplots(max(1, len(shown)), 1, figsize=(9, 1.0 + 1.7 * max(1, len(shown))), dpi=100,
                              sharex=True, squeeze=False)
     colours = [tuple(c / 255 for c in rgb) for rgb in COLOURS[:-1]] + [(0.45, 0.45, 0.45)]  # neutral: darker grey
-    for ax, face_id in zip(axes[:, 0], shown or [None]):
+    panels: list[Optional[int]] = list(shown) if shown else [None]  # None: the one empty panel
+    for ax, face_id in zip(axes[:, 0], panels):
         ax.set_ylim(0, 1)
         ax.set_xlim(0, end)
         ax.grid(alpha=0.3)
@@ -268,7 +276,7 @@ def _annotate(video: VideoPrediction, target: Path) -> Path:
         for frame in read_frames(video.path, 0, colour=True):
             h, w = frame.image.shape[:2]
             if writer is None:  # MPEG-4 wants even sides: an odd one gets its last row or column repeated
-                writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w + w % 2, h + h % 2))
+                writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter.fourcc(*"mp4v"), fps, (w + w % 2, h + h % 2))
                 if not writer.isOpened():
                     raise UserError(f"--annotate: OpenCV cannot write {target} (no MPEG-4 encoder)")
             faces, captions, labels = _faces_at(frame.time_s, per_sample, times)
@@ -308,7 +316,8 @@ def _faces_at(t: float, per_sample: list, times: list[float]) -> tuple[list[Face
         if k in b and k in a:
             (f0, p0), (f1, p1) = b[k], a[k]
             face = Face(cx=f0.cx + w * (f1.cx - f0.cx), cy=f0.cy + w * (f1.cy - f0.cy),
-                        size=f0.size + w * (f1.size - f0.size), angle_deg=f0.angle_deg + w * (f1.angle_deg - f0.angle_deg))
+                        size=f0.size + w * (f1.size - f0.size),
+                        angle_deg=f0.angle_deg + w * (f1.angle_deg - f0.angle_deg))
             p = p0 if w < 0.5 else p1
         elif k in b and (w < 0.5 or not after):
             face, p = b[k]

@@ -18,9 +18,11 @@ def sample_params(trial: optuna.trial.BaseTrial, spec: SweepSpec) -> dict[str, A
         if p.choices:
             params[p.name] = trial.suggest_categorical(p.name, list(p.choices))
         elif p.is_int:
-            params[p.name] = trial.suggest_int(p.name, int(p.low), int(p.high), step=int(p.step or 1), log=p.log)
+            low, high = p.bounds()
+            params[p.name] = trial.suggest_int(p.name, int(low), int(high), step=int(p.step or 1), log=p.log)
         else:
-            params[p.name] = trial.suggest_float(p.name, p.low, p.high, step=p.step, log=p.log)
+            low, high = p.bounds()
+            params[p.name] = trial.suggest_float(p.name, low, high, step=p.step, log=p.log)
     return params
 
 
@@ -65,8 +67,11 @@ def _draws_exhausted(n_seen: int, spec: SweepSpec) -> bool:
     for p in spec.space:
         if p.choices:
             size *= len(p.choices)
+        elif p.is_int and p.log:
+            size *= 10**9
         elif p.is_int:
-            size *= (int(p.high) - int(p.low)) // int(p.step or 1) + 1 if not p.log else 10**9
+            low, high = p.bounds()
+            size *= (int(high) - int(low)) // int(p.step or 1) + 1
         else:
             return False
     return n_seen >= size

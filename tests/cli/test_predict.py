@@ -27,7 +27,8 @@ TOLERANCE_PX = 12
 
 def test_predict_round_trip_matches_best_on_the_test_split(finished_study, tmp_path):
     out = tmp_path / "test.csv"
-    result = invoke("predict", finished_study["final"], "--data", "synthetic", "--split", "test", "--out", out, "--json")
+    result = invoke("predict", finished_study["final"], "--data", "synthetic", "--split", "test", "--out", out,
+                    "--json")
     info = json.loads(result.stdout)
     metrics = json.loads((finished_study["final"] / "metrics.json").read_text())
     saved = next(r for r in metrics["runs"] if r["seed"] == metrics["saved_seed"])
@@ -60,7 +61,8 @@ def test_predict_unlabeled_kaggle_test_csv_and_fer2013_csv(finished_study, tmp_p
     proba = np.array([[float(r[c]) for c in EMOTIONS] for r in rows])
     assert np.allclose(proba.sum(1), 1, atol=1e-4) and all(int(r["emotion"]) == p.argmax() for r, p in zip(rows, proba))
 
-    info = json.loads(invoke("predict", finished_study["final"], "--data", fer, "--out", out, "--proba", "--json").stdout)
+    info = json.loads(invoke("predict", finished_study["final"], "--data", fer, "--out", out, "--proba",
+                             "--json").stdout)
     assert info["n"] == 30 and info["layout"] == "fer2013" and 0 <= info["acc"] <= 1
     assert np.allclose(np.array([[float(r[c]) for c in EMOTIONS] for r in csv_rows(out)]), proba, atol=1e-6)
     invoke("predict", finished_study["final"], "--data", fer, "--out", out, "--split", "test", "--tta")
@@ -241,7 +243,8 @@ def test_photos_or_fer2013_is_decided_by_content(quickstart_model, photos, tmp_p
     model = quickstart_model
     refused("predict", model, "--data", photos, "--out", out, "--split", "test", words=("--split", "photos"))
     refused("predict", model, "--data", folder, "--out", out, "--annotate", tmp_path / "a", words=("--annotate",))
-    refused("predict", model, "--data", photos / "broken.jpg", "--out", out, words=("broken.jpg", "not a readable image"))
+    refused("predict", model, "--data", photos / "broken.jpg", "--out", out,
+            words=("broken.jpg", "not a readable image"))
     refused("predict", model, "--data", photos, "--out", out, "--annotate", photos, words=("would overwrite",))
     (tmp_path / "empty").mkdir()
     refused("predict", model, "--data", tmp_path / "empty", "--out", out, words=("no photos here", "train/"))

@@ -158,7 +158,8 @@ def test_report_renders_in_headless_chromium(finished_study, tmp_path):
         shot = base64.b64decode(browser.call("Page.captureScreenshot", {"format": "png"}, session=session)["data"])
     finally:
         browser.close()
-    (finished_study["folder"] / "report-screenshot.png").write_bytes(shot)  # kept beside the report, for a human to look at
+    # kept beside the report, for a human to look at
+    (finished_study["folder"] / "report-screenshot.png").write_bytes(shot)
     pixels = np.asarray(Image.open(io.BytesIO(shot)).convert("RGB")).astype(int)
     assert pixels.shape[:2] == (2000, 1280)
     assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 100  # not blank, not one colour

@@ -18,7 +18,14 @@ from optuna.trial import TrialState
 
 from fer_sweep.results.formats import param_label, pct
 from tests.helpers import (
-    FINISHED_STUDY_SPEC, cli, invoke, journal_study, make_spec, no_wandb_login, refused, write_tiny_spec,
+    FINISHED_STUDY_SPEC,
+    cli,
+    invoke,
+    journal_study,
+    make_spec,
+    no_wandb_login,
+    refused,
+    write_tiny_spec,
 )
 
 
@@ -93,7 +100,8 @@ def test_resume_after_kill_or_ctrl_c_ends_with_exactly_n(tmp_path, how):
     """SIGKILL leaves the trial RUNNING (a rerun reaps it); Ctrl-C and SIGTERM (a cluster's preemption) fail
     it as `interrupted` and re-queue it at once, and the process exits promptly (130 and 143)."""
     # trials long enough (~1 s an epoch) that the cut lands mid-trial
-    spec = write_tiny_spec(tmp_path, study=f"resume-{how}", trials=3, train={"epochs": 3, "patience": 0, "batch_size": 32},
+    spec = write_tiny_spec(tmp_path, study=f"resume-{how}", trials=3,
+                           train={"epochs": 3, "patience": 0, "batch_size": 32},
                            splits={"synthetic_n": 1400, "val_frac": 0.2, "test_frac": 0.2, "seed": 0},
                            model={"arch": "cnn", "fc_units": 32, "conv": [[16, 3], [32, 3]]},
                            space={"lr": {"choices": [0.001, 0.002, 0.003]}})

@@ -165,7 +165,8 @@ def test_label_outside_0_to_6(tmp_path, data_cache, label):
 
 def test_unknown_usage(tmp_path, data_cache):
     path = bad_csv(tmp_path, "3,Validation," + " ".join(["7"] * 2304), at=3)
-    assert_refused(path, data_cache, r"bad\.csv: row 3: unknown Usage 'Validation' \(expected Training, PublicTest or PrivateTest\)")
+    assert_refused(path, data_cache,
+                   r"bad\.csv: row 3: unknown Usage 'Validation' \(expected Training, PublicTest or PrivateTest\)")
 
 
 def test_first_bad_row_wins_whatever_the_problem(tmp_path, data_cache):
@@ -178,7 +179,8 @@ def test_first_bad_row_wins_whatever_the_problem(tmp_path, data_cache):
 
 def test_image_not_48x48(tmp_path, data_cache):
     write_image(tmp_path / "fer" / "train" / "happy" / "big.png", np.zeros((50, 40), np.uint8))
-    assert_refused(tmp_path / "fer", data_cache, r"big\.png: image is 40x50, expected 48x48 \(pass resize=True to resize\)")
+    assert_refused(tmp_path / "fer", data_cache,
+                   r"big\.png: image is 40x50, expected 48x48 \(pass resize=True to resize\)")
 
 
 def test_unknown_class_folder(tmp_path, data_cache):

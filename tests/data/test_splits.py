@@ -8,7 +8,15 @@ import pytest
 
 from fer_sweep.config import EMOTIONS
 from fer_sweep.data import (
-    DataError, Split, Splits, class_counts, describe, info, load_splits, read_faces, split_indices,
+    DataError,
+    Split,
+    Splits,
+    class_counts,
+    describe,
+    info,
+    load_splits,
+    read_faces,
+    split_indices,
 )
 from tests.helpers import faces_array, labelled, write_fer_csv
 

@@ -9,7 +9,15 @@ import torch.nn.functional as F
 
 from fer_sweep.config import TrainConfig
 from fer_sweep.learn.augment import (
-    affine_batch, augment_batch, cutmix_box, erase_batch, flip_batch, mix_batch, one_hot, shift_batch, tta_views,
+    affine_batch,
+    augment_batch,
+    cutmix_box,
+    erase_batch,
+    flip_batch,
+    mix_batch,
+    one_hot,
+    shift_batch,
+    tta_views,
 )
 
 

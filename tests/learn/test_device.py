@@ -44,7 +44,8 @@ def test_mps_accumulates_in_float32():
     assert accumulator_dtype(MPS) == torch.float32 and accumulator_dtype(CPU) == torch.float64
     x = torch.arange(48 * 48 * 4, dtype=torch.int64).remainder(256).to(torch.uint8).view(4, 48, 48)
     mean, std = input_norm("standard", x)
-    assert mean == pytest.approx(x.double().mean().item()) and std == pytest.approx(x.double().std(unbiased=False).item())
+    assert (mean == pytest.approx(x.double().mean().item())
+            and std == pytest.approx(x.double().std(unbiased=False).item()))
 
 
 @pytest.mark.parametrize("error, oom", [

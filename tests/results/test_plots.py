@@ -20,7 +20,7 @@ def figures(monkeypatch):
         return save(fig, path)
 
     monkeypatch.setattr(plots, "_save", keep)
-    monkeypatch.setattr(plots._pyplot(), "close", lambda fig: None)
+    monkeypatch.setattr(plots.pyplot(), "close", lambda fig: None)
     return caught
 
 

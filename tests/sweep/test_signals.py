@@ -16,7 +16,8 @@ def test_sigterm_to_a_multi_worker_run_requeues_every_running_trial(tmp_path):
     """Preemption of `run --workers 2`: the parent forwards SIGTERM, each worker fails its trial as
     `interrupted` and re-queues it at once, all exit promptly (143); a rerun ends with exactly N."""
     spec = make_spec(tmp_path, "preempt", 4, train={"epochs": 4, "patience": 0, "batch_size": 32},
-                     pruner={"type": "none"}, splits={"synthetic_n": 1400, "val_frac": 0.2, "test_frac": 0.2, "seed": 0},
+                     pruner={"type": "none"},
+                     splits={"synthetic_n": 1400, "val_frac": 0.2, "test_frac": 0.2, "seed": 0},
                      model={"arch": "cnn", "fc_units": 32, "conv": [[16, 3], [32, 3]]},
                      space={"lr": {"low": 0.001, "high": 0.01, "log": True}})
     results = tmp_path / "results"

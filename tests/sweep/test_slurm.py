@@ -137,7 +137,8 @@ def test_time_limit_signal_requeues_the_task_and_loses_no_finished_trial(cluster
                 restarted = done[0]
                 break
         time.sleep(0.5)
-    assert before is not None and restarted, f"not re-queued and resumed in time\n{task_logs(tmp_path)}\n{cluster.logs()}"
+    assert before is not None and restarted, \
+        f"not re-queued and resumed in time\n{task_logs(tmp_path)}\n{cluster.logs()}"
     cluster.run("scancel", job)
     cluster.wait(job, 60)
     logs = task_logs(tmp_path)

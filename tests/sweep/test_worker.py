@@ -24,7 +24,8 @@ def test_out_of_memory_on_a_shared_gpu_is_retried_then_final(tmp_path):
     assert [outcome(t) for t in trials] == ["oom_retry"] * MAX_OOM_RETRIES + ["oom"]
     assert [t.user_attrs.get(OOM_RETRIES, 0) for t in trials] == list(range(MAX_OOM_RETRIES + 1))
     assert {t.user_attrs["ticket"] for t in trials} == {0}
-    assert "re-queued" in trials[0].user_attrs["message"] and "can't allocate memory" in trials[-1].user_attrs["message"]
+    assert ("re-queued" in trials[0].user_attrs["message"]
+            and "can't allocate memory" in trials[-1].user_attrs["message"])
     w.shared_device = False  # a worker alone on its device takes the first OOM as the verdict
     spec2 = load_spec(make_spec(tmp_path, "oom2", 1, model=huge, space={"lr": {"choices": [0.001]}}))
     study2 = prepare_study(spec2, results, None)
