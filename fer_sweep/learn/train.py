@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import math
 import os
 import time
@@ -122,6 +123,13 @@ class PlanReplay:
 
     def step(self, _metric=None) -> None:
         self.epoch += 1
+        self._apply()
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch}
+
+    def load_state_dict(self, state: Mapping[str, int]) -> None:
+        self.epoch = int(state["epoch"])
         self._apply()
 
 
@@ -272,6 +280,74 @@ class TrainState:
             message += f"; best val/acc {self.best_acc:.4f} at epoch {self.best_epoch}"
         return stop, message
 
+    def state_dict(self) -> dict[str, Any]:
+        """Everything `load_state_dict` needs to go on after `self.epoch` epochs as if never stopped (on the same
+        device with deterministic kernels: bit for bit): weights, optimiser, schedule, weight average, the best
+        weights and value, the early-stop counter, every generator, and what identifies the run. Its tensors are the
+        live ones: save it (torch.save) before the next step."""
+        ema = None if self.ema is None else {"model": self.ema.model.state_dict(), "updates": self.ema.updates}
+        return {"version": STATE_VERSION, "run": run_identity(self.cfg), "epoch": self.epoch,
+                "best_acc": self.best_acc, "best_epoch": self.best_epoch, "stale": self.stale,
+                "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                "schedule": None if self.sched is None else self.sched.state_dict(),
+                "ema": ema,
+                "best_weights": self.best_weights, "rng": rng_state(self.device)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Resume from `state_dict()` of a run of the same configuration (UserError otherwise)."""
+        check_resumable(state, self.cfg)
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        if self.sched is not None:
+            self.sched.load_state_dict(state["schedule"])
+        if self.ema is not None:
+            self.ema.model.load_state_dict(state["ema"]["model"])
+            self.ema.updates = int(state["ema"]["updates"])
+        for key, value in state["best_weights"].items():
+            self.best_weights[key].copy_(value)
+        self.epoch, self.best_epoch, self.stale = int(state["epoch"]), int(state["best_epoch"]), int(state["stale"])
+        self.best_acc = float(state["best_acc"])
+        set_rng_state(state["rng"], self.device)
+
+
+STATE_VERSION = 1  # of TrainState.state_dict(); a checkpoint of another version is refused
+BUDGET_FREE_SCHEDULES = ("constant", "plateau")  # the lr of an epoch does not depend on the epoch budget
+
+
+def run_identity(cfg: TrainConfig) -> dict[str, Any]:
+    """What a resumed run must share with the one that saved its state: every setting, except the epoch budget where
+    the schedule does not stretch with it (a longer run then goes on where a shorter one ended)."""
+    identity = dataclasses.asdict(cfg)
+    if cfg.schedule in BUDGET_FREE_SCHEDULES:
+        identity.pop("epochs")
+    return identity
+
+
+def check_resumable(state: Mapping[str, Any], cfg: TrainConfig) -> None:
+    """UserError unless `state` (TrainState.state_dict()) was saved by a run of `cfg` (run_identity)."""
+    if state.get("version") != STATE_VERSION or state.get("run") != run_identity(cfg):
+        raise UserError("checkpoint: saved by another configuration or another version of fer-sweep; it cannot be "
+                        "resumed (train from epoch 0)")
+
+
+def rng_state(device: torch.device) -> dict[str, torch.Tensor]:
+    """The generators training draws from: the CPU's (mixing's shape draws; batches on a CPU) and the device's
+    (batch order, augmentation, dropout on CUDA or MPS)."""
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    elif device.type == "mps":
+        state["mps"] = torch.mps.get_rng_state()
+    return state
+
+
+def set_rng_state(state: Mapping[str, torch.Tensor], device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+    elif device.type == "mps" and "mps" in state:
+        torch.mps.set_rng_state(state["mps"])
+
 
 def start_training(model: nn.Module, train: DeviceSplit, cfg: TrainConfig, norm: Norm, total_steps: int) -> TrainState:
     """Move `model` to the training split's device and build its training state (layout, optimiser, schedule over
@@ -353,7 +429,8 @@ def epoch_batches(n: int, batch_size: int, device: torch.device) -> Iterator[tor
 
 # ---------------------------------------------------------------- fit
 def fit(model: nn.Module, train: DeviceSplit, val: Optional[DeviceSplit], cfg: TrainConfig, *,
-        norm: Norm | None = None) -> Iterator[EpochResult]:
+        norm: Norm | None = None, resume: Mapping[str, Any] | None = None,
+        checkpoint: Callable[[TrainState, EpochResult], None] | None = None) -> Iterator[EpochResult]:
     """Train `model` on `train`, yielding one `EpochResult` per epoch (validated on `val`).
 
     With `val` None (a refit on train + validation, `best --refit`) nothing is validated: the run trains exactly
@@ -367,6 +444,11 @@ def fit(model: nn.Module, train: DeviceSplit, val: Optional[DeviceSplit], cfg: T
     finished cleanly). `norm` defaults to `input_norm(cfg.normalize, train.x)`; evaluate later with the
     same one. Seed the model's initialisation yourself (e.g. `build_model(cfg, seed=...)`): `fit` seeds
     the batch order, dropout, augmentation and mixing with `cfg.seed`.
+
+    `checkpoint(state, result)` is called after each epoch is booked, before its result is yielded
+    (`state.state_dict()` is what to save); `resume` is such a saved state of a run of the same configuration and
+    data: training goes on at the epoch after it, exactly as the run that saved it would have (UserError for another
+    configuration's).
     """
     _check_train(cfg)  # bad settings fail at the call, not at the first next()
     if len(train) == 0 or (val is not None and len(val) == 0):
@@ -374,17 +456,20 @@ def fit(model: nn.Module, train: DeviceSplit, val: Optional[DeviceSplit], cfg: T
     if val is None and cfg.schedule == "plateau" and not cfg.lr_plan:
         raise UserError("the plateau schedule watches validation: without it (a refit) it needs lr_plan")
     resolve_amp(cfg.amp, train.x.device)  # an impossible precision fails at the call too
-    return _fit(model, train, val, cfg, norm)
+    if resume is not None:
+        check_resumable(resume, cfg)
+    return _fit(model, train, val, cfg, norm, resume, checkpoint)
 
 
-def _fit(model: nn.Module, train: DeviceSplit, val: Optional[DeviceSplit], cfg: TrainConfig,
-         norm: Norm | None) -> Iterator[EpochResult]:
+def _fit(model: nn.Module, train: DeviceSplit, val: Optional[DeviceSplit], cfg: TrainConfig, norm: Norm | None,
+         resume: Mapping[str, Any] | None,
+         checkpoint: Callable[[TrainState, EpochResult], None] | None) -> Iterator[EpochResult]:
     """The training loop (see `fit`): one epoch = the steps over a device permutation, the epoch's one read of its
     stats, validation, then the state books the epoch (best weights, early stop, per-epoch schedule)."""
     device = train.x.device
     with deterministic_mode(cfg.deterministic, device):
         torch.manual_seed(cfg.seed)
-        state = _start_or_oom(model, train, cfg, norm)
+        state = _start_or_oom(model, train, cfg, norm, resume)
         if isinstance(state, EpochResult):
             yield state
             return
@@ -411,9 +496,9 @@ def _fit(model: nn.Module, train: DeviceSplit, val: Optional[DeviceSplit], cfg: 
                     elif not math.isfinite(l2):
                         problem = ("diverged", f"weight norm is {l2} at epoch {epoch}")
                     elif val is not None:  # the eager module (no compiled eval graphs), or its weight average
-                        result = evaluate_as_trained(state.eval_model, val, state.norm, cfg, tta=fit_tta(cfg))
-                        metrics.update({"val/loss": result["loss"], "val/acc": result["acc"],
-                                        "val/macro_f1": result["macro_f1"]})
+                        scores = evaluate_as_trained(state.eval_model, val, state.norm, cfg, tta=fit_tta(cfg))
+                        metrics.update({"val/loss": scores["loss"], "val/acc": scores["acc"],
+                                        "val/macro_f1": scores["macro_f1"]})
                 except Exception as e:  # out of memory on any device becomes a result; the rest propagates
                     if not is_oom(e):
                         raise
@@ -426,7 +511,10 @@ def _fit(model: nn.Module, train: DeviceSplit, val: Optional[DeviceSplit], cfg: 
                     yield EpochResult(epoch, metrics, max(state.best_acc, 0.0), state.best_epoch, *problem)
                     return
                 stop, message = state.end_epoch(epoch, metrics, validated=val is not None)
-                yield EpochResult(epoch, metrics, state.best_acc, state.best_epoch, stop, message)
+                result = EpochResult(epoch, metrics, state.best_acc, state.best_epoch, stop, message)
+                if checkpoint is not None:
+                    checkpoint(state, result)
+                yield result
                 if stop:
                     return
         finally:
@@ -434,13 +522,16 @@ def _fit(model: nn.Module, train: DeviceSplit, val: Optional[DeviceSplit], cfg: 
             model.eval()
 
 
-def _start_or_oom(
-    model: nn.Module, train: DeviceSplit, cfg: TrainConfig, norm: Norm | None
-) -> TrainState | EpochResult:
-    """The run's training state, or the one "oom" result (epoch 0) when the model or its optimiser does not fit."""
+def _start_or_oom(model: nn.Module, train: DeviceSplit, cfg: TrainConfig, norm: Norm | None,
+                  resume: Mapping[str, Any] | None) -> TrainState | EpochResult:
+    """The run's training state (`resume`d where given), or the one "oom" result (epoch 0) when the model or its
+    optimiser does not fit."""
     try:
-        return start_training(model, train, cfg, norm or input_norm(cfg.normalize, train.x),
-                              total_steps=cfg.epochs * max(1, len(train) // cfg.batch_size))
+        state = start_training(model, train, cfg, norm or input_norm(cfg.normalize, train.x),
+                               total_steps=cfg.epochs * max(1, len(train) // cfg.batch_size))
+        if resume is not None:
+            state.load_state_dict(resume)
+        return state
     except Exception as e:  # only out of memory becomes a result; the rest propagates
         if not is_oom(e):
             raise

@@ -20,7 +20,7 @@ from fer_sweep.learn.augment import Norm
 from fer_sweep.learn.checkpoint import model_config
 from fer_sweep.learn.device import DeviceSplit, pick_device, to_device
 from fer_sweep.learn.models import model_for
-from fer_sweep.learn.train import fit, input_norm
+from fer_sweep.learn.train import TrainState, fit, input_norm
 from fer_sweep.sweep import tracking
 from fer_sweep.sweep.space import sample_params, to_run_config
 from fer_sweep.sweep.spec import SweepSpec
@@ -96,11 +96,21 @@ class TrialContext:
 
     def fit(self, t: "Training", run: Optional[tracking.TrialRun] = None, *,
             on_epoch: Optional[Callable[[EpochResult], None]] = None,
-            should_prune: Optional[Callable[[EpochResult], bool]] = None) -> "Training":
+            should_prune: Optional[Callable[[EpochResult], bool]] = None,
+            resume: Optional[Mapping[str, Any]] = None,
+            save: Optional[Callable[[dict[str, Any]], None]] = None) -> "Training":
         """Train `t` (`Training.start(cfg)`, made by the caller so that an interrupt still finds it) on this context's
-        train split, validated on val every epoch, each epoch logged to `run`; `should_prune` may stop it early."""
+        train split, validated on val every epoch, each epoch logged to `run`; `should_prune` may stop it early;
+        `save` and `resume` as in `Training.run` (epoch checkpoints)."""
         return t.run(self.train, self.val, norm=self.norm(t.cfg.train.normalize),
-                     log=run.log if run is not None else None, on_epoch=on_epoch, should_prune=should_prune)
+                     log=run.log if run is not None else None, on_epoch=on_epoch, should_prune=should_prune,
+                     resume=resume, save=save)
+
+    def identity(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """What a trial checkpoint must share with the trial that resumes from it: the params, the data and its
+        splits (options and sizes)."""
+        return {"params": dict(params), "data": self.spec.data, "splits": dataclasses.asdict(self.spec.splits),
+                "faces": [len(self.train), len(self.val)]}
 
 
 def _on_device(faces: Split, device: torch.device) -> DeviceSplit:
@@ -140,10 +150,24 @@ class Training:
     def run(self, train: DeviceSplit, val: Optional[DeviceSplit], *, norm: Norm,
             log: Optional[Callable[..., None]] = None,
             on_epoch: Optional[Callable[[EpochResult], None]] = None,
-            should_prune: Optional[Callable[[EpochResult], bool]] = None) -> "Training":
+            should_prune: Optional[Callable[[EpochResult], bool]] = None,
+            resume: Optional[Mapping[str, Any]] = None,
+            save: Optional[Callable[[dict[str, Any]], None]] = None) -> "Training":
         """`fit` to the end: each epoch goes to `log(metrics, step=epoch)` (a W&B run) and `on_epoch`, then
-        `should_prune` may stop it. The model ends holding its best validation epoch's weights."""
-        for result in fit(self.model, train, val, self.cfg.train, norm=norm):
+        `should_prune` may stop it. The model ends holding its best validation epoch's weights. `save` gets the run so
+        far after every epoch ({state, history, train_s}: a checkpoint); `resume` is such a record of a stopped run
+        of the same configuration, which goes on at the epoch after it."""
+        if resume is not None:
+            self.history, self.train_s = list(resume["history"]), float(resume["train_s"])
+
+        def checkpoint(state: TrainState, result: EpochResult) -> None:  # the run so far, this epoch included
+            assert save is not None
+            save({"state": state.state_dict(), "history": [*self.history, epoch_row(result)],
+                  "train_s": self.train_s + result.metrics["time/epoch_s"]})
+
+        for result in fit(self.model, train, val, self.cfg.train, norm=norm,
+                          resume=resume["state"] if resume is not None else None,
+                          checkpoint=checkpoint if save is not None else None):
             self.last = result
             self.train_s += result.metrics["time/epoch_s"]
             self.history.append(epoch_row(result))

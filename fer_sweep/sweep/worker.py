@@ -10,7 +10,9 @@ import signal
 import sys
 import time
 import traceback
+import warnings
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -18,17 +20,18 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
-from fer_sweep.config import UserError, first_line
+from fer_sweep.config import Notice, RunConfig, UserError, first_line
 from fer_sweep.data.splits import Splits
 from fer_sweep.learn.device import is_oom
 from fer_sweep.sweep import artifacts
+from fer_sweep.sweep.checkpoints import checkpoint_path, load_checkpoint, remove_checkpoint, save_checkpoint
 from fer_sweep.sweep.dbfaults import DB_WAIT_S, StorageDown, is_db_fault, ride_out, study_fault, study_faults
 from fer_sweep.sweep.eta import PROGRESS
 from fer_sweep.sweep.optuna_api import Heartbeat, frozen, storage_of, trial_id
 from fer_sweep.sweep.signals import DeadlineReached, Terminated, deadline_alarm, interrupting, past
 from fer_sweep.sweep.spec import SweepSpec
 from fer_sweep.sweep.study import claim, load_saved_spec, open_study, reap, release_own, requeue
-from fer_sweep.sweep.summary import OUTCOME, write_trials_csv
+from fer_sweep.sweep.summary import OUTCOME, TICKET, write_trials_csv
 from fer_sweep.sweep.trial import Training, TrialContext, finish_tracking, trial_config
 
 STORAGE_ENV = "FER_SWEEP_STORAGE"  # how a parent hands the storage URL to its workers (not argv: `ps` shows argv)
@@ -148,11 +151,12 @@ def run_trial(w: Worker, trial: optuna.Trial) -> str:
         if w.on_epoch:
             w.on_epoch(trial.number, result)
 
-    t = None
+    t, (path, resume) = None, _resumed(w, trial, params, cfg)
     try:
         with Heartbeat(w.study, trial.number):
             t = Training.start(cfg)
-            ctx.fit(t, run, on_epoch=on_epoch, should_prune=lambda _: w.patiently(trial.should_prune))
+            ctx.fit(t, run, on_epoch=on_epoch, should_prune=lambda _: w.patiently(trial.should_prune), resume=resume,
+                    save=(lambda ck: save_checkpoint(path, ctx.identity(params), ck)) if path else None)
             if t.outcome in ("complete", "pruned"):  # its best-epoch model, for ensembles (spec `keep`)
                 artifacts.save_trial_model(ctx, trial, t.model, cfg, params, t.last)
         outcome_, message = t.outcome, t.message
@@ -184,10 +188,31 @@ def run_trial(w: Worker, trial: optuna.Trial) -> str:
         outcome_, message = "oom_retry", f"{message}; the GPU is shared with other workers: re-queued"
     with study_faults():  # a verdict that cannot be written: the next run reaps the trial and runs it again
         _finish(w, trial, run, t, outcome_, message, time.perf_counter() - start)
+        if not retry:  # ended: its checkpoint has nothing left to resume (a retried OOM resumes from it)
+            remove_checkpoint(path)
         w.patiently(lambda: artifacts.prune_trial_models(w.study, w.ctx.folder, w.ctx.spec.keep))  # after the verdict
         if retry:
             w.patiently(lambda: requeue(w.study, frozen(w.study, trial.number), **{OOM_RETRIES: retries + 1}))
     return outcome_
+
+
+def _resumed(w: Worker, trial: optuna.Trial, params: dict, cfg: RunConfig) -> tuple[Path | None, dict | None]:
+    """The trial's checkpoint file (one per ticket) and what it resumes from: the checkpoint a stopped trial of the
+    same ticket left (checkpoints.py), whose epochs are reported to this trial as they were, so the pruner sees each
+    epoch once and none is trained twice."""
+    ticket = trial.user_attrs.get(TICKET)
+    if ticket is None:  # a trial fer-sweep did not queue (none today): no checkpoint
+        return None, None
+    path = checkpoint_path(w.ctx.folder, ticket)
+    resume = load_checkpoint(path, w.ctx.identity(params), cfg.train)
+    if resume is not None:
+        for row in resume["history"]:
+            if row["val/acc"] is not None:
+                w.patiently(partial(trial.report, row["val/acc"], row["epoch"]))
+        done = len(resume["history"])
+        warnings.warn(Notice(f"trial {trial.number} (ticket {ticket}) resumes at epoch {done + 1} from its "
+                             f"checkpoint ({done} epochs not trained again)"), stacklevel=2)
+    return path, resume
 
 
 def _abandon(w: Worker, trial, run, t: Training | None, message: str, start: float) -> None:

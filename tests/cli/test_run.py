@@ -133,6 +133,7 @@ def test_resume_after_kill_or_ctrl_c_ends_with_exactly_n(tmp_path, how):
 
     rerun = subprocess.run(cli(*args), capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
+    assert f"(ticket {cut_ticket}) resumes at epoch " in rerun.stderr  # from its checkpoint, not from epoch 1
     trials = journal_study(results, f"resume-{how}").get_trials()
     finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     assert len(finished) == 3 and not [t for t in trials if t.state == TrialState.RUNNING]

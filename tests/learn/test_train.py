@@ -343,3 +343,64 @@ def test_a_real_out_of_memory_is_a_result_before_and_during_an_epoch():
     lines = [line.split()[:3] for line in done.stdout.strip().splitlines()]
     assert lines == [["20", "0", "oom"], ["120", "1", "oom"]], done.stdout
     assert done.stdout.count("out of memory") == 2
+
+
+# ------------------------------------------------------------------------------------------------ resume
+RESUME_CASES = {
+    "adam": dict(),
+    "sgd_plateau_ema": dict(optimizer="sgd", nesterov=True, lr=0.05, schedule="plateau", plateau_patience=0, ema=0.9),
+    "cosine_mix_aug": dict(schedule="cosine", warmup_epochs=1, aug_flip=True, aug_translate_px=2, aug_erase_p=0.3,
+                           mixup_alpha=0.2, cutmix_alpha=0.2),
+    "onecycle_crop": dict(schedule="onecycle", crop=40, tta="tencrop"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(RESUME_CASES))
+def test_a_run_stopped_after_an_epoch_and_resumed_from_its_state_ends_exactly_as_one_never_stopped(case):
+    """TrainState.state_dict() saved after epoch 2 of 5 (through torch.save, as a checkpoint file would be), the
+    process's generators then disturbed, and a fresh model resumed from it: epochs 3-5 and the kept weights are bit
+    for bit those of the uninterrupted run (CPU, deterministic kernels)."""
+    import io
+
+    from fer_sweep.config import RunConfig
+    from fer_sweep.learn.models import model_for
+
+    data, val = random_device_split(48, seed=20), random_device_split(24, seed=21)
+    cfg = TrainConfig(epochs=5, batch_size=16, patience=0, deterministic=True, **RESUME_CASES[case])
+    run_cfg = RunConfig(ModelConfig(arch="residual", conv=((8, 3), (16, 3)), fc_units=16, dropout=0.3), cfg)
+
+    def numbers(results):
+        return [(r.epoch, {k: v for k, v in r.metrics.items() if k not in TIMING_KEYS}, r.best_val_acc, r.best_epoch,
+                 r.stop) for r in results]
+
+    whole = model_for(run_cfg, seed=0)
+    expected = numbers(fit(whole, data, val, cfg))
+    saved = {}
+
+    def keep(state, result):
+        buffer = io.BytesIO()
+        torch.save(state.state_dict(), buffer)
+        saved[state.epoch] = buffer.getvalue()
+
+    first = fit(model_for(run_cfg, seed=0), data, val, cfg, checkpoint=keep)
+    head = [next(first), next(first)]
+    first.close()  # stopped after epoch 2, as a killed process is
+    torch.manual_seed(12345)  # whatever ran in between moved the generators
+    resumed = model_for(run_cfg, seed=7)  # its own initial weights: the checkpoint replaces them
+    state = torch.load(io.BytesIO(saved[2]), weights_only=True)
+    tail = numbers(fit(resumed, data, val, cfg, resume=state))
+    assert numbers(head) == expected[:2] and tail == expected[2:]
+    for key, value in whole.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[key]), key
+
+
+def test_a_resume_from_another_configuration_is_refused():
+    data = random_device_split(32, seed=22)
+    cfg = TrainConfig(epochs=3, batch_size=16, patience=0)
+    saved = {}
+    run = fit(build_model(TINY, seed=0), data, data, cfg, checkpoint=lambda s, _: saved.setdefault("s", s.state_dict()))
+    next(run)
+    run.close()
+    with pytest.raises(UserError, match="checkpoint"):
+        fit(build_model(TINY, seed=0), data, data, TrainConfig(epochs=3, batch_size=16, optimizer="sgd"),
+            resume=saved["s"])

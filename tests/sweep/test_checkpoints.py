@@ -1,0 +1,93 @@
+"""Epoch checkpoints of running trials (sweep/checkpoints.py), through the real CLI: a trial killed mid-run resumes
+at the epoch after its last checkpoint and ends with exactly the values of a run never stopped; a checkpoint of
+another configuration is refused with one line and the trial starts over; a finished trial leaves none."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from tests.helpers import cli, journal_study, write_tiny_spec
+
+EPOCHS = 8
+
+
+def _spec(tmp_path: Path, study: str) -> Path:
+    # one trial, long enough epochs (~0.5-1 s here) that a kill lands between two of them; deterministic kernels
+    return write_tiny_spec(tmp_path, study=study, trials=1, pruner={"type": "none"},
+                           train={"epochs": EPOCHS, "patience": 0, "batch_size": 32, "deterministic": True},
+                           splits={"synthetic_n": 1400, "val_frac": 0.2, "test_frac": 0.2, "seed": 0},
+                           model={"arch": "cnn", "fc_units": 32, "conv": [[16, 3], [32, 3]], "dropout": 0.3},
+                           space={"lr": {"choices": [0.002]}})
+
+
+def _run(spec: Path, results: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(cli("run", str(spec), "--results", str(results), "--wandb", "disabled", "--device", "cpu"),
+                          capture_output=True, text=True, timeout=300)
+
+
+def _kill_after_epochs(spec: Path, results: Path, study: str, epochs: int) -> int:
+    """Start `run`, SIGKILL it once its trial has reported `epochs` epochs; returns the epochs reported by then."""
+    proc = subprocess.Popen(cli("run", str(spec), "--results", str(results), "--wandb", "disabled", "--device", "cpu"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+        try:
+            running = journal_study(results, study).get_trials(states=(TrialState.RUNNING,))
+        except (KeyError, FileNotFoundError, ValueError):  # the study is not in the journal yet
+            continue
+        if running and len(running[0].intermediate_values) >= epochs:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+            return len(journal_study(results, study).get_trials()[0].intermediate_values)
+    proc.kill()
+    raise AssertionError("the trial never reached the epoch to kill it at")
+
+
+def _finished(results: Path, study: str) -> optuna.trial.FrozenTrial:
+    (done,) = journal_study(results, study).get_trials(states=(TrialState.COMPLETE,))
+    return done
+
+
+def test_a_trial_killed_after_epoch_3_resumes_at_its_checkpoint_and_ends_as_one_never_stopped(tmp_path):
+    (tmp_path / "a").mkdir()
+    whole = _run(_spec(tmp_path / "a", "whole"), tmp_path / "ra")
+    assert whole.returncode == 0, whole.stderr
+    expected = _finished(tmp_path / "ra", "whole")
+
+    (tmp_path / "b").mkdir()
+    spec, results = _spec(tmp_path / "b", "whole"), tmp_path / "rb"
+    reported = _kill_after_epochs(spec, results, "whole", 3)
+    checkpoints = list((results / "whole" / "checkpoints").glob("ticket-*.pt"))
+    assert [p.name for p in checkpoints] == ["ticket-0.pt"]
+    rerun = _run(spec, results)
+    assert rerun.returncode == 0, rerun.stderr
+    resumed_at = int(rerun.stderr.split("resumes at epoch ")[1].split()[0])
+    assert 4 <= resumed_at <= reported + 1  # the epoch after the last checkpoint; no finished epoch trained again
+    got = _finished(results, "whole")
+    assert got.intermediate_values == expected.intermediate_values  # every epoch reported once, bit for bit
+    assert got.value == expected.value and got.user_attrs["epochs"] == EPOCHS
+    assert got.user_attrs["best_epoch"] == expected.user_attrs["best_epoch"]
+    assert not list((results / "whole" / "checkpoints").glob("*.pt"))  # ended: nothing left to resume
+
+
+def test_a_checkpoint_of_another_configuration_is_refused_and_the_trial_starts_over(tmp_path):
+    spec, results = _spec(tmp_path, "other"), tmp_path / "r"
+    _kill_after_epochs(spec, results, "other", 2)
+    path = results / "other" / "checkpoints" / "ticket-0.pt"
+    import torch
+
+    saved = torch.load(path, weights_only=True)
+    saved["identity"]["params"] = {"lr": 0.05}  # what another configuration's trial left
+    torch.save(saved, path)
+    rerun = _run(spec, results)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "checkpoint not used (saved by another configuration or for other data)" in rerun.stderr
+    assert "resumes at epoch" not in rerun.stderr
+    assert _finished(results, "other").user_attrs["epochs"] == EPOCHS and not path.exists()
