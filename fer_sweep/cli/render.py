@@ -243,7 +243,8 @@ class Leaderboard:
 def status_view(st: Mapping[str, Any]) -> Group:
     parts: list[Any] = [Text(counts_line(st)), Text(best_line(st), style="green"),
                         Text(f"epochs trained: {st['epochs_trained']} of {st['epochs_budget']} "
-                             f"unpruned budget ({pct(st['epochs_trained'] / max(st['epochs_budget'], 1))})"),
+                             f"unpruned budget ({pct(st['epochs_trained'] / max(st['epochs_budget'], 1))}); "
+                             f"{st.get('epochs_redone', 0)} trained again after interruptions"),
                         *([Text(eta_line(st))] if eta_line(st) else []),
                         *[Text(line) for line in saved_lines(st.get("saved") or {})],
                         leaderboard(st["leaderboard"], f"top {len(st['leaderboard'])} trials of {st['study']}")]

@@ -252,7 +252,8 @@ def render_html(spec: SweepSpec, st: dict, figures: dict[str, Path], skipped: di
              f"{_e(st['finished'])}/{_e(st['target'])} trials finished: {_e(c.get('complete', 0))} complete, "
              f"{_e(c.get('pruned', 0))} pruned, "
              f"{_e(sum(v for k, v in c.items() if k not in ('complete', 'pruned')))} other · "
-             f"epochs trained {_e(st['epochs_trained'])} of {_e(st['epochs_budget'])} unpruned</p>"]
+             f"epochs trained {_e(st['epochs_trained'])} of {_e(st['epochs_budget'])} unpruned; "
+             f"{_e(st.get('epochs_redone', 0))} trained again after interruptions</p>"]
     if best:
         parts.append(f"<p>Best trial: <b>#{_e(best['number'])}</b>, val acc <b>{pct(best['val_acc'])}</b> "
                      f"({_e(', '.join(f'{k}={_param(k, v)}' for k, v in best['params'].items()))})</p>")

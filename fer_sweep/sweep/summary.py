@@ -16,6 +16,7 @@ from fer_sweep.sweep.importances import importance_basis, importances
 from fer_sweep.sweep.spec import PrunerSpec
 
 TICKET = "ticket"  # user attr: index of the configuration in the seeded search (0..N-1)
+RESUMED_FROM = "resumed_from"  # user attr: the epochs a trial took from its ticket's checkpoint (not trained again)
 # user attr: complete | pruned | diverged | oom | oom_retry | error | crashed | interrupted | duplicate
 OUTCOME = "outcome"
 FINISHED_FAILS = ("diverged", "oom", "error")  # failed trials that still count as finished (not re-run)
@@ -108,6 +109,23 @@ def status(study: optuna.Study, target: int, max_epochs: int, top: int = 10, pru
     finished = [t for t in trials if is_finished(t)]
     epochs_run = sum(int(trial_row(t)["epochs"] or 0) for t in finished)
     snap.update(leaderboard=[trial_row(t) for t in ranked[:top]], epochs_trained=epochs_run,
-                epochs_budget=len(finished) * max_epochs, importances=importances(study),
+                epochs_redone=epochs_redone(trials), epochs_budget=len(finished) * max_epochs,
+                importances=importances(study),
                 importance_basis=importance_basis(study))
     return snap
+
+
+def epochs_redone(trials: list[FrozenTrial]) -> int:
+    """Epochs trained more than once across interruptions: per ticket, the epochs its attempts trained themselves
+    (an attempt resumed from a checkpoint starts after the checkpoint's epochs: RESUMED_FROM) beyond the furthest
+    epoch any attempt reached. A kill between two checkpoints costs the epoch in progress, which never finished,
+    so 0 here; an attempt that started over (no checkpoint, or one refused) counts the epochs it repeated."""
+    by_ticket: dict[Any, list[tuple[int, int]]] = {}
+    for t in trials:
+        ticket = t.user_attrs.get(TICKET)
+        progress = t.user_attrs.get(PROGRESS) or [0]
+        reached = int(t.user_attrs.get("epochs") or progress[0] or len(t.intermediate_values))
+        own = max(reached - int(t.user_attrs.get(RESUMED_FROM) or 0), 0)
+        if ticket is not None and reached:
+            by_ticket.setdefault(ticket, []).append((reached, own))
+    return sum(sum(own for _, own in runs) - max(reached for reached, _ in runs) for runs in by_ticket.values())

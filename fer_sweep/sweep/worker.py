@@ -31,7 +31,7 @@ from fer_sweep.sweep.optuna_api import Heartbeat, frozen, storage_of, trial_id
 from fer_sweep.sweep.signals import DeadlineReached, Terminated, deadline_alarm, interrupting, past
 from fer_sweep.sweep.spec import SweepSpec
 from fer_sweep.sweep.study import claim, load_saved_spec, open_study, reap, release_own, requeue
-from fer_sweep.sweep.summary import OUTCOME, TICKET, write_trials_csv
+from fer_sweep.sweep.summary import OUTCOME, RESUMED_FROM, TICKET, write_trials_csv
 from fer_sweep.sweep.trial import Training, TrialContext, finish_tracking, trial_config
 
 STORAGE_ENV = "FER_SWEEP_STORAGE"  # how a parent hands the storage URL to its workers (not argv: `ps` shows argv)
@@ -210,6 +210,7 @@ def _resumed(w: Worker, trial: optuna.Trial, params: dict, cfg: RunConfig) -> tu
             if row["val/acc"] is not None:
                 w.patiently(partial(trial.report, row["val/acc"], row["epoch"]))
         done = len(resume["history"])
+        w.patiently(lambda: trial.set_user_attr(RESUMED_FROM, done))
         warnings.warn(Notice(f"trial {trial.number} (ticket {ticket}) resumes at epoch {done + 1} from its "
                              f"checkpoint ({done} epochs not trained again)"), stacklevel=2)
     return path, resume

@@ -75,11 +75,12 @@ def test_a_trial_killed_after_epoch_3_resumes_at_its_checkpoint_and_ends_as_one_
     assert got.value == expected.value and got.user_attrs["epochs"] == EPOCHS
     assert got.user_attrs["best_epoch"] == expected.user_attrs["best_epoch"]
     assert not list((results / "whole" / "checkpoints").glob("*.pt"))  # ended: nothing left to resume
+    assert _status(results, "whole")["epochs_redone"] == 0  # (the epoch in progress at the kill never finished)
 
 
 def test_a_checkpoint_of_another_configuration_is_refused_and_the_trial_starts_over(tmp_path):
     spec, results = _spec(tmp_path, "other"), tmp_path / "r"
-    _kill_after_epochs(spec, results, "other", 2)
+    killed_at = _kill_after_epochs(spec, results, "other", 2)
     path = results / "other" / "checkpoints" / "ticket-0.pt"
     import torch
 
@@ -91,3 +92,24 @@ def test_a_checkpoint_of_another_configuration_is_refused_and_the_trial_starts_o
     assert "checkpoint not used (saved by another configuration or for other data)" in rerun.stderr
     assert "resumes at epoch" not in rerun.stderr
     assert _finished(results, "other").user_attrs["epochs"] == EPOCHS and not path.exists()
+    assert _status(results, "other")["epochs_redone"] == killed_at  # started over: those epochs were trained twice
+
+
+def _status(results: Path, study: str) -> dict:
+    import json
+
+    out = subprocess.run(cli("status", "--study", study, "--results", str(results), "--json"), capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_epochs_redone_counts_what_attempts_of_a_ticket_trained_twice():
+    from fer_sweep.sweep.summary import epochs_redone
+
+    def attempt(ticket, epochs, resumed_from=0):
+        return optuna.trial.create_trial(state=TrialState.FAIL, user_attrs={
+            "ticket": ticket, "epochs": epochs, **({"resumed_from": resumed_from} if resumed_from else {})})
+    assert epochs_redone([attempt(0, 3), attempt(0, 8, resumed_from=3)]) == 0  # resumed from its checkpoint
+    assert epochs_redone([attempt(0, 3), attempt(0, 8)]) == 3  # started over
+    assert epochs_redone([attempt(0, 3), attempt(0, 5), attempt(0, 8, resumed_from=5), attempt(1, 4)]) == 3
