@@ -18,6 +18,8 @@ import hashlib
 import json
 import shutil
 import statistics
+import warnings
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,16 +27,17 @@ import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
-from fer_sweep.config import EpochResult, RunConfig, UserError
+from fer_sweep.config import EpochResult, Notice, RunConfig, UserError
 from fer_sweep.data.splits import Splits
 from fer_sweep.files import write_atomic
 from fer_sweep.learn.augment import Norm
-from fer_sweep.learn.checkpoint import save_model, save_torch, state_dict_cpu
+from fer_sweep.learn.checkpoint import CONFIG_FILE, save_model, save_torch, state_dict_cpu
 from fer_sweep.learn.device import DeviceSplit
-from fer_sweep.learn.train import evaluate_as_trained, input_norm
+from fer_sweep.learn.train import BUDGET_FREE_SCHEDULES, evaluate_as_trained, input_norm
 from fer_sweep.results.ensemble.seeds import save_seeds, seed_model, seeds_metrics
 from fer_sweep.results.plots import save_confusion_png
-from fer_sweep.results.retrains import SEEDS_DONE, SELECTION, staged
+from fer_sweep.results.retrains import SEEDS_DONE, SELECTION, TRAIN_STATE, staged
+from fer_sweep.sweep.checkpoints import load_checkpoint, save_checkpoint
 from fer_sweep.sweep.spec import SweepSpec
 from fer_sweep.sweep.trial import Training, TrialContext, checkpoint_config, trial_config
 
@@ -74,34 +77,46 @@ def retrain_best(spec: SweepSpec, study: optuna.Study, folder: Path, splits: Spl
     config = checkpoint_config(cfg, norm, params, spec, winner.number)
     if refit:
         return _refit(ctx, winner, cfg, config, splits, seeds, on_epoch)
-    done = _done_folder(folder / "final", config)
-    runs, states, kept = _train_seeds(ctx, [_seed_cfg(cfg, k) for k in range(seeds)], (ctx.train, ctx.val, norm),
-                                      done, keep=seeds > 1, on_epoch=on_epoch)
+    done, cfgs = _done_folder(folder / "final", config), [_seed_cfg(cfg, k) for k in range(seeds)]
+    start_epoch, starts = _continuable(folder / "final", config, cfgs)
+    runs, states, kept = _train_seeds(ctx, cfgs, (ctx.train, ctx.val, norm), done, keep=seeds > 1,
+                                      on_epoch=on_epoch, starts=starts)
     chosen = max(range(len(runs)), key=lambda i: (runs[i]["val"]["acc"], -i))  # the first of equals
     metrics = _metrics(winner, runs, chosen, splits)
+    if start_epoch:
+        metrics["continued_from_epoch"] = start_epoch
     if kept:
         metrics["seeds_ensemble"] = seeds_metrics(kept, ctx.val, ctx.test)
     with staged(folder / "final") as stage:
         _save(stage, states[chosen], config, metrics, f"{spec.study} winner (trial {winner.number})")
         save_seeds(stage / "seeds", kept, config, metrics.get("seeds_ensemble"))
+        (stage / TRAIN_STATE).mkdir()
+        for c in cfgs:  # each seed's state at its last epoch: what a longer retrain continues from
+            if _seed_checkpoint(done, c.train.seed).is_file():
+                _seed_checkpoint(done, c.train.seed).rename(stage / TRAIN_STATE / f"s{c.train.seed}.pt")
     shutil.rmtree(done.parent, ignore_errors=True)  # published: the finished seeds are in final/ now
     _finish_run(ctx, cfg, winner, metrics)
     return metrics
 
 
 def _train_seeds(ctx: TrialContext, cfgs: list[RunConfig], data: tuple[DeviceSplit, DeviceSplit | None, Norm],
-                 done: Path, *, keep: bool, on_epoch: Progress | None) -> tuple[list[dict], list[dict], list[dict]]:
+                 done: Path, *, keep: bool, on_epoch: Progress | None,
+                 starts: dict[int, dict] | None = None) -> tuple[list[dict], list[dict], list[dict]]:
     """The per-seed loop of a retrain and a refit alike: each seed's configuration is trained on data = (train,
-    validation watched while training (None in a refit), norm), or taken from `done` where a stopped `best` left it,
-    and evaluated once on the context's validation and test splits. Returns each seed's run (with its per-epoch
-    history), its weights, and, with `keep`, its model for the ensemble of seeds."""
+    validation watched while training (None in a refit), norm), or taken from `done` where a stopped `best` left it
+    (a seed stopped mid-way goes on from its last epoch's checkpoint there; `starts` are earlier retrains' states a
+    longer one continues), and evaluated once on the context's validation and test splits. Returns each seed's run
+    (with its per-epoch history), its weights, and, with `keep`, its model for the ensemble of seeds."""
     train, val, norm = data
     runs, states, kept = [], [], []
     for cfg in cfgs:
         finished = _finished_seed(done, cfg.train.seed, need_kept=keep)
         if finished is None:
             progress = (lambda r, c=cfg: on_epoch(c.train.seed, r, c.train.epochs)) if on_epoch else None
-            t = Training.start(cfg).run(train, val, norm=norm, on_epoch=progress)
+            path, identity = _seed_checkpoint(done, cfg.train.seed), {"seed": cfg.train.seed}
+            resume = load_checkpoint(path, identity, cfg.train) or (starts or {}).get(cfg.train.seed)
+            t = Training.start(cfg).run(train, val, norm=norm, on_epoch=progress, resume=resume,
+                                        save=partial(save_checkpoint, path, identity))
             val_m = evaluate_as_trained(t.model, ctx.val, norm, cfg.train)
             test_m = None if ctx.test is None else evaluate_as_trained(t.model, ctx.test, norm, cfg.train)
             # every seed is kept when K > 1: their average is reported as an ensemble of seeds (final/seeds/)
@@ -113,6 +128,37 @@ def _train_seeds(ctx: TrialContext, cfgs: list[RunConfig], data: tuple[DeviceSpl
         if keep:
             kept.append(finished["kept"])
     return runs, states, kept
+
+
+def _seed_checkpoint(done: Path, seed: int) -> Path:
+    """A seed's epoch checkpoint while its retrain runs (final/.seeds-done/<key>/s<seed>.ckpt)."""
+    return done / f"s{seed}.ckpt"
+
+
+def _continuable(final: Path, config: dict, cfgs: list[RunConfig]) -> tuple[int, dict[int, dict]]:
+    """(E0, each seed's saved state) when the retrain in final/ is one this retrain continues: the same winner,
+    configuration (but its epochs), data and splits, E0 < these epochs, every seed run to its last epoch, and a
+    schedule that does not stretch with the budget (else (0, {}), with one line for a stretching schedule)."""
+    saved = final / CONFIG_FILE
+    if not saved.is_file() or not (final / TRAIN_STATE).is_dir():
+        return 0, {}
+    before, now = json.loads(saved.read_text()), json.loads(json.dumps(config, default=str))
+    e0, epochs = int(before["train"]["epochs"]), cfgs[0].train.epochs
+    same = ({**before, "train": {**before["train"], "epochs": 0}} == {**now, "train": {**now["train"], "epochs": 0}})
+    if not same or e0 >= epochs:
+        return 0, {}
+    if cfgs[0].train.schedule not in BUDGET_FREE_SCHEDULES:
+        warnings.warn(Notice(f"the {cfgs[0].train.schedule} schedule stretches with the epoch budget: the "
+                             f"{e0}-epoch retrain in final/ cannot be continued to {epochs}; retraining from scratch"),
+                      stacklevel=2)
+        return 0, {}
+    starts = {}
+    for c in cfgs:
+        state = load_checkpoint(final / TRAIN_STATE / f"s{c.train.seed}.pt", {"seed": c.train.seed}, c.train)
+        if state is None or len(state["history"]) != e0:  # missing, or a seed that stopped early
+            return 0, {}
+        starts[c.train.seed] = state
+    return e0, starts
 
 
 def _done_folder(final: Path, config: dict) -> Path:

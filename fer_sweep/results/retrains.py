@@ -19,8 +19,10 @@ INCOMING = ".incoming"  # final/.incoming/: a retrain being written, published w
 SEEDS_DONE = ".seeds-done"  # final/.seeds-done/<key>/s<seed>.pt: finished seeds of a retrain not yet saved (best.py)
 METRICS = "metrics.json"
 SELECTION = "selection"  # final/selection/: a refit's selection run (trained on train only, validation held out)
+TRAIN_STATE = "train-state"  # final/train-state/s<seed>.pt: each seed's whole training state at its last epoch, which
+#                              a longer `best --epochs` continues from
 # A retrain's files in final/ (the ensemble's own, ensemble.json and members/, stay: they are copies)
-RETRAIN_FILES = (MODEL_FILE, CONFIG_FILE, METRICS, "confusion.png", "seeds", SELECTION)
+RETRAIN_FILES = (MODEL_FILE, CONFIG_FILE, METRICS, "confusion.png", "seeds", SELECTION, TRAIN_STATE)
 
 
 def earlier_retrains(final: Path) -> list[tuple[int, Path]]:

@@ -108,6 +108,7 @@ def test_a_stopped_best_resumes_with_its_next_seed(tmp_path):
     resumed = subprocess.run(best, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert "seed 0 epoch" not in resumed.stderr and "seed 1 epoch 40/40" in resumed.stderr
+    assert "seed 1 epoch 1/40" not in resumed.stderr  # seed 1 goes on from its last epoch's checkpoint
     m = json.loads(resumed.stdout)
     assert m["runs"][0]["resumed"] is True and "resumed" not in m["runs"][1]
     assert not (final / ".seeds-done").exists() and (final / "seeds" / "s0" / "model.pt").is_file()
@@ -117,3 +118,41 @@ def test_a_stopped_best_resumes_with_its_next_seed(tmp_path):
             "history": [{k: v for k, v in row.items() if k != "time/epoch_s"} for row in run["history"]]}
     assert [untimed(r) for r in m["runs"]] == [untimed(r) for r in fresh["runs"]]
     assert m["test/acc"] == fresh["test/acc"] and m["seeds_ensemble"] == fresh["seeds_ensemble"]
+
+
+def test_a_longer_best_continues_the_saved_retrain_and_equals_a_fresh_one(tmp_path):
+    """best --epochs 3, then best --epochs 5: the second trains epochs 4 and 5 only, from the first's saved training
+    state (constant lr: the schedule does not depend on the budget), reports continued_from_epoch 3, and ends with
+    the numbers of a fresh 5-epoch retrain (deterministic CPU training); the 3-epoch retrain stays in
+    final/earlier/1/."""
+    import shutil
+    import subprocess
+
+    from tests.helpers import cli, make_spec
+
+    results = tmp_path / "r"
+    spec = make_spec(tmp_path, "longer", 1, train={"epochs": 2, "patience": 0, "batch_size": 32, "deterministic": True})
+    ran = subprocess.run(cli("run", str(spec), "--results", str(results), "--device", "cpu"), capture_output=True,
+                         text=True, timeout=300)
+    assert ran.returncode == 0, ran.stderr
+    fresh_results = tmp_path / "fresh"
+    shutil.copytree(results, fresh_results)
+
+    def best(where, epochs):
+        out = subprocess.run(cli("best", "--study", "longer", "--results", str(where), "--device", "cpu", "--epochs",
+                                 str(epochs), "--json"), capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout), out.stderr
+
+    first, _ = best(results, 3)
+    assert "continued_from_epoch" not in first
+    longer, log = best(results, 5)
+    assert longer["continued_from_epoch"] == 3
+    assert "epoch 1/5" not in log and "epoch 3/5" not in log and "epoch 4/5" in log and "epoch 5/5" in log
+    fresh, _ = best(fresh_results, 5)
+    assert longer["test/acc"] == fresh["test/acc"] and longer["val/acc"] == fresh["val/acc"]
+    untimed = [[{k: v for k, v in row.items() if k != "time/epoch_s"} for row in m["runs"][0]["history"]]
+               for m in (longer, fresh)]
+    assert untimed[0] == untimed[1] and len(untimed[0]) == 5
+    final = results / "longer" / "final"
+    assert (final / "earlier" / "1" / "model.pt").is_file() and (final / "train-state" / "s0.pt").is_file()
