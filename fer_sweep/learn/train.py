@@ -250,6 +250,7 @@ class TrainState:
     best_acc: float = -1.0  # best val/acc so far (nan in a refit, which has no validation)
     best_epoch: int = 0
     stale: int = 0  # epochs since the best one (early stopping)
+    stopped_early: bool = False  # early stopping ended the run: a resume trains no further epoch
 
     @property
     def eval_model(self) -> nn.Module:
@@ -274,6 +275,7 @@ class TrainState:
             stop, message = "done", f"finished {epoch} epochs"
         elif validated and self.cfg.patience > 0 and self.stale >= self.cfg.patience:
             stop, message = "early_stop", f"no val/acc gain for {self.stale} epochs"
+            self.stopped_early = True
         else:
             return None, ""
         if validated:
@@ -288,6 +290,7 @@ class TrainState:
         ema = None if self.ema is None else {"model": self.ema.model.state_dict(), "updates": self.ema.updates}
         return {"version": STATE_VERSION, "run": run_identity(self.cfg), "epoch": self.epoch,
                 "best_acc": self.best_acc, "best_epoch": self.best_epoch, "stale": self.stale,
+                "stopped_early": self.stopped_early,
                 "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
                 "schedule": None if self.sched is None else self.sched.state_dict(),
                 "ema": ema,
@@ -306,7 +309,7 @@ class TrainState:
         for key, value in state["best_weights"].items():
             self.best_weights[key].copy_(value)
         self.epoch, self.best_epoch, self.stale = int(state["epoch"]), int(state["best_epoch"]), int(state["stale"])
-        self.best_acc = float(state["best_acc"])
+        self.best_acc, self.stopped_early = float(state["best_acc"]), bool(state["stopped_early"])
         set_rng_state(state["rng"], self.device)
 
 
@@ -474,7 +477,7 @@ def _fit(model: nn.Module, train: DeviceSplit, val: Optional[DeviceSplit], cfg: 
             yield state
             return
         try:
-            for epoch in range(state.epoch + 1, cfg.epochs + 1):
+            for epoch in range(state.epoch + 1, cfg.epochs + 1 if not state.stopped_early else 0):
                 t0 = time.perf_counter()
                 metrics, problem = dict.fromkeys(METRIC_KEYS, math.nan), None
                 try:

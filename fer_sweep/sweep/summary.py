@@ -123,9 +123,9 @@ def epochs_redone(trials: list[FrozenTrial]) -> int:
     by_ticket: dict[Any, list[tuple[int, int]]] = {}
     for t in trials:
         ticket = t.user_attrs.get(TICKET)
-        progress = t.user_attrs.get(PROGRESS) or [0]
-        reached = int(t.user_attrs.get("epochs") or progress[0] or len(t.intermediate_values))
+        progress = t.user_attrs.get(PROGRESS) or [0]  # (a kill can land between an epoch's report and its progress)
+        reached = max(int(t.user_attrs.get("epochs") or 0), int(progress[0]), len(t.intermediate_values))
         own = max(reached - int(t.user_attrs.get(RESUMED_FROM) or 0), 0)
         if ticket is not None and reached:
             by_ticket.setdefault(ticket, []).append((reached, own))
-    return sum(sum(own for _, own in runs) - max(reached for reached, _ in runs) for runs in by_ticket.values())
+    return sum(max(sum(own for _, own in runs) - max(reached for reached, _ in runs), 0) for runs in by_ticket.values())

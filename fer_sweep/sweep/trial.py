@@ -157,13 +157,15 @@ class Training:
         `should_prune` may stop it. The model ends holding its best validation epoch's weights. `save` gets the run so
         far after every epoch ({state, history, train_s}: a checkpoint); `resume` is such a record of a stopped run
         of the same configuration, which goes on at the epoch after it."""
-        if resume is not None:
+        if resume is not None:  # `last` too: a run whose last epoch was saved has no epoch left to yield
             self.history, self.train_s = list(resume["history"]), float(resume["train_s"])
+            self.last = EpochResult(**resume["last"])
 
         def checkpoint(state: TrainState, result: EpochResult) -> None:  # the run so far, this epoch included
             assert save is not None
+            last = {**dataclasses.asdict(result), "metrics": dict(result.metrics)}
             save({"state": state.state_dict(), "history": [*self.history, epoch_row(result)],
-                  "train_s": self.train_s + result.metrics["time/epoch_s"]})
+                  "train_s": self.train_s + result.metrics["time/epoch_s"], "last": last})
 
         for result in fit(self.model, train, val, self.cfg.train, norm=norm,
                           resume=resume["state"] if resume is not None else None,
