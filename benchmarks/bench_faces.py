@@ -3,7 +3,7 @@ checks of issue 22, with the speed per megapixel; records the section "Face dete
 
     .venv/bin/python benchmarks/bench_faces.py [--repeat N] [--no-write]
 
-The set (benchmarks/faces_labels.json, built by benchmarks/face_set.py from pictures scikit-image and matplotlib
+The set (faceset/faces_labels.json, built by faceset/face_set.py from pictures scikit-image and matplotlib
 ship; nothing is downloaded): two portraits, a face in profile, lfw_subset.npy's 100 faces and 100 non-faces,
 25 face-free pictures, 8 pictures of rendered text, and 12 composites with 62 faces at known boxes, 30 of them
 tilted 10-30 degrees and all scaled to 33-146 px. A detection is a labelled face when their centres are closer
@@ -33,8 +33,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks import face_set
 from benchmarks.common import write_section
+from faceset import face_set
 from fer_sweep.data.photos import Face, detect_faces
 
 SECTION = "Face detection: the labelled set, before and after the checks (issue 22)"
@@ -190,7 +190,7 @@ def main() -> None:
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
     about = f"""`benchmarks/bench_faces.py`: the face finder of `predict` on a labelled set built from pictures \
 installed
-packages ship (`benchmarks/faces_labels.json`, built by `benchmarks/face_set.py`: scikit-image's `skimage/data`
+packages ship (`faceset/faces_labels.json`, built by `faceset/face_set.py`: scikit-image's `skimage/data`
 and matplotlib's sample data, text in DejaVu Sans, and 12 composites with 62 faces at known boxes, 30 tilted
 10-30 degrees, scaled to 33-146 px). A detection is a face when the centres are closer than half the face's
 size and the sizes within a factor 1.6; any other detection is false. **before**: the Haar cascade upright and

@@ -40,7 +40,7 @@ SCALE_FACTOR, MIN_NEIGHBORS = 1.1, 5  # OpenCV's usual settings: 10% steps betwe
 # finder before issue 22) that was 15; with them 10, which finds more tilted faces (benchmarks/bench_faces.py).
 ROTATED_MIN_NEIGHBORS = 10
 UNCHECKED_ROTATED_MIN_NEIGHBORS = 15
-# The checks. On the labelled set of benchmarks/bench_faces.py (benchmarks/faces_labels.json) the cascade alone
+# The checks. On the labelled set of benchmarks/bench_faces.py (faceset/faces_labels.json) the cascade alone
 # also found faces in coins, a cell, text and gravel: upright with up to 12 overlapping hits, turned with up to 26.
 # So a candidate face is kept only when it is confirmed by what a face has and those pictures lack: a pair of eyes
 # side by side in the top of its upright square (OpenCV's two eye cascades, EYE_HITS hits on each eye), or a

@@ -1,8 +1,8 @@
-"""The face finder measured (data/photos.py) on labelled pictures (tests/support/faces_labels.json, built by
-tests/support/face_set.py from pictures that scikit-image and matplotlib ship, rendered text, composites with faces
-at known boxes): with the checks of issue 22 it finds no face in the face-free pictures where it found some before,
-and keeps every face it found without them. These tests take the pictures where the checks change something (the
-full set, 248 pictures, is benchmarks/bench_faces.py's, whose table is in benchmarks/RESULTS.md)."""
+"""The face finder measured (data/photos.py) on the labelled set of faceset/faces_labels.json (pictures that
+scikit-image and matplotlib ship, rendered text, composites with faces at known boxes): with the checks of issue
+22 it finds no face in the face-free pictures where it found some before, and keeps every face it found without
+them. These tests take the pictures where the checks change something (the full set, 248 pictures, is
+benchmarks/bench_faces.py's, whose table is in benchmarks/RESULTS.md)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import json
 
 import numpy as np
 
+from faceset import face_set
 from fer_sweep.data import photos as photo_faces
-from tests.support import face_set
 
 # Face-free pictures where the finder without the checks found faces: coins (6), a cell, logo2's letters, "@@"
 FOUND_FALSE_FACES = ("cell", "coins", "logo2", "text-3")
@@ -23,15 +23,13 @@ WITH_FACES = ("astronaut", "grace_hopper", "group-04", "group-07", "group-10", "
 
 
 def test_the_labels_file_is_small_and_every_box_is_inside_its_picture():
-    assert face_set.LABELS.stat().st_size < 10_000
+    assert face_set.LABELS.stat().st_size < 20_000
     info = json.loads(face_set.LABELS.read_text())
     kinds = [item["kind"] for item in info["images"]]
-    assert kinds.count("face-free") >= 7 and kinds.count("text") >= 5 and kinds.count("composite") >= 6
+    assert kinds.count("face-free") >= 20 and kinds.count("text") >= 5 and kinds.count("composite") >= 10
     composites = [item for item in info["images"] if item["kind"] == "composite"]
     tilted = [face for item in composites for face in item["faces"] if face["box"][3]]
-    assert sum(len(item["faces"]) for item in composites) >= 30 and len(tilted) >= 18
-    names = FOUND_FALSE_FACES + FACE_FREE + WITH_FACES + ("camera", "group-00", "group-09")
-    assert {item["name"] for item in info["images"]} == set(names)  # the pictures these tests name, and only those
+    assert sum(len(item["faces"]) for item in composites) >= 50 and len(tilted) >= 25
     for image in face_set.images(lfw_step=50, names=("astronaut", "camera", "group-00", "group-09")):
         h, w = image.grey.shape
         assert image.grey.dtype == np.uint8

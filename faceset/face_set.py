@@ -1,11 +1,9 @@
-"""The face finder's test pictures (tests/support/faces_labels.json: those tests/data/test_face_detection.py
-names), built from pictures installed packages ship: scikit-image's skimage/data (astronaut, camera, lfw_subset.npy's
-faces and non-faces, face-free pictures), matplotlib's sample data (grace_hopper.jpg, logo2.png, ...), text rendered
-in matplotlib's DejaVu font, and composites with several faces at known boxes, tilted and scaled. Nothing is
-downloaded and no image is stored: each is made here.
-
-A copy of benchmarks/face_set.py, which builds bench_faces.py's whole labelled set (248 pictures): tests never
-import benchmarks, so the tests keep their own builder and their own labels."""
+"""The labelled face set of bench_faces.py (faceset/faces_labels.json), built from pictures installed packages ship:
+scikit-image's skimage/data (astronaut, camera, lfw_subset.npy's 100 faces and 100 non-faces, the face-free
+pictures), matplotlib's sample data (grace_hopper.jpg, logo2.png, ...), text rendered in matplotlib's DejaVu font,
+and composites with several faces at known boxes, tilted and scaled. Nothing is downloaded and no image is stored:
+each is made here. The face finder's tests (tests/data/test_face_detection.py) build the pictures they name from it.
+"""
 
 from __future__ import annotations
 
