@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from fer_sweep.config import Notice, UserError, write_error
+from fer_sweep.sweep.signals import stopped_line
 
 app = typer.Typer(rich_markup_mode="rich", no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Hyperparameter sweeps of facial-expression CNNs on FER2013.")
@@ -48,8 +49,7 @@ def user_errors() -> Iterator[None]:
             err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(getattr(e, "exit_code", 2))
         except KeyboardInterrupt as e:
-            how = "terminated (SIGTERM)" if getattr(e, "exit_code", 130) == 143 else "interrupted"
-            err.print(f"{how}: the running trial was re-queued; run the same command again to resume")
+            err.print(escape(stopped_line(e)), highlight=False, soft_wrap=True)
             raise typer.Exit(getattr(e, "exit_code", 130))
 
 

@@ -115,8 +115,12 @@ def _train_seeds(ctx: TrialContext, cfgs: list[RunConfig], data: tuple[DeviceSpl
             progress = (lambda r, c=cfg: on_epoch(c.train.seed, r, c.train.epochs)) if on_epoch else None
             path, identity = _seed_checkpoint(done, cfg.train.seed), {"seed": cfg.train.seed}
             resume = load_checkpoint(path, identity, cfg.train) or (starts or {}).get(cfg.train.seed)
-            t = Training.start(cfg).run(train, val, norm=norm, on_epoch=progress, resume=resume,
-                                        save=partial(save_checkpoint, path, identity))
+            try:
+                t = Training.start(cfg).run(train, val, norm=norm, on_epoch=progress, resume=resume,
+                                            save=partial(save_checkpoint, path, identity))
+            except KeyboardInterrupt as e:  # Ctrl-C, SIGTERM: the epochs saved so far are kept
+                e.stopped = f"seed {cfg.train.seed} goes on from its last saved epoch"  # type: ignore[attr-defined]
+                raise
             val_m = evaluate_as_trained(t.model, ctx.val, norm, cfg.train)
             test_m = None if ctx.test is None else evaluate_as_trained(t.model, ctx.test, norm, cfg.train)
             # every seed is kept when K > 1: their average is reported as an ensemble of seeds (final/seeds/)

@@ -11,10 +11,8 @@ import sys
 import time
 from typing import Callable, Iterator, Optional, TypeVar
 
-import optuna
-
 from fer_sweep.config import WriteError, first_line, write_error
-from fer_sweep.sweep.store import mask_url
+from fer_sweep.sweep.store import StorageUnreachable, db_error, mask_url
 
 
 class StorageDown(WriteError):
@@ -25,9 +23,8 @@ class StorageDown(WriteError):
 
 def is_db_fault(error: BaseException) -> bool:
     """A database storage that does not answer (a server restarting, a network cut): Optuna's StorageInternalError
-    or SQLAlchemy's own errors, which RDBStorage lets through."""
-    return isinstance(error, (optuna.exceptions.StorageInternalError, StorageDown)) or \
-        type(error).__module__.startswith("sqlalchemy")
+    or SQLAlchemy's own errors, which RDBStorage lets through, or a storage that could not be opened for that."""
+    return isinstance(error, (StorageDown, StorageUnreachable)) or db_error(error)
 
 
 def study_fault(error: BaseException) -> Optional[WriteError]:

@@ -206,6 +206,7 @@ def _run_processes(plan: LaunchPlan, update: Callable[[], None] | None, pids: se
             time.sleep(1.0)
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (Terminated): forward the same signal
         _stop(procs, getattr(e, "signum", signal.SIGINT))
+        e.stopped = f"each worker re-queued the trial it was training (see {folder}/worker-*.log)"  # type: ignore[attr-defined]
         raise
     # a worker killed (SIGKILL: reaped) or stopped by a signal (SIGINT/SIGTERM: its trial re-queued) has not failed
     failed = [k for k, p in enumerate(procs) if p.returncode not in (0, -9, 137, -2, 130, -15, 143)]

@@ -44,6 +44,19 @@ def interrupting(*signums: int) -> Iterator[None]:
             signal.signal(s, h)
 
 
+def stopped_line(e: KeyboardInterrupt) -> str:
+    """The one line a process stopped by Ctrl-C or SIGTERM ends with: how it was stopped, what became of the work
+    it had in hand (`e.stopped`, set where that is known: "trial 7 was re-queued"), and how to go on."""
+    how = "terminated (SIGTERM)" if getattr(e, "exit_code", 130) == 143 else "interrupted"
+    return f"{how}: {getattr(e, 'stopped', None) or 'nothing is lost'}; run the same command again to resume"
+
+
+def between_trials(e: KeyboardInterrupt) -> None:
+    """Mark `e` as having come while no trial trained (claiming the next, writing a verdict): nothing to re-queue."""
+    if getattr(e, "stopped", None) is None:
+        e.stopped = "no trial was training"  # type: ignore[attr-defined]
+
+
 class DeadlineReached(KeyboardInterrupt):
     """`run --timeout`'s deadline, reached while a trial trains: the trial is failed as `interrupted` and re-queued,
     as on SIGTERM, and the worker stops; `run` then exits 0 with one line saying how far the study got."""

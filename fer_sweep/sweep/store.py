@@ -22,6 +22,16 @@ JOURNAL = "journal.log"
 STORAGE_NOTE = "storage.txt"  # the masked URL of an external storage, so `status` can say which one
 
 
+class StorageUnreachable(UserError):
+    """A database storage that could not be opened because it does not answer (refused, a server restarting, a
+    network cut): one line and exit 2 when a run starts; a worker opening it mid-run waits for it (run --db-wait)."""
+
+
+def db_error(error: BaseException) -> bool:
+    """An error of a database storage itself (Optuna's StorageInternalError, SQLAlchemy's own errors), not of ours."""
+    return isinstance(error, optuna.exceptions.StorageInternalError) or type(error).__module__.startswith("sqlalchemy")
+
+
 def mask_url(url: str) -> str:
     """Hide the password of a storage URL: postgresql://user:secret@host/db -> postgresql://user:***@host/db."""
     return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
@@ -72,7 +82,10 @@ def open_storage(folder: Path, url: str | None, *, heartbeat_s: int = 30,
                 time.sleep(0.2 + random.random())  # then the tables are there, made by whoever won
                 continue
             msg = mask_url(first_line(e))
-            raise UserError(f"storage {mask_url(url)}: cannot open ({msg})") from None
+            unreachable = isinstance(e, optuna.exceptions.StorageInternalError) or \
+                (db_error(e) and type(e).__name__ in ("OperationalError", "InterfaceError"))  # not a bad URL
+            raise (StorageUnreachable if unreachable else UserError)(f"storage {mask_url(url)}: cannot open ({msg})") \
+                from None
     raise AssertionError("unreachable")
 
 

@@ -28,7 +28,7 @@ from fer_sweep.sweep.checkpoints import checkpoint_path, load_checkpoint, remove
 from fer_sweep.sweep.dbfaults import DB_WAIT_S, StorageDown, is_db_fault, ride_out, study_fault, study_faults
 from fer_sweep.sweep.eta import PROGRESS
 from fer_sweep.sweep.optuna_api import Heartbeat, frozen, storage_of, trial_id
-from fer_sweep.sweep.signals import DeadlineReached, Terminated, deadline_alarm, interrupting, past
+from fer_sweep.sweep.signals import DeadlineReached, between_trials, deadline_alarm, interrupting, past, stopped_line
 from fer_sweep.sweep.spec import SweepSpec
 from fer_sweep.sweep.study import claim, load_saved_spec, open_study, reap, release_own, requeue
 from fer_sweep.sweep.summary import OUTCOME, RESUMED_FROM, TICKET, write_trials_csv
@@ -91,6 +91,9 @@ def worker_loop(w: Worker, on_trial: Callable[[], None] | None = None, deadline:
                     on_trial()
     except DeadlineReached:  # run_trial has failed the trial as `interrupted` and re-queued it
         pass
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: run_trial has said which trial it re-queued, if one trained
+        between_trials(e)
+        raise
     finally:
         w.on_epoch = then
     return ran
@@ -162,6 +165,7 @@ def run_trial(w: Worker, trial: optuna.Trial) -> str:
         outcome_, message = t.outcome, t.message
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (preemption) raised as Terminated("SIGTERM") by the caller
         _abandon(w, trial, run, t, str(e) or "Ctrl-C", start)
+        e.stopped = f"trial {trial.number} was re-queued"  # type: ignore[attr-defined]
         raise
     except StorageDown as e:  # the storage did not come back within --db-wait: this worker ends with one line
         _abandon(w, trial, run, t, str(e), start)
@@ -254,7 +258,8 @@ def worker_main(folder: Path, *, name: str, device: str, wandb_mode: str, heartb
     """Entry of one worker process: resume the study in `folder` and run tickets until none is left (or until
     `deadline`, a time.time() value)."""
     spec = load_saved_spec(folder)
-    study = open_study(spec, folder, os.environ.get(STORAGE_ENV), heartbeat_s)
+    study = ride_out(lambda: open_study(spec, folder, os.environ.get(STORAGE_ENV), heartbeat_s), db_wait_s,
+                     f"worker {name}")  # a database down as this worker starts is waited for, as mid-trial
     return worker_loop(make_worker(spec, study, folder, device=device, wandb_mode=wandb_mode, name=name,
                                    db_wait_s=db_wait_s), deadline=deadline)
 
@@ -276,8 +281,7 @@ def main(argv: list[str] | None = None) -> int:
                 ran = worker_main(args.folder, name=args.name, device=args.device, wandb_mode=args.wandb,
                                   heartbeat_s=args.heartbeat, deadline=args.deadline, db_wait_s=args.db_wait)
         except KeyboardInterrupt as e:
-            how = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
-            print(f"worker {args.name}: {how}, its trial was re-queued", file=sys.stderr)
+            print(f"worker {args.name}: {stopped_line(e)}", file=sys.stderr)
             return getattr(e, "exit_code", 130)
         except UserError as e:
             print(f"error: {e}", file=sys.stderr)

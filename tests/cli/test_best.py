@@ -101,8 +101,9 @@ def test_a_stopped_best_resumes_with_its_next_seed(tmp_path):
         if "seed 1 epoch 1/" in line:
             proc.send_signal(signal.SIGINT)
             break
-    proc.communicate(timeout=120)
-    assert proc.returncode == 130
+    _, said = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "interrupted: seed 1 goes on from its last saved epoch; run the same command" \
+        in said and "Traceback" not in said, said
     final = results / "resume" / "final"
     assert not (final / "model.pt").exists() and len(list((final / ".seeds-done").rglob("s0.pt"))) == 1
     resumed = subprocess.run(best, capture_output=True, text=True, timeout=300)

@@ -4,13 +4,20 @@ with one line after the wait, other errors passing at once; each fault as its on
 from __future__ import annotations
 
 import errno
+import os
+import socket
+import subprocess
+import sys
 import time
 
 import optuna
 import pytest
 
-from fer_sweep.config import WriteError
+from fer_sweep.config import UserError, WriteError
 from fer_sweep.sweep.dbfaults import StorageDown, is_db_fault, ride_out, study_fault, study_faults
+from fer_sweep.sweep.store import StorageUnreachable, open_storage
+from fer_sweep.sweep.worker import STORAGE_ENV
+from tests.helpers import make_spec
 
 
 def _db_down() -> Exception:
@@ -63,3 +70,37 @@ def test_study_fault_names_a_full_disk_and_a_database_in_one_line_and_nothing_el
     with pytest.raises(KeyError):
         with study_faults():
             raise KeyError("x")
+
+
+def _refusing_url() -> str:
+    """A PostgreSQL URL on a loopback port nothing listens on: every connection is refused, as while a server
+    restarts."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"postgresql://fer:s3cret@127.0.0.1:{port}/sweeps"
+
+
+def test_a_database_that_refuses_is_one_line_at_open_and_is_waited_for_by_a_worker_starting_then(tmp_path):
+    """`run` opening a database that refuses says so in one line (exit 2 there); a worker process starting while
+    it refuses (a Slurm task, a worker of a run whose database went away) waits `--db-wait` like any storage call,
+    then ends with the one line that says to run the same command (exit 75), never a traceback."""
+    url = _refusing_url()
+    with pytest.raises(StorageUnreachable) as refused:
+        open_storage(tmp_path, url)
+    assert is_db_fault(refused.value) and "cannot open" in str(refused.value) and "s3cret" not in str(refused.value)
+    with pytest.raises(UserError) as bad:  # a URL no database is behind: no fault to wait out
+        open_storage(tmp_path, "nosuchdb://x/y")
+    assert not is_db_fault(bad.value)
+
+    folder = tmp_path / "down"
+    folder.mkdir()
+    make_spec(folder, "spec", 2)  # the saved spec a worker reads (folder/spec.yaml)
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "fer_sweep.sweep.worker", str(folder), "--db-wait", "2"],
+                          env={**os.environ, STORAGE_ENV: url}, capture_output=True, text=True, timeout=120)
+    said = proc.stderr.strip().splitlines()
+    assert proc.returncode == 75 and "Traceback" not in proc.stderr, proc.stderr
+    assert "stopped answering" in said[0] and "trying again for up to 2 s" in said[0], proc.stderr
+    assert said[-1].startswith("error:") and "run the same command" in said[-1] and "s3cret" not in proc.stderr
+    assert time.monotonic() - started >= 2
