@@ -245,7 +245,8 @@ def status_view(st: Mapping[str, Any]) -> Group:
                         Text(f"epochs trained: {st['epochs_trained']} of {st['epochs_budget']} "
                              f"unpruned budget ({pct(st['epochs_trained'] / max(st['epochs_budget'], 1))}); "
                              f"{st.get('epochs_redone', 0)} trained again after interruptions"),
-                        *([Text(eta_line(st))] if eta_line(st) else []),
+                        *([Text(eta_line(st))] if eta_line(st) and not st.get("plateau") else []),
+                        *([Text(plateau_line(st), style="yellow")] if st.get("plateau") else []),
                         *[Text(line) for line in saved_lines(st.get("saved") or {})],
                         leaderboard(st["leaderboard"], f"top {len(st['leaderboard'])} trials of {st['study']}")]
     if st.get("importances"):
@@ -329,9 +330,17 @@ def sweep_end(snap: Mapping[str, Any], plan, timeout: str | None) -> list[Any]:
                         plain(best_line(snap)),
                         f"results: {plan.folder}/ (trials.csv, spec.yaml); next: fer-sweep best --study {study} "
                         f"--results {plan.results}"]
+    if snap.get("plateau"):  # spec `stop:` ended it before `trials`
+        lines.insert(1, plain(plateau_line(snap)))
     if plan.wandb_mode == "offline":
         lines.append(sync_hint(plan.folder))
     return lines
+
+
+def plateau_line(snap: Mapping[str, Any]) -> str:
+    """A study stopped on a plateau (spec `stop:`): why, how far it got, and how to go on."""
+    return (f"{snap['plateau']}; {snap['finished']} of {snap['target']} finished (to go on: run --no-stop, or "
+            "another stop: in the spec)")
 
 
 def wandb_sweep_line(done: Mapping[str, Any]) -> str:

@@ -54,6 +54,8 @@ def run(
     db_wait: Annotated[Optional[str], typer.Option("--db-wait", help="How long workers wait for a --storage database "
                                                    "that stops answering (30s, 5m; 0: not at all) before they end "
                                                    "with one line; default 5m.")] = None,
+    no_stop: Annotated[bool, typer.Option("--no-stop", help="Ignore the spec's `stop:` (stop on a plateau): run to "
+                                          "--trials, e.g. to go on after a plateau.")] = False,
 ) -> None:
     """Run (or resume) a sweep: random search, weak trials pruned, one wandb run per trial."""
     from fer_sweep.cli import render
@@ -63,7 +65,7 @@ def run(
     with user_errors(), interrupting(signal.SIGTERM):  # preemption (SIGTERM) is handled like Ctrl-C
         plan = _check_run_flags(spec_path, {"trials": trials, "data": data, "study": study, "seed": seed},
                                 storage=storage, device=device, wandb=wandb, results=results, workers=workers,
-                                gpus=gpus, backend=backend, timeout=timeout, db_wait=db_wait)
+                                gpus=gpus, backend=backend, timeout=timeout, db_wait=db_wait, no_stop=no_stop)
         if backend == "wandb":
             return _run_wandb(plan)
         show(render.pruner_warning(plan.spec, workers), err)
@@ -76,9 +78,10 @@ def run(
 
 def _check_run_flags(spec_path: Path, flags: dict[str, Any], *, storage: Optional[str], device: str,
                      wandb: Optional[str], results: Path, workers: int, gpus: Optional[str], backend: str,
-                     timeout: Optional[str], db_wait: Optional[str]) -> LaunchPlan:
+                     timeout: Optional[str], db_wait: Optional[str], no_stop: bool = False) -> LaunchPlan:
     """Every flag of `run` parsed and checked before the study folder is written (the spec loaded with the flags
     that override it): the launch plan they make."""
+    import dataclasses
     import time
 
     from fer_sweep.sweep import tracking
@@ -91,6 +94,8 @@ def _check_run_flags(spec_path: Path, flags: dict[str, Any], *, storage: Optiona
     db_wait_s = parse_duration(db_wait, "--db-wait", zero=True) if db_wait is not None else DB_WAIT_S
     with flags_named(str(spec_path), flags):
         spec = load_spec(spec_path, overrides=flags)
+    if no_stop:  # saved so (spec.yaml), every worker of this run reads it
+        spec = dataclasses.replace(spec, stop=None, resolved={**spec.resolved, "stop": None})
     mode = tracking.resolve_mode(check_choice(wandb or spec.wandb.mode, WANDB_MODES, "--wandb"))
     gpu_list = [g.strip() for g in gpus.split(",") if g.strip()] if gpus is not None else None
     if check_choice(backend, ("optuna", "wandb"), "--backend") == "wandb":
@@ -135,7 +140,7 @@ def status(study: Study = None, results: Results = Path("results"), storage: Sto
 
     with user_errors():
         spec, st, folder = open_existing(results, study, storage)
-        data = summary.status(st, spec.trials, spec.max_epochs, top=top, pruner=spec.pruner)
+        data = summary.status(st, spec.trials, spec.max_epochs, top=top, pruner=spec.pruner, stop=spec.stop)
         data["saved"] = saved(folder)  # what `best` saved: retrains (latest first) and the ensemble
     if as_json:
         print(json.dumps(data, indent=2, default=str))

@@ -37,7 +37,7 @@ def build_report(spec: SweepSpec, study: optuna.Study, folder: Path, *,
         figures[name] = folder / f"report-{name}.png"
         return figures[name]
 
-    st = status(study, spec.trials, spec.max_epochs)
+    st = status(study, spec.trials, spec.max_epochs, stop=spec.stop)
     plots.save_history_png(trials, png("history"), title=f"{spec.study}: optimization history")
     imp, basis = st["importances"], st["importance_basis"]
     if imp:

@@ -17,6 +17,7 @@ import optuna
 from fer_sweep.config import UserError, WriteError
 from fer_sweep.learn.device import pick_device
 from fer_sweep.sweep.dbfaults import DB_WAIT_S, study_fault, study_faults
+from fer_sweep.sweep.plateau import plateau
 from fer_sweep.sweep.signals import past
 from fer_sweep.sweep.spec import SweepSpec
 from fer_sweep.sweep.store import study_dir
@@ -117,7 +118,7 @@ def run_sweep(plan: LaunchPlan, *, on_update: Callable[[dict], None] | None = No
         _run_rounds(plan, study, update, ours[1])
     with study_faults():
         write_trials_csv(study, folder)
-        done = status(study, spec.trials, max_epochs, pruner=spec.pruner, workers=k)
+        done = status(study, spec.trials, max_epochs, pruner=spec.pruner, workers=k, stop=spec.stop)
     done["deadline_reached"] = past(plan.deadline) and done["finished"] < spec.trials
     return done
 
@@ -153,7 +154,8 @@ def _run_rounds(plan: LaunchPlan, study: optuna.Study, update: Callable[[], None
             reap(study)
             raise
         reap(study)
-        if past(plan.deadline) or not _waiting(study, plan.spec.trials):
+        if past(plan.deadline) or not _waiting(study, plan.spec.trials) or \
+                plateau(study.get_trials(deepcopy=False), plan.spec.stop):
             break
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import math
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ PRUNERS = ("median", "hyperband", "asha", "none")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 KEEP = 10  # trial models kept by default (~5 MB each for the shipped specs' CNNs: docs/ensembles.md)
 TOP_KEYS = ("study", "data", "splits", "trials", "seed", "sampler", "pruner", "wandb", "model",
-            "train", "space", "best", "keep")
+            "train", "space", "best", "keep", "stop")
 # The names each setting allows; `arch` is checked against the model registry itself (`known_names`).
 NAMED = {"norm": NORMS, "pooling": POOLINGS, "head": HEADS, "optimizer": OPTIMIZERS,
          "schedule": SCHEDULES, "normalize": NORMALIZATIONS, "amp": AMP_MODES}
@@ -98,6 +99,15 @@ class BestSpec:
 
 
 @dataclass(frozen=True)
+class StopSpec:
+    """Stop the study on a plateau: once `patience` trials in a row have finished without raising the best
+    validation accuracy by `min_delta` percentage points, no new trial starts (sweep/plateau.py)."""
+
+    patience: int = 5
+    min_delta: float = 0.0  # in percentage points of validation accuracy (0.5 = half a point)
+
+
+@dataclass(frozen=True)
 class WandbSpec:
     project: str = "fer-sweep"
     entity: str | None = None
@@ -121,6 +131,7 @@ class SweepSpec:
     best: BestSpec
     resolved: Mapping[str, Any]  # the spec as a plain dict with overrides applied (saved as spec.yaml)
     keep: int = KEEP  # trial models kept for ensembles: the best `keep` by val accuracy (0 = none; artifacts.py)
+    stop: StopSpec | None = None  # stop on a plateau (spec `stop:`; None: run to `trials`)
 
     @property
     def max_epochs(self) -> int:
@@ -191,7 +202,8 @@ def parse_spec(raw: Mapping[str, Any], where: str, *, check_data: bool = True) -
         path=where, study=study, data=data, trials=trials, seed=seed, sampler=sampler,
         splits=_record(SplitOptions, raw.get("splits"), "splits", fail),
         pruner=_pruner(raw.get("pruner"), fail), wandb=_wandb(raw.get("wandb"), fail),
-        model=model, train=train, space=space, best=_best(raw.get("best"), fail), resolved=dict(raw), keep=keep)
+        model=model, train=train, space=space, best=_best(raw.get("best"), fail), resolved=dict(raw), keep=keep,
+        stop=_stop(raw.get("stop"), fail) if raw.get("stop") is not None else None)
 
 
 def _check_recipe(train: Mapping[str, Any], space: tuple, fail) -> None:
@@ -208,7 +220,9 @@ def _check_recipe(train: Mapping[str, Any], space: tuple, fail) -> None:
 def _no_unknown(section: Mapping, known, prefix: str, fail) -> None:
     for key in section:
         if key not in known:
-            fail(f"{prefix}{key}", f"unknown key (known: {', '.join(known)})")
+            close = difflib.get_close_matches(str(key), list(known), n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            fail(f"{prefix}{key}", f"unknown key ({hint}known: {', '.join(known)})")
 
 
 def _number(value, key: str, fail, *, is_int: bool = False, low=None, high=None, high_inclusive=True):
@@ -360,6 +374,15 @@ def _best(section, fail) -> BestSpec:
     spec = _record(BestSpec, section, "best", fail)
     if spec.seeds < 1:
         fail("best.seeds", f"must be >= 1, got {spec.seeds}")
+    return spec
+
+
+def _stop(section, fail) -> StopSpec:
+    spec = _record(StopSpec, section, "stop", fail)
+    if spec.patience < 1:
+        fail("stop.patience", f"must be >= 1 (finished trials without a gain), got {spec.patience}")
+    if spec.min_delta >= 100:
+        fail("stop.min_delta", f"in percentage points of accuracy: must be < 100, got {spec.min_delta}")
     return spec
 
 

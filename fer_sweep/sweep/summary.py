@@ -13,7 +13,8 @@ from optuna.trial import FrozenTrial, TrialState
 from fer_sweep.files import write_atomic
 from fer_sweep.sweep.eta import PROGRESS, eta
 from fer_sweep.sweep.importances import importance_basis, importances
-from fer_sweep.sweep.spec import PrunerSpec
+from fer_sweep.sweep.plateau import plateau
+from fer_sweep.sweep.spec import PrunerSpec, StopSpec
 
 TICKET = "ticket"  # user attr: index of the configuration in the seeded search (0..N-1)
 RESUMED_FROM = "resumed_from"  # user attr: the epochs a trial took from its ticket's checkpoint (not trained again)
@@ -100,8 +101,9 @@ def _is_ours(t: FrozenTrial, ours: tuple[str, Collection[int]] | None) -> bool:
 
 
 def status(study: optuna.Study, target: int, max_epochs: int, top: int = 10, pruner: PrunerSpec | None = None,
-           workers: int = 1) -> dict[str, Any]:
-    """The leaderboard, counts by state, epochs trained vs. the unpruned budget, param importances, the ETA."""
+           workers: int = 1, stop: StopSpec | None = None) -> dict[str, Any]:
+    """The leaderboard, counts by state, epochs trained vs. the unpruned budget, param importances, the ETA, and
+    whether the study stopped on a plateau (`plateau`: the line saying so, or None)."""
     snap = snapshot(study, target, max_epochs, pruner, workers)
     trials = study.get_trials(deepcopy=False)
     ranked = sorted((t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)),
@@ -110,7 +112,7 @@ def status(study: optuna.Study, target: int, max_epochs: int, top: int = 10, pru
     epochs_run = sum(int(trial_row(t)["epochs"] or 0) for t in finished)
     snap.update(leaderboard=[trial_row(t) for t in ranked[:top]], epochs_trained=epochs_run,
                 epochs_redone=epochs_redone(trials), epochs_budget=len(finished) * max_epochs,
-                importances=importances(study),
+                importances=importances(study), plateau=plateau(trials, stop),
                 importance_basis=importance_basis(study))
     return snap
 

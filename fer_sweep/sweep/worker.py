@@ -28,6 +28,7 @@ from fer_sweep.sweep.checkpoints import checkpoint_path, load_checkpoint, remove
 from fer_sweep.sweep.dbfaults import DB_WAIT_S, StorageDown, is_db_fault, ride_out, study_fault, study_faults
 from fer_sweep.sweep.eta import PROGRESS
 from fer_sweep.sweep.optuna_api import Heartbeat, frozen, storage_of, trial_id
+from fer_sweep.sweep.plateau import plateau
 from fer_sweep.sweep.signals import DeadlineReached, between_trials, deadline_alarm, interrupting, past, stopped_line
 from fer_sweep.sweep.spec import SweepSpec
 from fer_sweep.sweep.study import claim, load_saved_spec, open_study, reap, release_own, requeue
@@ -65,8 +66,9 @@ def make_worker(spec: SweepSpec, study: optuna.Study, folder: Path, *, device: s
 
 
 def worker_loop(w: Worker, on_trial: Callable[[], None] | None = None, deadline: float | None = None) -> int:
-    """Claim and run tickets until none is left, or until `deadline` (a time.time() value: `run --timeout`): no
-    trial starts after it, and the one training then is interrupted and re-queued as on SIGTERM. Every epoch's
+    """Claim and run tickets until none is left or the study is on a plateau (spec `stop:`), or until `deadline` (a
+    time.time() value: `run --timeout`): no trial starts after it, and the one training then is interrupted and
+    re-queued as on SIGTERM. Every epoch's
     time also goes to the storage (user attr `progress`), which is what times the ETA wherever it is read.
     A database that stops answering is waited for (`w.db_wait_s`): within a trial its writes are tried again and
     training goes on; between trials (or when a trial was cut short) the worker waits, puts back in the queue what
@@ -78,6 +80,8 @@ def worker_loop(w: Worker, on_trial: Callable[[], None] | None = None, deadline:
             while not past(deadline):
                 try:
                     reap(w.study)
+                    if plateau(w.study.get_trials(deepcopy=False), w.ctx.spec.stop):  # spec `stop:` says enough
+                        break
                     trial = claim(w.study, w.ctx.spec.trials, w.name)
                     if trial is None:
                         break
