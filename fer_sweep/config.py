@@ -9,6 +9,9 @@ from typing import Mapping, Optional
 EMOTIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 NUM_CLASSES = len(EMOTIONS)
 IMAGE_SIZE = 48  # FER2013 faces are 48x48 grey
+# Where FER2013 comes from, for the messages about a data file that is not there
+FER2013_SOURCE = ('icml_face_data.csv or fer2013.csv from Kaggle\'s "Challenges in Representation Learning: '
+                  'Facial Expression Recognition Challenge"')
 
 # Allowed names, checked by spec validation and by the modules that implement them. The architectures are the
 # model registry's names (learn/models.py MODELS), listed nowhere else.

@@ -143,6 +143,14 @@ def skipped_lines(unreadable: list[str]) -> list[Any]:
     return [plain(f"[yellow]skipped:[/yellow] {escape(line)}") for line in unreadable]
 
 
+def synthetic_warning(trained_on: str | None) -> list[Any]:
+    """`predict` on photos and videos with a model trained on generated faces (spec `data: synthetic`): one line."""
+    if trained_on != "synthetic":
+        return []
+    return [plain("[yellow]warning:[/yellow] this model was trained on synthetic faces (data: synthetic), not on "
+                  "FER2013: its emotions for real photos and videos mean nothing (train on FER2013 for real ones)")]
+
+
 def media_lines(info: Mapping[str, Any], annotated: int) -> list[Any]:
     """`predict` on photos and videos: faces from how many photos and videos, each video's frames and timeline, the
     emotions found, the annotated copies, photos with no face and unreadable files."""

@@ -110,6 +110,7 @@ def _predict_media(model_dir: Path, data: str, out_path: Path, *, tta: Optional[
                                     batch_size=batch_size, progress=render_results.video_progress(err))
         info, annotated = _write_media(media, out_path, proba, annotate)
     show(render_results.skipped_lines(media.unreadable), err)
+    show(render_results.synthetic_warning(media.trained_on), err)
     if as_json:
         print(json.dumps(info, indent=2))
     else:

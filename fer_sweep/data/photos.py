@@ -135,6 +135,11 @@ def is_photo_source(data: str) -> bool:
     return looks_like_photo(path) or looks_like_video(path)
 
 
+def suffixes(kind: str) -> str:
+    """The suffixes photos ("photo") or videos ("video") are told by, for messages: "jpg, jpeg, png, ..."."""
+    return ", ".join(s[1:] for s in (PHOTO_SUFFIXES if kind == "photo" else VIDEO_SUFFIXES))
+
+
 def list_media(source: Path) -> list[tuple[Path, str, str]]:
     """(path, name for the output, "photo" or "video") of the file itself, or of every photo and video under the
     folder (sorted, sub-folders included, hidden files and other files skipped), named by its path relative to the
@@ -148,9 +153,8 @@ def list_media(source: Path) -> list[tuple[Path, str, str]]:
     except OSError as e:
         raise UserError(f"{source}: cannot read ({e.strerror or e})") from None
     if not found:
-        raise UserError(f"{source}: no photos here ({', '.join(s[1:] for s in PHOTO_SUFFIXES)}) and no videos "
-                        f"({', '.join(s[1:] for s in VIDEO_SUFFIXES[:6])}, ...), and no train/ or test/ sub-folders "
-                        "of FER2013's image-folder edition")
+        raise UserError(f"{source}: no photos here ({suffixes('photo')}) and no videos ({suffixes('video')}), and "
+                        "no train/ or test/ sub-folders of FER2013's image-folder edition")
     return [(p, p.relative_to(source).as_posix(), "video" if is_video(p) else "photo") for p in found]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 import re
 import zlib
@@ -26,7 +27,12 @@ _SENTINEL = -1  # written between rows so one numpy parse also yields every row'
 
 
 class DataError(UserError):
-    """A data file that cannot be used: one line naming the file and, where it applies, the 1-based data row."""
+    """A data file that cannot be used: one line naming the file and, where it applies, the 1-based data row and the
+    line an editor shows it on."""
+
+
+class UnknownLayout(DataError):
+    """A file or folder in none of FER2013's layouts (no `pixels` column, not a CSV, no train/ or test/ folders)."""
 
 
 @dataclass(frozen=True)
@@ -58,7 +64,7 @@ def read_csv_faces(path: Path, source: str, nrows: Optional[int] = None) -> Face
             errors = [e for e in (labels, usage, pixels) if isinstance(e, tuple)]
             if errors:
                 row, message = min(errors)  # the first bad row, whatever is wrong with it
-                raise DataError(f"{source}: row {row}: {message}")
+                raise DataError(f"{source}: row {row}{_line_note(path, compression, row)}: {message}")
             xs.append(pixels)
             ys.append(labels)
             usages.append(usage)
@@ -69,6 +75,25 @@ def read_csv_faces(path: Path, source: str, nrows: Optional[int] = None) -> Face
     y = None if "emotion" not in columns else np.concatenate(ys).astype(np.int64)
     usage_names = None if "usage" not in columns else np.asarray(USAGES)[np.concatenate(usages)]
     return Faces(x=x, y=y, usage=usage_names, layout=layout, source=source)
+
+
+def _line_note(path: Path, compression: str, row: int) -> str:
+    """` (line N)`: the line an editor shows data row `row` (1-based) on, the header being line 1 and blank lines
+    (which pandas skips) counted; for a gzipped file, the line of its unzipped text. Error path only: it reads the
+    file again up to that row. Empty where the file cannot be read as plain or gzipped text."""
+    if compression != "gzip" and path.suffix.lower() in (".bz2", ".zip", ".xz", ".zst", ".tar", ".gz"):
+        return ""  # compressed otherwise (pandas infers it from the suffix): no line to show
+    try:
+        with (gzip.open(path, "rt", errors="replace") if compression == "gzip"
+              else open(path, errors="replace")) as f:
+            rows = -1  # the header is the first line that is not blank
+            for number, line in enumerate(f, 1):
+                rows += bool(line.strip())
+                if rows == row:
+                    return f" (line {number}{' of the unzipped text' if compression == 'gzip' else ''})"
+    except (OSError, EOFError, zlib.error):
+        pass
+    return ""
 
 
 def _is_gzip(path: Path) -> bool:
@@ -82,7 +107,7 @@ def _read_header(path: Path, source: str, compression: str) -> list[str]:
     except pd.errors.EmptyDataError:
         raise DataError(f"{source}: empty file") from None
     except (ValueError, OSError, EOFError, zlib.error) as e:  # ParserError and UnicodeDecodeError are ValueErrors
-        raise DataError(f"{source}: not a readable CSV file ({first_line(e)})") from None
+        raise UnknownLayout(f"{source}: not a readable CSV file ({first_line(e)})") from None
 
 
 def _csv_layout(header: list[str], source: str) -> tuple[str, dict[str, str]]:
@@ -91,7 +116,7 @@ def _csv_layout(header: list[str], source: str) -> tuple[str, dict[str, str]]:
     columns: dict[str, str] = {role: by_name[role] for role in ("emotion", "usage", "pixels") if role in by_name}
     if "pixels" not in columns:
         shown = ", ".join(repr(str(name).strip()[:20]) for name in header[:5])
-        raise DataError(
+        raise UnknownLayout(
             f"{source}: unknown layout: missing column 'pixels' (columns: {shown}); "
             "expected a header like 'emotion,Usage,pixels', 'emotion,pixels,Usage', 'emotion,pixels' or 'pixels'"
         )
@@ -182,7 +207,7 @@ def list_images(root: Path) -> list[tuple[Path, str, int]]:
     found = []
     splits = [d for d in sorted(root.iterdir()) if d.is_dir() and d.name.lower() in ("train", "test")]
     if not splits:
-        raise DataError(f"{root}: unknown layout: a folder needs train/ or test/ subfolders of class folders")
+        raise UnknownLayout(f"{root}: unknown layout: a folder needs train/ or test/ subfolders of class folders")
     for split in splits:
         for class_dir in sorted(d for d in split.iterdir() if d.is_dir()):
             if class_dir.name.lower() not in EMOTIONS:

@@ -12,9 +12,9 @@ from typing import Optional, Union
 import numpy as np
 
 from fer_sweep.config import EMOTIONS, IMAGE_SIZE, UserError
-from fer_sweep.data.photos import Face
+from fer_sweep.data.photos import Face, suffixes
 from fer_sweep.data.read import read_faces
-from fer_sweep.data.readers import Faces
+from fer_sweep.data.readers import Faces, UnknownLayout
 from fer_sweep.data.splits import split_indices
 from fer_sweep.files import write_atomic
 from fer_sweep.learn.checkpoint import load_model
@@ -108,7 +108,11 @@ def _read(data: str, config: dict) -> tuple[Faces, list[str]]:
         opts = config.get("splits") or {}
         x, y = synthetic_faces(int(opts.get("synthetic_n", 2000)), seed=int(opts.get("seed", 0)))
         return Faces(x=x, y=y, usage=None, layout="synthetic", source=data), []
-    faces = read_faces(data)
+    try:
+        faces = read_faces(data)
+    except UnknownLayout as e:  # not FER2013, and not told as a photo or video either: say what else predict reads
+        raise UnknownLayout(f"{e}; predict also reads photos ({suffixes('photo')}) and videos "
+                            f"({suffixes('video')}), one file or a folder of them") from None
     if faces.layout != "folders":
         return faces, []
     from fer_sweep.data.readers import list_images

@@ -76,6 +76,7 @@ class MediaPredictions:
     unreadable: list[str]  # one line per photo or video that could not be read (the others went on)
     source: str
     tta: bool
+    trained_on: Optional[str] = None  # the data the model (or ensemble) was trained on: config.json's `data`
 
 
 def predict_media(model_dir: Path, data: str, *, every: Optional[float] = None, tta: Optional[bool] = None,
@@ -87,7 +88,7 @@ def predict_media(model_dir: Path, data: str, *, every: Optional[float] = None, 
     one of a folder's; alone, or when nothing was readable, it is a UserError."""
     from fer_sweep.data.photos import list_media
 
-    members, _ = load_members(model_dir)
+    members, info = load_members(model_dir)
     source = Path(data)
     media = list_media(source)
     photos, crops, unreadable = read_photo_faces([(p, n) for p, n, kind in media if kind == "photo"])
@@ -116,7 +117,7 @@ def predict_media(model_dir: Path, data: str, *, every: Optional[float] = None, 
         start += n
     return MediaPredictions(
         photos=PhotoPredictions(photos=photos, proba=proba[:len(crops)], unreadable=[], source=str(data), tta=used_tta),
-        videos=videos, unreadable=unreadable, source=str(data), tta=used_tta)
+        videos=videos, unreadable=unreadable, source=str(data), tta=used_tta, trained_on=info.get("data"))
 
 
 def _video_faces(path: Path, name: str, every: Optional[float],

@@ -75,7 +75,3 @@ class TrialRun:
             self.run.summary[key] = value
         self.run.finish()
         self.run = None
-
-
-def sync_hint(results_dir: Path) -> str:
-    return f"wandb runs are offline: upload them with `wandb sync {results_dir}/wandb/offline-run-*`"

@@ -144,6 +144,26 @@ def photos(tmp_path_factory):
     return root
 
 
+SYNTHETIC_WARNING = ("warning: this model was trained on synthetic faces (data: synthetic), not on FER2013: its "
+                     "emotions for real photos and videos mean nothing (train on FER2013 for real ones)")
+
+
+def test_only_a_model_trained_on_synthetic_faces_warns_on_photos(quickstart_model, photos, tmp_path):
+    """Before: no word that a `data: synthetic` model's emotions for a real face are noise. Now one line on stderr,
+    for photos and videos only (its own synthetic faces are what it was made for)."""
+    photo = photos / "astronaut.png"
+    assert invoke("predict", quickstart_model, "--data", photo, "--out", tmp_path / "a.csv").stderr.strip() == \
+        SYNTHETIC_WARNING
+    assert "warning" not in invoke("predict", quickstart_model, "--data", "synthetic", "--out",
+                                   tmp_path / "s.csv").stderr
+    other = tmp_path / "fer-model"  # the same model, trained (its config.json says) on a FER2013 file
+    shutil.copytree(quickstart_model, other)
+    config = json.loads((other / "config.json").read_text())
+    assert config["data"] == "synthetic"
+    (other / "config.json").write_text(json.dumps({**config, "data": "data/icml_face_data.csv"}))
+    assert invoke("predict", other, "--data", photo, "--out", tmp_path / "b.csv").stderr == ""
+
+
 def _centre(row: dict) -> tuple[float, float]:
     return int(row["x"]) + int(row["w"]) / 2, int(row["y"]) + int(row["h"]) / 2
 
@@ -156,8 +176,9 @@ def _near(row: dict, cx: float, cy: float, side: float) -> bool:
 def test_predict_finds_every_face_in_a_folder_of_photos(quickstart_model, photos, tmp_path):
     out, drawn = tmp_path / "faces.csv", tmp_path / "annotated"
     result = invoke("predict", quickstart_model, "--data", photos, "--out", out, "--proba", "--annotate", drawn)
-    skipped = result.stderr.strip().splitlines()
-    assert len(skipped) == 1 and "broken.jpg" in skipped[0] and "not a readable image" in skipped[0], result.stderr
+    skipped, warned = result.stderr.strip().splitlines()  # the quickstart model learnt synthetic faces: it says so
+    assert "broken.jpg" in skipped and "not a readable image" in skipped, result.stderr
+    assert warned == SYNTHETIC_WARNING
     assert "photos with no face: 1" in result.stdout and "unreadable files skipped: 1" in result.stdout
 
     rows = csv_rows(out)
@@ -248,4 +269,9 @@ def test_photos_or_fer2013_is_decided_by_content(quickstart_model, photos, tmp_p
     refused("predict", model, "--data", photos, "--out", out, "--annotate", photos, words=("would overwrite",))
     (tmp_path / "empty").mkdir()
     refused("predict", model, "--data", tmp_path / "empty", "--out", out, words=("no photos here", "train/"))
+    # not a photo, a video or FER2013: before, only the CSV headers were named; now also what else predict reads
+    line = refused("predict", model, "--data", photos / "notes.txt", "--out", out,
+                   words=("unknown layout", "'emotion,Usage,pixels'", "predict also reads",
+                          f"photos ({photo_faces.suffixes('photo')}) and videos ({photo_faces.suffixes('video')})"))
+    assert "photos (jpg, jpeg, png, bmp, gif, webp, tif, tiff) and videos (mp4, m4v, mov, avi, mkv" in line
     refused("predict", tmp_path / "nope", "--data", photos, "--out", out, words=("nope", "no such folder"))

@@ -4,6 +4,7 @@ first bad row named."""
 from __future__ import annotations
 
 import dataclasses
+import gzip
 from pathlib import Path
 
 import numpy as np
@@ -133,40 +134,41 @@ def test_unknown_layout_missing_pixels_column(tmp_path, data_cache):
 
 def test_row_with_too_few_pixels(tmp_path, data_cache):
     path = bad_csv(tmp_path, "3,Training," + " ".join(["7"] * 2303), at=4)
-    assert_refused(path, data_cache, r"bad\.csv: row 4: expected 2304 pixels, got 2303$")
+    assert_refused(path, data_cache, r"bad\.csv: row 4 \(line 5\): expected 2304 pixels, got 2303$")
 
 
 def test_row_with_too_many_pixels_in_a_later_chunk(tmp_path, data_cache, monkeypatch):
     monkeypatch.setattr(readers, "CHUNK_ROWS", 4)
     path = bad_csv(tmp_path, "3,Training," + " ".join(["7"] * 2305), at=10, n=12)
-    assert_refused(path, data_cache, r"bad\.csv: row 10: expected 2304 pixels, got 2305$")
+    assert_refused(path, data_cache, r"bad\.csv: row 10 \(line 11\): expected 2304 pixels, got 2305$")
 
 
 def test_non_numeric_pixel(tmp_path, data_cache):
     path = bad_csv(tmp_path, "3,Training," + " ".join(["7"] * 100 + ["x7"] + ["7"] * 2203), at=2)
-    assert_refused(path, data_cache, r"bad\.csv: row 2: non-numeric pixel 'x7'$")
+    assert_refused(path, data_cache, r"bad\.csv: row 2 \(line 3\): non-numeric pixel 'x7'$")
 
 
 def test_pixel_out_of_range(tmp_path, data_cache):
     path = bad_csv(tmp_path, "3,Training," + " ".join(["7"] * 2303 + ["256"]), at=5)
-    assert_refused(path, data_cache, r"bad\.csv: row 5: pixel value 256 outside 0-255$")
+    assert_refused(path, data_cache, r"bad\.csv: row 5 \(line 6\): pixel value 256 outside 0-255$")
 
 
 def test_negative_pixel(tmp_path, data_cache):
     path = bad_csv(tmp_path, "3,Training," + " ".join(["-1"] + ["7"] * 2303), at=1)
-    assert_refused(path, data_cache, r"bad\.csv: row 1: pixel value -1 outside 0-255$")
+    assert_refused(path, data_cache, r"bad\.csv: row 1 \(line 2\): pixel value -1 outside 0-255$")
 
 
 @pytest.mark.parametrize("label", ["7", "-1", "2.0", "happy", ""])
 def test_label_outside_0_to_6(tmp_path, data_cache, label):
     path = bad_csv(tmp_path, f"{label},Training," + " ".join(["7"] * 2304), at=6)
-    assert_refused(path, data_cache, rf"bad\.csv: row 6: emotion '{label}' is not a label 0-6$")
+    assert_refused(path, data_cache, rf"bad\.csv: row 6 \(line 7\): emotion '{label}' is not a label 0-6$")
 
 
 def test_unknown_usage(tmp_path, data_cache):
     path = bad_csv(tmp_path, "3,Validation," + " ".join(["7"] * 2304), at=3)
     assert_refused(path, data_cache,
-                   r"bad\.csv: row 3: unknown Usage 'Validation' \(expected Training, PublicTest or PrivateTest\)")
+                   r"bad\.csv: row 3 \(line 4\): unknown Usage 'Validation' "
+                   r"\(expected Training, PublicTest or PrivateTest\)")
 
 
 def test_first_bad_row_wins_whatever_the_problem(tmp_path, data_cache):
@@ -174,7 +176,24 @@ def test_first_bad_row_wins_whatever_the_problem(tmp_path, data_cache):
     rows[1] = "9," + rows[1].split(",", 1)[1]  # bad label at row 2
     rows[0] = "0,Training,1 2 3"  # bad pixels at row 1
     (tmp_path / "bad.csv").write_text("\n".join([FER_HEADERS["icml"], *rows]) + "\n")
-    assert_refused(tmp_path / "bad.csv", data_cache, r"bad\.csv: row 1: expected 2304 pixels, got 3$")
+    assert_refused(tmp_path / "bad.csv", data_cache, r"bad\.csv: row 1 \(line 2\): expected 2304 pixels, got 3$")
+
+
+def test_bad_row_names_the_line_an_editor_shows_blank_lines_counted(tmp_path, data_cache):
+    """Data row 3 with two blank lines before it is line 6 (the header is line 1); pandas skips blank lines, the
+    row count does too, the line does not."""
+    rows = [f"{i % 7},Training,{pixel_text(image)}" for i, image in enumerate(faces_array(4))]
+    rows[2] = "3,Training,1 2 3"
+    (tmp_path / "bad.csv").write_text("\n".join([FER_HEADERS["icml"], rows[0], "", rows[1], "  ", *rows[2:]]) + "\n")
+    assert_refused(tmp_path / "bad.csv", data_cache, r"bad\.csv: row 3 \(line 6\): expected 2304 pixels, got 3$")
+
+
+def test_bad_row_of_a_gzipped_file_names_the_line_of_its_text(tmp_path, data_cache):
+    rows = [f"{i % 7},Training,{pixel_text(image)}" for i, image in enumerate(faces_array(5))]
+    rows[3] = "9," + rows[3].split(",", 1)[1]  # a bad label at row 4
+    path = tmp_path / "bad.csv.gz"
+    path.write_bytes(gzip.compress(("\n".join([FER_HEADERS["icml"], *rows]) + "\n").encode()))
+    assert_refused(path, data_cache, r"bad\.csv\.gz: row 4 \(line 5 of the unzipped text\): emotion '9' is not a label")
 
 
 def test_image_not_48x48(tmp_path, data_cache):

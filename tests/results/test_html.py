@@ -40,3 +40,25 @@ def test_report_of_a_study_without_best_shows_pruned_and_failed_trials(tmp_path)
     orange = (r > 200) & (g > 90) & (g < 190) & (b < 130)  # the pruned curves' colour (no other curve is orange)
     assert orange.sum() > 100, "pruned trials are not visible in the learning curves"
     assert 'id="skip-confusion"' in (tmp_path / "report.html").read_text()
+
+
+def test_a_skipped_figure_reads_as_one_sentence_and_the_ranking_is_explained(tmp_path):
+    """Before: "Parameter importances (fANOVA over complete trials).: needs ..." (a stray full stop), and a complete
+    trial at 15.67% ranked above a pruned one at 92.00% with no word why."""
+    spec = parse_spec(FINISHED_STUDY_SPEC, "small.yaml")
+    st = optuna.create_study(direction="maximize")
+    lr = {"lr": optuna.distributions.FloatDistribution(0.001, 0.01, log=True)}
+    for i, (state, curve) in enumerate([("COMPLETE", {1: 0.1, 2: 0.1567}), ("COMPLETE", {1: 0.2, 2: 0.3}),
+                                        ("PRUNED", {1: 0.92})]):
+        st.add_trial(optuna.trial.create_trial(
+            params={"lr": 0.001 * (i + 1)}, distributions=lr, intermediate_values=curve,
+            state=optuna.trial.TrialState[state], value=max(curve.values()) if state == "COMPLETE" else None,
+            user_attrs={"outcome": state.lower(), "best_val_acc": max(curve.values()), "epochs": len(curve)}))
+    done = htmlreport.build_report(spec, st, tmp_path)
+    page = (tmp_path / "report.html").read_text()
+    assert "importances" in done["skipped"] and ".: " not in page
+    assert "Parameter importances (fANOVA over complete trials): needs at least 4 complete trials" in page
+    assert page.index("15.67%") < page.index("92.00%")
+    assert ('<p class="note" id="ranking">complete trials rank first, by val acc: `best` picks the winner from them; '
+            "pruned trials follow, by the best val acc they reached in the fewer epochs before they were pruned</p>"
+            in page)

@@ -12,7 +12,7 @@ import subprocess
 import pytest
 import yaml
 
-from tests.helpers import cli, invoke, refused
+from tests.helpers import cli, invoke, one_line_error, refused
 
 COMMON = {
     "data": "synthetic", "trials": 2, "seed": 2, "keep": 2,
@@ -96,8 +96,10 @@ def test_export_writes_a_member_and_a_crop_model_at_its_input_size(studies, tmp_
 
 def test_studies_on_other_splits_or_without_ensemble_are_refused(studies):
     results = studies["results"]
-    refused("best", "--ensemble", 3, "--study", "crops", "--study", "other", "--results", results, "--device", "cpu",
-            words=("--study other", "other splits"))
+    shown = invoke("best", "--ensemble", 3, "--study", "crops", "--study", "other", "--results", results, "--device",
+                   "cpu", code=2)
+    one_line_error(shown, "--study other", "other splits")
+    assert shown.stdout == ""  # refused before anything is printed (before: crops's winner panel, then the refusal)
     refused("best", "--study", "crops", "--study", "res", "--results", results, words=("--ensemble",))
     assert json.loads((studies["final"] / "ensemble.json").read_text()) == studies["info"]  # nothing written
 
