@@ -53,7 +53,8 @@ def counts_line(snap: Mapping[str, Any]) -> str:
     c = snap["counts"]
     failed = sum(v for k, v in c.items() if k not in ("complete", "pruned", "running", "waiting"))
     return (f"{snap['finished']}/{snap['target']} finished: {c.get('complete', 0)} complete, "
-            f"{c.get('pruned', 0)} pruned, {failed} failed, {c.get('running', 0)} running")
+            f"{c.get('pruned', 0)} pruned, {failed} failed, {c.get('running', 0)} running"
+            + (f"; {snap['imported']} imported (run --from)" if snap.get("imported") else ""))
 
 
 def best_line(snap: Mapping[str, Any]) -> str:
@@ -238,6 +239,11 @@ class Leaderboard:
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         yield self.layout(console, options.max_width)
+        from fer_sweep.sweep.summary import ranking_note
+
+        note = ranking_note(self.rows)  # a pruned trial below a complete one with a lower val acc: why
+        if note:
+            yield Text(note, style="dim")
 
 
 def status_view(st: Mapping[str, Any]) -> Group:
@@ -321,19 +327,39 @@ def sweep_progress(console: Console, spec) -> tuple[ContextManager, Callable, Ca
 def sweep_end(snap: Mapping[str, Any], plan, timeout: str | None) -> list[Any]:
     """What `run` prints when the sweep ends: the top trials, the counts, the best and where the results are; when
     `--timeout` stopped it, one line."""
-    from fer_sweep.sweep.tracking import sync_hint
-
     if snap.get("deadline_reached"):
         return [plain(deadline_line(snap, timeout or ""))]
     study = plan.spec.study
     lines: list[Any] = [leaderboard(snap["leaderboard"], f"{study}: top trials"), counts_line(snap),
                         plain(best_line(snap)),
-                        f"results: {plan.folder}/ (trials.csv, spec.yaml); next: fer-sweep best --study {study} "
-                        f"--results {plan.results}"]
+                        f"results: {plan.folder}/ (trials.csv, spec.yaml); next: fer-sweep best "
+                        f"{study_flags(plan)}"]
     if snap.get("plateau"):  # spec `stop:` ended it before `trials`
         lines.insert(1, plain(plateau_line(snap)))
     if plan.wandb_mode == "offline":
-        lines.append(sync_hint(plan.folder))
+        lines.append(f"wandb runs are offline: upload them with `fer-sweep sync {study_flags(plan, storage=False)}`")
+    return lines
+
+
+def study_flags(plan, *, storage: bool = True) -> str:
+    """How a later command finds the study `run` made: `--study S`, and `--results DIR` and `--storage` only where
+    they are not the defaults (`results`, the study's journal file)."""
+    from pathlib import Path
+
+    flags = [f"--study {plan.spec.study}"]
+    if Path(plan.results) != Path("results"):  # every command's --results default
+        flags.append(f"--results {plan.results}")
+    if storage and plan.storage_url:  # the password is not printed: the user gives the URL again
+        flags.append("--storage URL")
+    return " ".join(flags)
+
+
+def import_lines(done: Mapping[str, Any]) -> list[Any]:
+    """`run --from`: how many finished trials came in, and what did not fit, once per reason."""
+    before = f" ({done['already']} imported before)" if done.get("already") else ""
+    lines: list[Any] = [plain(f"warm start from {', '.join(done['sources'])}: imported {done['imported']} finished "
+                              f"trials{before}")]
+    lines += [plain(f"  not imported: {n} trial{'s' if n != 1 else ''}: {why}") for why, n in done["skipped"].items()]
     return lines
 
 

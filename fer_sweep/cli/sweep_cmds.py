@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import signal
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional, Sequence
 
 import typer
 
@@ -56,6 +56,9 @@ def run(
                                                    "with one line; default 5m.")] = None,
     no_stop: Annotated[bool, typer.Option("--no-stop", help="Ignore the spec's `stop:` (stop on a plateau): run to "
                                           "--trials, e.g. to go on after a plateau.")] = False,
+    from_: Annotated[Optional[list[str]], typer.Option("--from", help="Warm start: import the finished trials of "
+                                                       "this earlier study (same data and splits, same --results or "
+                                                       "--storage) that fit the spec; repeatable.")] = None,
 ) -> None:
     """Run (or resume) a sweep: random search, weak trials pruned, one wandb run per trial."""
     from fer_sweep.cli import render
@@ -65,20 +68,23 @@ def run(
     with user_errors(), interrupting(signal.SIGTERM):  # preemption (SIGTERM) is handled like Ctrl-C
         plan = _check_run_flags(spec_path, {"trials": trials, "data": data, "study": study, "seed": seed},
                                 storage=storage, device=device, wandb=wandb, results=results, workers=workers,
-                                gpus=gpus, backend=backend, timeout=timeout, db_wait=db_wait, no_stop=no_stop)
+                                gpus=gpus, backend=backend, timeout=timeout, db_wait=db_wait, no_stop=no_stop,
+                                sources=from_ or [])
         if backend == "wandb":
             return _run_wandb(plan)
         show(render.pruner_warning(plan.spec, workers), err)
         shown, on_update, on_epoch = render.sweep_progress(err, plan.spec)
         with shown:
             snap = run_sweep(plan, on_update=on_update, on_epoch=on_epoch,
-                             on_start=lambda: err.print(render.run_header(plan), highlight=False))
+                             on_start=lambda: err.print(render.run_header(plan), highlight=False),
+                             on_import=lambda done: show(render.import_lines(done), err))
         show(render.sweep_end(snap, plan, timeout))
 
 
 def _check_run_flags(spec_path: Path, flags: dict[str, Any], *, storage: Optional[str], device: str,
                      wandb: Optional[str], results: Path, workers: int, gpus: Optional[str], backend: str,
-                     timeout: Optional[str], db_wait: Optional[str], no_stop: bool = False) -> LaunchPlan:
+                     timeout: Optional[str], db_wait: Optional[str], no_stop: bool = False,
+                     sources: Sequence[str] = ()) -> LaunchPlan:
     """Every flag of `run` parsed and checked before the study folder is written (the spec loaded with the flags
     that override it): the launch plan they make."""
     import dataclasses
@@ -99,9 +105,9 @@ def _check_run_flags(spec_path: Path, flags: dict[str, Any], *, storage: Optiona
     mode = tracking.resolve_mode(check_choice(wandb or spec.wandb.mode, WANDB_MODES, "--wandb"))
     gpu_list = [g.strip() for g in gpus.split(",") if g.strip()] if gpus is not None else None
     if check_choice(backend, ("optuna", "wandb"), "--backend") == "wandb":
-        if workers > 1 or gpus or storage or timeout or db_wait:
-            raise UserError("--workers, --gpus, --storage, --timeout and --db-wait apply to --backend optuna (with "
-                            "W&B, start more agents)")
+        if workers > 1 or gpus or storage or timeout or db_wait or sources:
+            raise UserError("--workers, --gpus, --storage, --timeout, --db-wait and --from apply to --backend optuna "
+                            "(with W&B, start more agents)")
         gpu_list, storage = None, None
     if gpu_list is not None and not gpu_list:
         raise UserError("--gpus: expected GPU indices such as 0,1")
@@ -117,7 +123,24 @@ def _check_run_flags(spec_path: Path, flags: dict[str, Any], *, storage: Optiona
             raise UserError(f"--{e}") from None  # "--storage postgresql://fer:***@host/db: cannot open (...)"
     return LaunchPlan(spec, results, storage_url=storage, workers=max(workers, len(gpu_list or [])),
                       gpus=tuple(gpu_list) if gpu_list is not None else None, device=device, wandb_mode=mode,
-                      deadline=deadline, db_wait_s=db_wait_s)
+                      deadline=deadline, db_wait_s=db_wait_s, sources=_sources(spec, results, storage, sources))
+
+
+def _sources(spec, results: Path, storage: Optional[str], names: Sequence[str]) -> tuple:
+    """`--from`: each earlier study opened (from the same --results, or --storage) and checked against the spec
+    (same data and splits) before anything is written."""
+    from fer_sweep.sweep.study import open_existing
+    from fer_sweep.sweep.warmstart import Source, check_source
+
+    found = []
+    for name in dict.fromkeys(names):
+        try:
+            old_spec, old_study, folder = open_existing(results, name, storage)
+        except UserError as e:
+            raise UserError(f"--from {name}: {e}") from None
+        found.append(Source(name, old_spec, old_study, folder))
+        check_source(spec, found[-1])
+    return tuple(found)
 
 
 def _run_wandb(plan: LaunchPlan) -> None:
@@ -220,7 +243,8 @@ def _check_best_flags(study: Optional[list[str]], *, wandb: Optional[str], retra
 
 
 def _open_studies(results: Path, names: list[Optional[str]], storage: Optional[str], data: Optional[str]) -> list:
-    """(spec, study, folder) of each study named; with `data` (`best --data`), each spec trains on it instead."""
+    """(spec, study, folder) of each study named; with `data` (`best --data`), each spec trains on it instead. Several
+    studies (an ensemble's) on other data or splits are refused here, before `best` prints anything."""
     from fer_sweep.sweep.spec import parse_spec
     from fer_sweep.sweep.study import open_existing
 
@@ -229,6 +253,10 @@ def _open_studies(results: Path, names: list[Optional[str]], storage: Optional[s
         for i, (spec, st, folder) in enumerate(opened):
             with flags_named(spec.path, {"data": data}):
                 opened[i] = (parse_spec({**spec.resolved, "data": data}, spec.path), st, folder)
+    if len(opened) > 1:
+        from fer_sweep.results.ensemble import check_same_data
+
+        check_same_data(opened)  # before the data is read
     return opened
 
 
@@ -248,8 +276,6 @@ def _best_ensemble(opened: list, picks: int, device: str, as_json: bool) -> None
     from fer_sweep.sweep.trial import load_data
 
     spec, st, folder = opened[0]
-    if len(opened) > 1:
-        ensemble.check_same_data(opened)  # before the data is read
     built = ensemble.build_ensemble(spec, st, folder, load_data(spec), picks=picks, device=device,
                                     others=opened[1:])
     path = ensemble.save_ensemble(folder / "final", built)

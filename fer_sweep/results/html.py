@@ -17,7 +17,7 @@ from fer_sweep.results import plots
 from fer_sweep.results.formats import conv_label, mean_std, param_label, pct
 from fer_sweep.sweep.importances import IMPORTANCE_MIN_TRIALS, importance_warning
 from fer_sweep.sweep.spec import SweepSpec, decode_choice
-from fer_sweep.sweep.summary import is_finished, outcome, status, trial_row
+from fer_sweep.sweep.summary import is_finished, outcome, ranking_note, status, trial_row
 
 HTML_NAME = "report.html"
 TOP_CURVES = 8  # learning curves drawn in colour; the other complete trials are faint grey
@@ -165,7 +165,9 @@ def _leaderboard(st: dict) -> str:
     params = list(dict.fromkeys(k for r in rows for k in r if k.startswith("params.")))
     body = [[r["number"], r["state"], pct(r["val_acc"]), r["epochs"], r["seconds"],
              *[_param(p.removeprefix("params."), r.get(p)) for p in params]] for r in rows]
-    return _table(["#", "state", "val acc", "epochs", "seconds", *[p.removeprefix("params.") for p in params]], body)
+    table = _table(["#", "state", "val acc", "epochs", "seconds", *[p.removeprefix("params.") for p in params]], body)
+    note = ranking_note(rows)
+    return table + (f'<p class="note" id="ranking">{_e(note)}</p>' if note else "")
 
 
 def _final_section(final: dict) -> str:
@@ -279,7 +281,7 @@ def render_html(spec: SweepSpec, st: dict, figures: dict[str, Path], skipped: di
             if name in figures:
                 parts.append(_figure(name, figures[name]))
             elif name in skipped:
-                caption = CAPTIONS[name].split(":")[0]
+                caption = CAPTIONS[name].split(":")[0].rstrip(".")  # "... (fANOVA over complete trials): needs"
                 parts.append(f'<p class="note" id="skip-{name}">{_e(caption)}: {_e(skipped[name])}</p>')
     body = "\n".join(parts)
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>fer-sweep: {_e(spec.study)}</title>'

@@ -24,6 +24,7 @@ from fer_sweep.sweep.store import study_dir
 from fer_sweep.sweep.study import prepare_study, reap
 from fer_sweep.sweep.summary import snapshot, status, write_trials_csv
 from fer_sweep.sweep.trial import load_data
+from fer_sweep.sweep.warmstart import Source, import_trials
 from fer_sweep.sweep.worker import SHARED_GPU_ENV, STORAGE_ENV, make_worker, worker_loop
 
 REFRESH_S = 5.0  # in-process: the fewest seconds between two snapshots read after an epoch (a study read each)
@@ -45,6 +46,7 @@ class LaunchPlan:
     heartbeat_s: int = 30  # a running trial's heartbeat; a worker silent for longer is reaped
     deadline: float | None = None  # a time.time() value (`run --timeout`): no trial starts after it
     db_wait_s: float = DB_WAIT_S  # how long workers wait for a database storage that stops answering
+    sources: tuple[Source, ...] = ()  # `--from`: earlier studies whose fitting finished trials are imported
 
     @property
     def folder(self) -> Path:
@@ -80,11 +82,13 @@ def worker_env(parent: Mapping[str, str], k: int, workers: int, gpus: Sequence[s
 
 
 def run_sweep(plan: LaunchPlan, *, on_update: Callable[[dict], None] | None = None, on_epoch: Callable | None = None,
-              on_start: Callable[[], None] | None = None) -> dict[str, Any]:
+              on_start: Callable[[], None] | None = None,
+              on_import: Callable[[dict], None] | None = None) -> dict[str, Any]:
     """Run the sweep to `spec.trials` finished trials (resuming whatever is there); returns the status, with
     `deadline_reached` true when the plan's `deadline` stopped it first: no trial starts after the deadline and every
     worker interrupts and re-queues the trial it is training then.
-    `on_start` is called once every input has been checked and the study is open (the run header); `on_update`
+    `on_start` is called once every input has been checked and the study is open (the run header), after
+    `on_import` with what `--from` imported (warmstart.import_trials); `on_update`
     with a snapshot after every epoch and trial (K worker processes: every second). Workers wait up to `db_wait_s`
     for a database storage that stops answering (see worker_loop) before they end with one line."""
     spec, folder, workers, gpus = plan.spec, plan.folder, plan.workers, plan.gpus
@@ -92,8 +96,16 @@ def run_sweep(plan: LaunchPlan, *, on_update: Callable[[dict], None] | None = No
         worker_env(os.environ, k, workers, gpus, os.cpu_count() or 1)
     splits = load_data(spec)  # unreadable data or a bad device end here too, before the study folder is written
     pick_device("cuda" if gpus else plan.device)  # (K workers then read the data from the parse cache this filled)
+    imports: dict[str, Any] = {}
+
+    def warm_start(st: optuna.Study) -> None:
+        imports.update(import_trials(st, spec, folder, list(plan.sources)))
+
     with study_faults():
-        study = prepare_study(spec, plan.results, plan.storage_url, plan.heartbeat_s)
+        study = prepare_study(spec, plan.results, plan.storage_url, plan.heartbeat_s,
+                              before_tickets=warm_start if plan.sources else None)
+    if on_import and imports:
+        on_import(imports)
     if on_start:
         on_start()
     max_epochs = spec.max_epochs
@@ -208,7 +220,8 @@ def _run_processes(plan: LaunchPlan, update: Callable[[], None] | None, pids: se
             time.sleep(1.0)
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (Terminated): forward the same signal
         _stop(procs, getattr(e, "signum", signal.SIGINT))
-        e.stopped = f"each worker re-queued the trial it was training (see {folder}/worker-*.log)"  # type: ignore[attr-defined]
+        stopped = f"each worker re-queued the trial it was training (see {folder}/worker-*.log)"
+        e.stopped = stopped  # type: ignore[attr-defined]
         raise
     # a worker killed (SIGKILL: reaped) or stopped by a signal (SIGINT/SIGTERM: its trial re-queued) has not failed
     failed = [k for k, p in enumerate(procs) if p.returncode not in (0, -9, 137, -2, 130, -15, 143)]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import optuna
 
@@ -26,6 +26,22 @@ def sample_params(trial: optuna.trial.BaseTrial, spec: SweepSpec) -> dict[str, A
     return params
 
 
+def distributions(spec: SweepSpec) -> dict[str, optuna.distributions.BaseDistribution]:
+    """Each searched parameter's Optuna distribution, as `sample_params`' suggest_* calls make it (a trial added
+    from outside the sweep, such as one imported by `run --from`, must carry the same ones)."""
+    dists: dict[str, optuna.distributions.BaseDistribution] = {}
+    for p in spec.space:
+        if p.choices:
+            dists[p.name] = optuna.distributions.CategoricalDistribution(list(p.choices))
+        elif p.is_int:
+            low, high = p.bounds()
+            dists[p.name] = optuna.distributions.IntDistribution(int(low), int(high), step=int(p.step or 1), log=p.log)
+        else:
+            low, high = p.bounds()
+            dists[p.name] = optuna.distributions.FloatDistribution(low, high, step=p.step, log=p.log)
+    return dists
+
+
 def to_run_config(params: Mapping[str, Any], spec: SweepSpec, **train_overrides: Any) -> RunConfig:
     """Merge fixed settings and sampled params into a typed RunConfig (params win; overrides win over both)."""
     values = {**spec.model, **spec.train, **{k: decode_choice(k, v) for k, v in params.items()}}
@@ -37,24 +53,30 @@ def to_run_config(params: Mapping[str, Any], spec: SweepSpec, **train_overrides:
     return RunConfig(model=ModelConfig(**model), train=TrainConfig(**train))
 
 
-def sample_configs(spec: SweepSpec, n: int) -> list[dict[str, Any]]:
+def config_key(params: Mapping[str, Any]) -> str:
+    """One configuration's identity among the searched params (what the random search draws once)."""
+    return repr(sorted(params.items()))
+
+
+def sample_configs(spec: SweepSpec, n: int, avoid: Iterable[Mapping[str, Any]] = ()) -> list[dict[str, Any]]:
     """The first `n` configurations of the seeded random search, the same whatever the worker count.
 
     Config i depends only on the spec's seed and i, so `--trials 30` extends `--trials 20` with
     10 new configs and leaves the first 20 as they were.
     Duplicates are redrawn (a random search that tries one config twice wastes a trial) until the
-    space runs out of new configs.
+    space runs out of new configs. Configurations in `avoid` (trials imported by `run --from`, already known) are
+    not drawn either.
     """
     study = replay_study(spec.seed)
     configs: list[dict[str, Any]] = []
-    seen: set[str] = set()
+    seen: set[str] = {config_key(a) for a in avoid}
     for _ in range(100 * n):
         if len(configs) == n:
             break
         trial = study.ask()
         params = sample_params(trial, spec)
         study.tell(trial, 0.0)
-        key = repr(sorted(params.items()))
+        key = config_key(params)
         if key not in seen or _draws_exhausted(len(seen), spec):
             seen.add(key)
             configs.append(params)

@@ -14,6 +14,7 @@ import yaml
 
 from fer_sweep.config import (
     AMP_MODES,
+    FER2013_SOURCE,
     HEADS,
     IMAGE_SIZE,
     NORMALIZATIONS,
@@ -184,7 +185,8 @@ def parse_spec(raw: Mapping[str, Any], where: str, *, check_data: bool = True) -
     if not isinstance(data, str) or not data:
         fail("data", "required: a FER2013 file or folder, or 'synthetic'")
     if check_data and data != "synthetic" and not Path(data).exists():
-        fail("data", f"file not found: {data}")
+        fail("data", f"file not found: {data}: pass --data PATH or set the spec's data: to your FER2013 file "
+                     f"({FER2013_SOURCE}), or data: synthetic to try it without")
     study = raw.get("study", Path(where).stem)
     if not isinstance(study, str) or not study or any(c in study for c in "/\\ "):
         fail("study", f"must be a name without spaces or slashes, got {study!r}")

@@ -46,7 +46,10 @@ def find_study(results: Path, study: str | None) -> str:
     results = Path(results)
     if study:
         if not (results / study / "spec.yaml").is_file():
-            raise UserError(f"{results / study}: no study named {study!r} here (run `fer-sweep run` first)")
+            names = sorted(p.parent.name for p in results.glob("*/spec.yaml"))
+            there = f"studies in {results}/: {', '.join(names)}" if names else f"{results}/ holds no study"
+            raise UserError(f"{results / study}: no study named {study!r} here ({there}; `fer-sweep run SPEC` "
+                            "starts one, --results DIR looks in another folder)")
         return study
     found = sorted((p.parent for p in results.glob("*/spec.yaml")), key=_last_used, reverse=True)
     if not found:

@@ -15,7 +15,7 @@ import socket
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import optuna
 import yaml
@@ -30,7 +30,7 @@ from fer_sweep.sweep.policies import make_pruner, make_sampler
 from fer_sweep.sweep.space import sample_configs
 from fer_sweep.sweep.spec import SweepSpec, dump_spec, parse_spec
 from fer_sweep.sweep.store import JOURNAL, STORAGE_NOTE, find_study, folder_lock, mask_url, open_storage, study_dir
-from fer_sweep.sweep.summary import OUTCOME, TICKET, is_finished
+from fer_sweep.sweep.summary import OUTCOME, TICKET, is_finished, is_imported
 
 CLAIM_MARK = "claim:"  # system attr prefix: a process about to try to take a ticket
 ORPHAN_AFTER_S = 120  # a trial running this long with no owner stamped, taken on another machine, is reaped
@@ -48,8 +48,10 @@ def open_study(spec: SweepSpec, folder: Path, storage_url: str | None, heartbeat
                              pruner=make_pruner(spec))
 
 
-def prepare_study(spec: SweepSpec, results: Path, storage_url: str | None, heartbeat_s: int = 30) -> optuna.Study:
-    """Create or resume the study: check the spec matches, save it, and fill the ticket queue to `trials`."""
+def prepare_study(spec: SweepSpec, results: Path, storage_url: str | None, heartbeat_s: int = 30,
+                  before_tickets: Callable[[optuna.Study], None] | None = None) -> optuna.Study:
+    """Create or resume the study: check the spec matches, save it, and fill the ticket queue to `trials`
+    (`before_tickets` first, under the same lock: `run --from` imports trials whose configurations are not drawn)."""
     folder = study_dir(results, spec.study)
     with folder_lock(folder):
         saved_path = folder / "spec.yaml"
@@ -64,6 +66,8 @@ def prepare_study(spec: SweepSpec, results: Path, storage_url: str | None, heart
         if storage_url:
             write_atomic(folder / STORAGE_NOTE, mask_url(storage_url) + "\n")
         reap(study)
+        if before_tickets:
+            before_tickets(study)
         ensure_tickets(study, spec)
     return study
 
@@ -81,7 +85,8 @@ def ensure_tickets(study: optuna.Study, spec: SweepSpec) -> int:
     missing = [i for i in range(spec.trials) if i not in live]
     if not missing:
         return 0
-    configs = sample_configs(spec, spec.trials) if spec.sampler == "random" else [{}] * spec.trials
+    imported = [t.params for t in study.get_trials(deepcopy=False) if is_imported(t)]  # drawn once already
+    configs = sample_configs(spec, spec.trials, avoid=imported) if spec.sampler == "random" else [{}] * spec.trials
     for i in missing:
         study.enqueue_trial(configs[i], user_attrs={TICKET: i}, skip_if_exists=False)
     return len(missing)

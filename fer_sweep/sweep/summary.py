@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
-from typing import Any, Collection, cast
+from typing import Any, Collection, Mapping, cast
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -17,6 +17,7 @@ from fer_sweep.sweep.plateau import plateau
 from fer_sweep.sweep.spec import PrunerSpec, StopSpec
 
 TICKET = "ticket"  # user attr: index of the configuration in the seeded search (0..N-1)
+IMPORTED_FROM = "imported_from"  # user attr: "<study>#<number>" of a finished trial `run --from` copied in
 RESUMED_FROM = "resumed_from"  # user attr: the epochs a trial took from its ticket's checkpoint (not trained again)
 # user attr: complete | pruned | diverged | oom | oom_retry | error | crashed | interrupted | duplicate
 OUTCOME = "outcome"
@@ -34,6 +35,12 @@ def outcome(t: FrozenTrial) -> str:
     return t.state.name.lower()  # running | waiting
 
 
+def is_imported(t: FrozenTrial) -> bool:
+    """A finished trial of an earlier study copied in by `run --from`: on the leaderboard, for `best`, TPE and
+    ensembles, but not one of this study's --trials (nor trained, nor timed here)."""
+    return IMPORTED_FROM in t.user_attrs
+
+
 def is_finished(t: FrozenTrial) -> bool:
     """A trial that reached a verdict: it counts towards --trials and is never re-run."""
     return outcome(t) in ("complete", "pruned", *FINISHED_FAILS)
@@ -45,7 +52,19 @@ def trial_row(t: FrozenTrial) -> dict[str, Any]:
     return {"number": t.number, "state": outcome(t), "val_acc": _round(value),
             "best_epoch": u.get("best_epoch"), "epochs": u.get("epochs", len(t.intermediate_values)),
             "seconds": _round(u.get("seconds"), 2), "worker": u.get("worker", ""),
-            "message": u.get("message", ""), **{f"params.{k}": v for k, v in t.params.items()}}
+            "message": u.get("message", ""), **({"imported_from": u[IMPORTED_FROM]} if IMPORTED_FROM in u else {}),
+            **{f"params.{k}": v for k, v in t.params.items()}}
+
+
+def ranking_note(rows: Collection[Mapping[str, Any]]) -> str | None:
+    """Why a pruned trial sits below a complete one with a lower val acc on the leaderboard (`status` ranks complete
+    trials first): the line said under it, or None where no row looks out of order."""
+    complete = [r["val_acc"] for r in rows if r["state"] == "complete" and r["val_acc"] is not None]
+    pruned = [r["val_acc"] for r in rows if r["state"] == "pruned" and r["val_acc"] is not None]
+    if not complete or not pruned or max(pruned) <= min(complete):
+        return None
+    return ("complete trials rank first, by val acc: `best` picks the winner from them; pruned trials follow, by the "
+            "best val acc they reached in the fewer epochs before they were pruned")
 
 
 def _round(x, digits: int = 4):
@@ -71,11 +90,12 @@ def snapshot(study: optuna.Study, target: int, max_epochs: int, pruner: PrunerSp
     """What the live view and `status` show: counts, the best trial, the trials running now, the most recently
     finished ones, and the ETA (see `eta`; `workers`: how many this run started, when it knows). With `ours`
     (host, worker pids), each running and recent trial says whether one of those workers ran it (`ours`)."""
-    trials = [t for t in study.get_trials(deepcopy=False) if outcome(t) != "duplicate"]
+    every = [t for t in study.get_trials(deepcopy=False) if outcome(t) != "duplicate"]
+    trials = [t for t in every if not is_imported(t)]  # this study's own: what --trials counts
     counts: dict[str, int] = {}
     for t in trials:
         counts[outcome(t)] = counts.get(outcome(t), 0) + 1
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    complete = [t for t in every if t.state == TrialState.COMPLETE]  # the best may be an imported trial
     best = max(complete, key=lambda t: cast(float, t.value)) if complete else None  # complete: value set
     running = [{"number": t.number,
                 "worker": t.user_attrs.get("worker") or t.system_attrs.get("owner", {}).get("worker", ""),
@@ -88,6 +108,7 @@ def snapshot(study: optuna.Study, target: int, max_epochs: int, pruner: PrunerSp
     recent = [{**{k: trial_row(t)[k] for k in ("number", "state", "val_acc", "epochs", "seconds")},
                "ours": _is_ours(t, ours)} for t in finished[:RECENT]]
     snap = {"study": study.study_name, "target": target, "finished": len(finished), "counts": counts,
+            "imported": len(every) - len(trials),
             "running": running, "recent": recent,
             "best": None if best is None else {"number": best.number, "val_acc": _round(best.value),
                                                "epochs": best.user_attrs.get("epochs"), "params": best.params}}
@@ -108,7 +129,7 @@ def status(study: optuna.Study, target: int, max_epochs: int, top: int = 10, pru
     trials = study.get_trials(deepcopy=False)
     ranked = sorted((t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)),
                     key=lambda t: (t.state != TrialState.COMPLETE, -(trial_row(t)["val_acc"] or 0)))
-    finished = [t for t in trials if is_finished(t)]
+    finished = [t for t in trials if is_finished(t) and not is_imported(t)]
     epochs_run = sum(int(trial_row(t)["epochs"] or 0) for t in finished)
     snap.update(leaderboard=[trial_row(t) for t in ranked[:top]], epochs_trained=epochs_run,
                 epochs_redone=epochs_redone(trials), epochs_budget=len(finished) * max_epochs,

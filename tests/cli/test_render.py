@@ -39,3 +39,44 @@ def test_no_value_is_cut_at_any_width_from_50_columns(spec_name):
         table = render_text(report.leaderboard(rows, "top trials"), width)
         assert "…" not in table and max(len(line) for line in table.splitlines()) <= width
         assert all(v in table for v in values), width
+
+
+@pytest.mark.parametrize("results,storage,wandb,next_flags,sync_flags", [
+    ("results", None, "offline", "--study cnn", "--study cnn"),  # the defaults are not repeated
+    ("/scratch/r", None, "offline", "--study cnn --results /scratch/r", "--study cnn --results /scratch/r"),
+    ("results", "postgresql://u:secret@db/x", "disabled", "--study cnn --storage URL", None),
+])
+def test_the_end_of_a_sweep_names_only_flags_that_are_not_defaults(results, storage, wandb, next_flags, sync_flags):
+    """Before: `next: fer-sweep best --study cnn --results results` (a default repeated) and, offline, `upload them
+    with `wandb sync results/cnn/wandb/offline-run-*``; now `fer-sweep sync`, this CLI's own command."""
+    from pathlib import Path
+
+    from fer_sweep.sweep.launch import LaunchPlan
+
+    spec, study = fake_study(ROOT / "sweeps" / "cnn.yaml", 6)
+    plan = LaunchPlan(spec, Path(results), storage_url=storage, wandb_mode=wandb)
+    text = "\n".join(render_text(line, 200) for line in report.sweep_end(summary.status(study, 6, 15), plan, None))
+    assert f"next: fer-sweep best {next_flags}\n" in text
+    assert "secret" not in text and "wandb sync" not in text
+    if sync_flags:
+        assert f"wandb runs are offline: upload them with `fer-sweep sync {sync_flags}`" in text
+    else:
+        assert "fer-sweep sync" not in text
+
+
+def _rows(*trials: tuple[str, float]) -> list[dict]:
+    return [{"number": i, "state": state, "val_acc": acc, "epochs": 6 if state == "complete" else 1, "seconds": 60.0,
+             "params.lr": 0.001} for i, (state, acc) in enumerate(trials)]
+
+
+def test_a_pruned_trial_above_a_complete_ones_accuracy_is_explained_under_the_leaderboard():
+    """Before: a complete trial at 15.67% above a pruned one at 92.00%, with no word why."""
+    note = ("complete trials rank first, by val acc: `best` picks the winner from them; pruned trials follow, by the "
+            "best val acc they reached in the fewer epochs before they were pruned")
+    shown = render_text(report.leaderboard(_rows(("complete", 0.1567), ("pruned", 0.92)), "top trials"), 200)
+    assert shown.index("15.67%") < shown.index("92.00%") and shown.rstrip().endswith(note)
+    for rows in (_rows(("complete", 0.5), ("pruned", 0.3)), _rows(("complete", 0.5)), _rows(("pruned", 0.9))):
+        assert "rank first" not in render_text(report.leaderboard(rows, "top trials"), 200)  # nothing looks odd
+    assert summary.ranking_note(_rows(("complete", 0.1567), ("pruned", 0.92))) == note
+    narrow = render_text(report.leaderboard(_rows(("complete", 0.1567), ("pruned", 0.92)), "top trials"), 60)
+    assert note in narrow and "…" not in narrow  # one line the terminal wraps (soft wrap, as every CLI line), uncut

@@ -50,7 +50,9 @@ def test_one_offline_wandb_run_per_trial(tiny_sweep):
     assert len(runs) == 3 + 1  # three trials and the final retrain
     for run in runs:
         assert list(run.glob("run-*.wandb")), f"no wandb log in {run}"
-    assert "wandb sync" in ran.stdout
+    # the hint names this CLI's own upload command and the study's flags (not `wandb sync`)
+    assert f"upload them with `fer-sweep sync --study tiny --results {folder.parent}`" in ran.stdout
+    assert f"next: fer-sweep best --study tiny --results {folder.parent}" in ran.stdout
 
 
 def test_study_matches_csv_and_nothing_left_running(tiny_sweep):
