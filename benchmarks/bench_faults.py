@@ -1,6 +1,8 @@
 """The fault matrix: every fault of tests/sweep/test_faults.py injected (kill -9 of `run` at 20 random moments,
-a full disk at several points, a cut journal tail, a damaged middle record, PostgreSQL stopped for 15 s), then
-what each study ended with: studies lost, trials lost or run twice to completion. Writes RESULTS.md's section.
+kill -9 of `run` 20 times half-way through writing an epoch checkpoint, a full disk at several points, a cut journal
+tail, a damaged middle record, PostgreSQL stopped for 15 s), then what each study ended with: studies lost, trials
+lost or run twice to completion, and the epochs trained twice (`epochs_redone`, as `status --json` counts it: at
+most one per kill, the epoch a kill cut short being resumed from the last checkpoint). Writes RESULTS.md's section.
 
     python benchmarks/bench_faults.py [--kills 20]
 
@@ -40,12 +42,14 @@ def main() -> None:
     summary = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr.strip()[-300:]
     lines = [f"Machine: {machine()}. Run: `python benchmarks/bench_faults.py --kills {args.kills}` "
              f"({minutes:.1f} min; pytest: {summary}).", "",
-             "| fault | injected | studies lost | finished / target | trials run twice | completed values lost |",
-             "|---|---:|---:|---:|---:|---:|"]
+             "| fault | injected | studies lost | finished / target | trials run twice | completed values lost | "
+             "kills | epochs redone |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lost = int(r["finished"] != r["target"])
+        kills = "-" if r.get("kills") is None else r["kills"]  # epochs redone <= kills: a kill costs an epoch at most
         lines.append(f"| {r['kind']} | {r['injected']} | {lost} | {r['finished']} / {r['target']} | "
-                     f"{r['duplicates']} | {r['lost_values']} |")
+                     f"{r['duplicates']} | {r['lost_values']} | {kills} | {r.get('epochs_redone', '?')} |")
     print("\n".join(lines))
     write_section(SECTION, "\n".join(lines))
     sys.exit(done.returncode)

@@ -5,6 +5,7 @@ trial's value lost."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -21,7 +22,9 @@ import pytest
 from fer_sweep.config import Notice
 from fer_sweep.sweep.journal import TORN_SUFFIX
 from fer_sweep.sweep.store import open_storage
+from fer_sweep.sweep.summary import epochs_redone
 from tests.helpers import check_exact, cli, make_spec
+from tests.support.slow_checkpoints import checkpoint_events, slow_checkpoints_env
 from tests.support.slow_writes import slow_writes_env
 
 KEEP_SPEC = {"keep": 4}  # kept trial models: `best --ensemble` has members, and the disk fills with artifacts
@@ -43,9 +46,12 @@ def run(*args, env=None, timeout=300) -> subprocess.CompletedProcess:
                           env={**os.environ, **(env or {})})
 
 
-def record(kind: str, injected: int, study: optuna.Study, target: int, seen: dict[int, float]) -> None:
+def record(kind: str, injected: int, study: optuna.Study, target: int, seen: dict[int, float],
+           kills: int | None = None) -> None:
     """With FER_SWEEP_FAULT_REPORT set (benchmarks/bench_faults.py), append what this fault run ended with: the
-    fault matrix in RESULTS.md is built from these lines. Called before the test's own assertions."""
+    fault matrix in RESULTS.md is built from these lines. Called before the test's own assertions. `kills`: the
+    kill -9s among the faults (each may cost at most the epoch it cut: epochs_redone, as `status --json` counts it,
+    is at most that); None for a fault that kills nothing."""
     path = os.environ.get("FER_SWEEP_FAULT_REPORT")
     if not path:
         return
@@ -56,7 +62,8 @@ def record(kind: str, injected: int, study: optuna.Study, target: int, seen: dic
     with open(path, "a") as f:
         f.write(json.dumps({"kind": kind, "injected": injected, "target": target, "finished": len(finished),
                             "duplicates": len(tickets) - len(set(tickets)),
-                            "lost_values": sum(1 for n, v in seen.items() if values.get(n) != v)}) + "\n")
+                            "lost_values": sum(1 for n, v in seen.items() if values.get(n) != v),
+                            "epochs_redone": epochs_redone(trials), "kills": kills}) + "\n")
 
 
 def readable_by_every_command(results: Path, name: str) -> None:
@@ -234,10 +241,111 @@ def test_kill_9_at_random_moments_loses_nothing(tmp_path):
     spec, results = make_spec(tmp_path, "kills", 6, **KEEP_SPEC), tmp_path / "r"
     counts = kill_at_random_moments(spec, results, "kills", kills, seed=7)
     record("kill -9 of `run` at random moments (writes slowed)", counts["kills"], study_of(results, "kills"), 6,
-           counts["seen"])
+           counts["seen"], kills=counts["kills"])
     assert counts["kills"] >= 1, counts
     check_exact(study_of(results, "kills"), spec, 6)
     readable_by_every_command(results, "kills")
+
+
+# ----------------------------------------------------------------------------- kill -9 mid-checkpoint
+CHECKPOINT_PAUSE_S = 0.5  # half-way through each checkpoint write of a run the test kills: the kill lands in it
+
+
+def checkpoint_spec(tmp_path: Path, name: str, epochs: int) -> Path:
+    """Two trials of `epochs` short epochs, no pruning: each trains to its end, writing a checkpoint every epoch."""
+    return make_spec(tmp_path, name, 2, pruner={"type": "none"},
+                     train={"epochs": epochs, "patience": 0, "batch_size": 32})
+
+
+def kill_mid_checkpoint(spec: Path, results: Path, log: Path, nth: int) -> tuple[bool, str]:
+    """Start `run` with its checkpoint writes slowed and logged to `log` (tests/support/slow_checkpoints) and SIGKILL
+    it half-way through its `nth` checkpoint write; checks the kill cut that write (its temporary file is left
+    shorter than the checkpoint). Returns whether it was killed (not when the run ended first) and its stderr."""
+    proc = subprocess.Popen(cli("run", str(spec), "--results", str(results), "--device", "cpu"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **slow_checkpoints_env(log, CHECKPOINT_PAUSE_S)})
+    deadline, killed = time.monotonic() + 120, False
+    while not killed and proc.poll() is None and time.monotonic() < deadline:
+        if sum(e["event"] == "half" and e["pid"] == proc.pid for e in checkpoint_events(log)) >= nth:
+            proc.send_signal(signal.SIGKILL)
+            killed = True
+        time.sleep(0.02)
+    if proc.poll() is None and not killed:
+        proc.kill()
+        proc.communicate(timeout=60)
+        raise AssertionError(f"`run` never reached its checkpoint write {nth}")
+    _, stderr = proc.communicate(timeout=120)
+    assert "Traceback" not in stderr, stderr
+    if killed:
+        assert proc.returncode == -signal.SIGKILL, (proc.returncode, stderr)
+        writing = [e for e in checkpoint_events(log) if e["event"] == "writing" and e["pid"] == proc.pid][-1]
+        tmp = Path(writing["tmp"])  # cut half-way for certain, not by chance
+        assert tmp.is_file() and 0 < tmp.stat().st_size < writing["size"], (writing, tmp.exists())
+    return killed, stderr
+
+
+def test_kill_9_while_a_checkpoint_is_written_never_resumes_from_a_torn_one(tmp_path):
+    """`run` killed half-way through writing an epoch checkpoint, N times (FER_SWEEP_FAULT_KILLS, 3 here), at its
+    1st to 3rd write (over a trial's earlier checkpoint, a resumed trial's, a first one), then run plainly: exactly
+    the target finished, no ticket finished twice, no completed value lost; every checkpoint at its own name was
+    written whole and every trial that resumed read one written whole (none refused: the cut write never replaced
+    the previous checkpoint); the kills cost at most an epoch each (epochs_redone, as `status --json` counts it)."""
+    kills = int(os.environ.get("FER_SWEEP_FAULT_KILLS", "3"))
+    name, results, log = "ckpt", tmp_path / "r", tmp_path / "checkpoints.jsonl"
+    spec = checkpoint_spec(tmp_path, name, 2 + kills)  # each run the test kills trains at most 2 epochs for good
+    seen: dict[int, float] = {}
+    killed, said = 0, ""
+    for i in range(kills):
+        cut, stderr = kill_mid_checkpoint(spec, results, log, nth=(2, 3, 1)[i % 3])
+        killed, said = killed + cut, said + stderr
+        whole = {e["sha"] for e in checkpoint_events(log) if e["event"] == "writing"}
+        for path in (results / name / "checkpoints").glob("ticket-*.pt"):  # what the next trial reads is whole
+            assert hashlib.sha256(path.read_bytes()).hexdigest() in whole, path
+        values = complete_values(study_of(results, name))
+        assert all(values.get(n) == v for n, v in seen.items()), (seen, values)
+        seen.update(values)
+    done = run("run", spec, "--results", results, "--device", "cpu", env=slow_checkpoints_env(log))
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    said += done.stderr
+    study = study_of(results, name)
+    record("kill -9 of `run` while an epoch checkpoint is written", killed, study, 2, seen, kills=killed)
+    assert killed == kills
+    check_exact(study, spec, 2)
+    final = complete_values(study)
+    assert all(final.get(n) == v for n, v in seen.items()), (seen, final)
+    events = checkpoint_events(log)
+    whole = {e["sha"] for e in events if e["event"] == "writing"}
+    loads = [e for e in events if e["event"] == "loaded"]
+    assert loads and all(e["used"] and e["sha"] in whole for e in loads), loads  # no torn checkpoint ever read
+    assert "checkpoint not used" not in said and said.count("from its checkpoint") == len(loads), said
+    assert any(t.user_attrs.get("resumed_from") for t in study.get_trials(deepcopy=False)
+               if t.state == optuna.trial.TrialState.COMPLETE)
+    assert epochs_redone(study.get_trials(deepcopy=False)) <= killed
+    assert not list((results / name / "checkpoints").glob("ticket-*.pt"))  # every trial ended: none left to resume
+    assert not list((results / name / "checkpoints").glob(".*.tmp"))  # nor a torn write: its ticket's next save went
+
+
+def test_a_torn_checkpoint_is_refused_in_one_line_and_its_trial_starts_over(tmp_path):
+    """A checkpoint torn at its own name (the half a kill mid-write leaves at the temporary name, put where a trial
+    reads it, as a copy or a power cut after a rename not yet synced can leave it): the next run says so in one line
+    naming the file, the trial trains from epoch 0 (the epoch it had is counted in epochs_redone) and the study ends
+    exact."""
+    name, results, log = "torn", tmp_path / "r", tmp_path / "checkpoints.jsonl"
+    spec = checkpoint_spec(tmp_path, name, 4)
+    assert kill_mid_checkpoint(spec, results, log, nth=2)[0]
+    writing = [e for e in checkpoint_events(log) if e["event"] == "writing"][-1]
+    os.replace(writing["tmp"], writing["path"])
+    done = run("run", spec, "--results", results, "--device", "cpu", env=slow_checkpoints_env(log))
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    refused = [s for s in done.stderr.splitlines() if "checkpoint not used" in s]
+    assert len(refused) == 1 and writing["path"] in refused[0] and "starts from epoch 0" in refused[0], done.stderr
+    assert "from its checkpoint" not in done.stderr, done.stderr
+    assert [e["used"] for e in checkpoint_events(log) if e["event"] == "loaded"] == [False]
+    study = study_of(results, name)
+    finished = check_exact(study, spec, 2)
+    again = [t for t in finished if t.user_attrs["ticket"] == 0][0]
+    assert "resumed_from" not in again.user_attrs and sorted(again.intermediate_values) == [1, 2, 3, 4]
+    assert epochs_redone(study.get_trials(deepcopy=False)) == 1  # the one epoch the cut attempt had reported
 
 
 # ------------------------------------------------------------------------------------------ env values

@@ -9,6 +9,8 @@ Slurm's warning signal, its trial re-queued in the study and the task re-queued 
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -118,7 +120,8 @@ def test_time_limit_signal_requeues_the_task_and_loses_no_finished_trial(cluster
     script stops fer-sweep (the trial training then is failed as `interrupted` and re-queued in the study) and
     re-queues the task, which runs again and goes on with the study. The sweep is far too long to end first; once
     the re-queued task has finished a trial of its own, the test cancels it (exactness after a cancel is the test
-    above)."""
+    above). A trial the signal cut resumes at its epoch from the checkpoint the task left (its retry is queued
+    behind every other ticket, so the test runs it on its own once the task is cancelled)."""
     spec = make_spec(tmp_path, "limit", 200, **SLOWER)
     job = cluster.sbatch(SCRIPT, "--array=0", "--time=1", "--signal=B:USR1@15", f"--output={tmp_path}/slurm-%A_%a.out",
                          env=job_env(tmp_path, spec, postgres_url), cwd=tmp_path)
@@ -146,10 +149,12 @@ def test_time_limit_signal_requeues_the_task_and_loses_no_finished_trial(cluster
     kept = [t for t in before if t.state == TrialState.COMPLETE]
     cut = [t for t in before if t.state == TrialState.FAIL]
     assert kept, f"no trial had finished before the signal came\n{logs}"
-    if "terminated (SIGTERM): no trial was training" in logs:  # the signal fell between two trials (Slurm's timer
-        assert not cut, logs                                      # picks the moment): nothing to re-queue
+    first = logs.split("start 1)")[0]  # the task's first start, which the signal stopped (the test's cancel stops
+    # the second one, often right after its trial finished: "no trial was training" there says nothing of the signal)
+    if "terminated (SIGTERM): no trial was training" in first:  # the signal fell between two trials (Slurm's timer
+        assert not cut, logs                                       # picks the moment): nothing to re-queue
     else:  # (a cut mid-training for certain: the test above)
-        assert len(cut) == 1 and f"terminated (SIGTERM): trial {cut[0].number} was re-queued" in logs, logs
+        assert len(cut) == 1 and f"terminated (SIGTERM): trial {cut[0].number} was re-queued" in first, logs
     assert all(t.user_attrs["outcome"] == "interrupted" and t.user_attrs["message"] == "SIGTERM" for t in cut)
     for t in cut:  # the trial the signal cut short was re-queued at once, not left running for a reaper
         retry = [r for r in before if r.user_attrs.get("retry_of") == t.number]
@@ -161,3 +166,30 @@ def test_time_limit_signal_requeues_the_task_and_loses_no_finished_trial(cluster
     tickets = [t.user_attrs["ticket"] for t in trials.values() if t.state == TrialState.COMPLETE]
     assert len(tickets) == len(set(tickets))  # and none was run again
     assert "Traceback" not in logs
+    for t in cut:
+        resumes_at_its_epoch(t, spec, postgres_url, tmp_path)
+
+
+def resumes_at_its_epoch(cut, spec: Path, postgres_url: str, tmp_path: Path) -> None:
+    """The retry of the trial the signal cut ends having taken from its ticket's checkpoint the epochs the cut trial
+    had reported: `run --trials` up to its ticket (every lower ticket finished before it) runs it, and only it,
+    unless a task already has."""
+    study = load(postgres_url, "limit")
+    (retry,) = [r for r in study.get_trials() if r.user_attrs.get("retry_of") == cut.number]
+    said = ""
+    if retry.state != TrialState.COMPLETE:
+        done = subprocess.run([str(Path(sys.executable).with_name("fer-sweep")), "run", str(spec), "--storage",
+                               postgres_url, "--results", str(tmp_path / "results"), "--trials",
+                               str(cut.user_attrs["ticket"] + 1), "--device", "cpu", "--wandb", "disabled"],
+                              capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+        said = done.stderr
+        (retry,) = [r for r in study.get_trials() if r.user_attrs.get("retry_of") == cut.number]
+    assert retry.state == TrialState.COMPLETE, (retry.state, retry.user_attrs, said)
+    epochs, resumed = len(cut.intermediate_values), int(retry.user_attrs.get("resumed_from", 0))
+    # (the signal can also fall between an epoch's checkpoint and its report: that epoch is not trained again either)
+    assert epochs <= resumed <= epochs + 1, (epochs, retry.user_attrs, said)
+    if said and resumed:
+        assert f"resumes at epoch {resumed + 1} from its checkpoint" in said, said
+    assert sorted(retry.intermediate_values) == list(range(1, len(retry.intermediate_values) + 1))
+    assert {e: v for e, v in retry.intermediate_values.items() if e <= epochs} == cut.intermediate_values
