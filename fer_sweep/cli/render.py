@@ -50,10 +50,14 @@ def data_table(info: Mapping[str, Any]) -> Group:
 
 
 def counts_line(snap: Mapping[str, Any]) -> str:
+    from fer_sweep.sweep.summary import REQUEUED
+
     c = snap["counts"]
-    failed = sum(v for k, v in c.items() if k not in ("complete", "pruned", "running", "waiting"))
+    failed = sum(v for k, v in c.items() if k not in ("complete", "pruned", "running", "waiting", *REQUEUED))
+    cut = sum(c.get(k, 0) for k in REQUEUED)  # not failures: each was queued again (and resumes from its checkpoint)
     return (f"{snap['finished']}/{snap['target']} finished: {c.get('complete', 0)} complete, "
-            f"{c.get('pruned', 0)} pruned, {failed} failed, {c.get('running', 0)} running"
+            f"{c.get('pruned', 0)} pruned, {failed} failed, "
+            + (f"{cut} interrupted and re-queued, " if cut else "") + f"{c.get('running', 0)} running"
             + (f"; {snap['imported']} imported (run --from)" if snap.get("imported") else ""))
 
 
@@ -254,7 +258,8 @@ def status_view(st: Mapping[str, Any]) -> Group:
                         *([Text(eta_line(st))] if eta_line(st) and not st.get("plateau") else []),
                         *([Text(plateau_line(st), style="yellow")] if st.get("plateau") else []),
                         *[Text(line) for line in saved_lines(st.get("saved") or {})],
-                        leaderboard(st["leaderboard"], f"top {len(st['leaderboard'])} trials of {st['study']}")]
+                        leaderboard(st["leaderboard"], f"top {len(st['leaderboard'])} trials of {st['study']}")
+                        if st["leaderboard"] else Text(f"{st['study']}: no trial has finished yet")]
     if st.get("importances"):
         basis = st.get("importance_basis") or {}
         imp = Table(title=f"parameter importances (fANOVA over {basis.get('complete_trials', '?')} complete trials)")
@@ -290,8 +295,9 @@ def saved_lines(saved: Mapping[str, Any]) -> list[str]:
     return out
 
 
-def run_header(plan) -> str:
-    """The line `run` starts with: what runs where, and in which precision (with the CPU's capability)."""
+def run_header(plan, snap: Mapping[str, Any] | None = None) -> str:
+    """The line `run` starts with: what runs where, and in which precision (with the CPU's capability); when the
+    study has been run before (`snap`, read as it opens), a second line: how far it got, what was re-queued."""
     from fer_sweep.learn.device import pick_device
     from fer_sweep.learn.precision import precision
 
@@ -299,8 +305,12 @@ def run_header(plan) -> str:
     dev = pick_device("cuda" if gpus else plan.device)
     amp = spec.train.get("amp", "auto")
     where = f"{len(gpus)} GPU(s) {','.join(gpus)}" if gpus else str(dev)
-    return (f"{spec.study}: {spec.trials} trials on {spec.data}, {max(plan.workers, len(gpus or []))} worker(s) on "
+    line = (f"{spec.study}: {spec.trials} trials on {spec.data}, {max(plan.workers, len(gpus or []))} worker(s) on "
             f"{where}; precision: {precision(amp, dev).describe()}")
+    if snap and (snap.get("finished") or snap.get("requeued")):
+        again = f", {snap['requeued']} re-queued (each resumes at its last saved epoch)" if snap.get("requeued") else ""
+        line += f"\nresuming: {snap['finished']} of {snap['target']} finished{again}"
+    return line
 
 
 def pruner_warning(spec, workers: int) -> list[str]:

@@ -76,7 +76,7 @@ def run(
         shown, on_update, on_epoch = render.sweep_progress(err, plan.spec)
         with shown:
             snap = run_sweep(plan, on_update=on_update, on_epoch=on_epoch,
-                             on_start=lambda: err.print(render.run_header(plan), highlight=False),
+                             on_start=lambda snap: err.print(render.run_header(plan, snap), highlight=False),
                              on_import=lambda done: show(render.import_lines(done), err))
         show(render.sweep_end(snap, plan, timeout))
 

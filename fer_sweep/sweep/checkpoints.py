@@ -9,9 +9,10 @@ configuration or other data, is refused with one warning line and the trial star
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Iterable, Mapping, Optional
 
 import torch
 
@@ -27,8 +28,10 @@ def checkpoint_path(folder: Path, ticket: int) -> Path:
 
 
 def save_checkpoint(path: Path, identity: Mapping[str, Any], payload: Mapping[str, Any]) -> None:
-    """Replace the ticket's checkpoint with `payload` (state, history, train_s) and its identity, atomically."""
+    """Replace the ticket's checkpoint with `payload` (state, history, train_s) and its identity, atomically; the
+    first save of an attempt also removes what earlier attempts killed mid-write left (their temporary files)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_torn(path)
     save_torch(path, {**payload, "identity": dict(identity)})
 
 
@@ -50,5 +53,28 @@ def load_checkpoint(path: Path, identity: Mapping[str, Any], cfg: TrainConfig) -
 
 
 def remove_checkpoint(path: Optional[Path]) -> None:
+    """The trial ended: its checkpoint goes, and any temporary file a killed write of its ticket left."""
     if path is not None:
         path.unlink(missing_ok=True)
+        _remove_torn(path)
+
+
+def _remove_torn(path: Path) -> None:
+    """Delete the temporary files of writes of this ticket's checkpoint by other processes (`.ticket-<i>.pt.<pid>.tmp`,
+    files.atomic_path): only one attempt of a ticket runs at a time, so any other is a write a kill cut short."""
+    mine = f".{path.name}.{os.getpid()}.tmp"
+    for torn in path.parent.glob(f".{path.name}.*.tmp"):
+        if torn.name != mine:
+            torn.unlink(missing_ok=True)
+
+
+def remove_finished(folder: Path, finished_tickets: Iterable[int]) -> list[int]:
+    """Delete the checkpoints (and torn writes) of tickets that are finished: left by a kill between a trial's verdict
+    and its clean-up. Returns the tickets whose files went."""
+    gone = []
+    for ticket in finished_tickets:
+        path = checkpoint_path(folder, ticket)
+        if path.exists() or any(path.parent.glob(f".{path.name}.*.tmp")):
+            remove_checkpoint(path)
+            gone.append(ticket)
+    return gone

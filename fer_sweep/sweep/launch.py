@@ -16,13 +16,14 @@ import optuna
 
 from fer_sweep.config import UserError, WriteError
 from fer_sweep.learn.device import pick_device
+from fer_sweep.sweep.checkpoints import remove_finished
 from fer_sweep.sweep.dbfaults import DB_WAIT_S, study_fault, study_faults
 from fer_sweep.sweep.plateau import plateau
 from fer_sweep.sweep.signals import past
 from fer_sweep.sweep.spec import SweepSpec
 from fer_sweep.sweep.store import study_dir
 from fer_sweep.sweep.study import prepare_study, reap
-from fer_sweep.sweep.summary import snapshot, status, write_trials_csv
+from fer_sweep.sweep.summary import TICKET, is_finished, snapshot, status, write_trials_csv
 from fer_sweep.sweep.trial import load_data
 from fer_sweep.sweep.warmstart import Source, import_trials
 from fer_sweep.sweep.worker import SHARED_GPU_ENV, STORAGE_ENV, make_worker, worker_loop
@@ -82,12 +83,13 @@ def worker_env(parent: Mapping[str, str], k: int, workers: int, gpus: Sequence[s
 
 
 def run_sweep(plan: LaunchPlan, *, on_update: Callable[[dict], None] | None = None, on_epoch: Callable | None = None,
-              on_start: Callable[[], None] | None = None,
+              on_start: Callable[[dict], None] | None = None,
               on_import: Callable[[dict], None] | None = None) -> dict[str, Any]:
     """Run the sweep to `spec.trials` finished trials (resuming whatever is there); returns the status, with
     `deadline_reached` true when the plan's `deadline` stopped it first: no trial starts after the deadline and every
     worker interrupts and re-queues the trial it is training then.
-    `on_start` is called once every input has been checked and the study is open (the run header), after
+    `on_start` is called once every input has been checked and the study is open, with its snapshot then (the run
+    header says how far a resumed study got), after
     `on_import` with what `--from` imported (warmstart.import_trials); `on_update`
     with a snapshot after every epoch and trial (K worker processes: every second). Workers wait up to `db_wait_s`
     for a database storage that stops answering (see worker_loop) before they end with one line."""
@@ -104,12 +106,15 @@ def run_sweep(plan: LaunchPlan, *, on_update: Callable[[dict], None] | None = No
     with study_faults():
         study = prepare_study(spec, plan.results, plan.storage_url, plan.heartbeat_s,
                               before_tickets=warm_start if plan.sources else None)
+        remove_finished(folder, {t.user_attrs[TICKET] for t in study.get_trials(deepcopy=False)
+                                 if is_finished(t) and TICKET in t.user_attrs})  # a kill's leftovers
     if on_import and imports:
         on_import(imports)
-    if on_start:
-        on_start()
     max_epochs = spec.max_epochs
     k = max(workers, len(gpus or []))
+    if on_start:
+        with study_faults():
+            on_start(snapshot(study, spec.trials, max_epochs, spec.pruner, k))
     ours = (socket.gethostname(), {os.getpid()})  # this run's workers (their pids join when they start)
     last = [0.0]
 

@@ -210,10 +210,12 @@ def claim(study: optuna.Study, target: int, worker: str) -> optuna.Trial | None:
 
 
 def _claim_order(waiting: list[FrozenTrial], target: int) -> list[FrozenTrial]:
-    """The order to try tickets in: the head of the queue first (one worker takes them in order), then the rest at
+    """The order to try tickets in: the head of the queue first (re-queued trials before new ones, so a cut trial
+    goes on from its checkpoint next, not after every other ticket; one worker takes them in order), then the rest at
     random, so workers that lose the head to another do not all go on to try the same next one (64 workers starting
     together otherwise queue on one row's lock after another: benchmarks/RESULTS.md, coordination at scale)."""
     eligible = [t for t in waiting if t.user_attrs.get(TICKET) is not None and t.user_attrs[TICKET] < target]
+    eligible.sort(key=lambda t: "retry_of" not in t.user_attrs)  # a cut trial first: it resumes from its checkpoint
     return eligible[:1] + random.sample(eligible[1:], len(eligible) - 1) if eligible else []
 
 

@@ -22,6 +22,7 @@ RESUMED_FROM = "resumed_from"  # user attr: the epochs a trial took from its tic
 # user attr: complete | pruned | diverged | oom | oom_retry | error | crashed | interrupted | duplicate
 OUTCOME = "outcome"
 FINISHED_FAILS = ("diverged", "oom", "error")  # failed trials that still count as finished (not re-run)
+REQUEUED = ("interrupted", "crashed", "oom_retry")  # attempts cut short whose configuration was queued again
 RECENT = 10  # finished trials a snapshot lists, the most recent first
 
 
@@ -109,6 +110,7 @@ def snapshot(study: optuna.Study, target: int, max_epochs: int, pruner: PrunerSp
                "ours": _is_ours(t, ours)} for t in finished[:RECENT]]
     snap = {"study": study.study_name, "target": target, "finished": len(finished), "counts": counts,
             "imported": len(every) - len(trials),
+            "requeued": sum(1 for t in trials if t.state == TrialState.WAITING and "retry_of" in t.user_attrs),
             "running": running, "recent": recent,
             "best": None if best is None else {"number": best.number, "val_acc": _round(best.value),
                                                "epochs": best.user_attrs.get("epochs"), "params": best.params}}

@@ -132,9 +132,15 @@ def test_resume_after_kill_or_ctrl_c_ends_with_exactly_n(tmp_path, how):
            if t.state == TrialState.RUNNING or t.user_attrs.get("outcome") == "interrupted"]
     assert cut, "the cut trial should be RUNNING (killed) or failed as interrupted"
     cut_ticket = cut[0].user_attrs["ticket"]
+    if how != "kill":  # status calls the cut trial what it is: interrupted and re-queued, not failed
+        shown = invoke("status", "--study", f"resume-{how}", "--results", results).stdout
+        assert "0 failed, 1 interrupted and re-queued" in shown, shown
 
+    done_before = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.get_trials())
     rerun = subprocess.run(cli(*args), capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
+    requeued = "1 re-queued (each resumes at its last saved epoch)"  # a killed trial is reaped and re-queued too
+    assert f"resuming: {done_before} of 3 finished, {requeued}" in rerun.stderr, rerun.stderr
     assert f"(ticket {cut_ticket}) resumes at epoch " in rerun.stderr  # from its checkpoint, not from epoch 1
     trials = journal_study(results, f"resume-{how}").get_trials()
     finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]

@@ -145,3 +145,44 @@ def test_a_run_whose_last_epoch_was_checkpointed_resumes_to_its_end_without_trai
         for key, value in whole.model.state_dict().items():
             assert torch.equal(value, resumed.model.state_dict()[key]), key
     assert whole.last.stop == "early_stop" and whole.last.epoch < 12  # the second case did stop early
+
+
+def test_torn_writes_and_finished_tickets_leave_no_checkpoint_files_behind(tmp_path):
+    """A kill mid-write leaves `.ticket-<i>.pt.<pid>.tmp`: the ticket's next save (another attempt) and its removal
+    delete such files; a kill between a verdict and the clean-up leaves a finished ticket's checkpoint, which the
+    next run's start deletes (remove_finished)."""
+    import os
+
+    from fer_sweep.sweep.checkpoints import checkpoint_path, remove_checkpoint, remove_finished, save_checkpoint
+
+    path = checkpoint_path(tmp_path, 0)
+    path.parent.mkdir(parents=True)
+    torn = path.with_name(f".{path.name}.999999.tmp")
+    torn.write_bytes(b"half a checkpoint")
+    other = checkpoint_path(tmp_path, 1).with_name(".ticket-1.pt.999999.tmp")  # another ticket's: not this one's
+    other.write_bytes(b"x")
+    save_checkpoint(path, {"k": 1}, {"history": []})
+    assert path.is_file() and not torn.exists() and other.exists()
+    assert not list(path.parent.glob(f".{path.name}.{os.getpid()}.tmp"))  # (its own write renamed into place)
+    torn.write_bytes(b"half again")
+    remove_checkpoint(path)
+    assert not path.exists() and not torn.exists()
+
+    save_checkpoint(checkpoint_path(tmp_path, 2), {"k": 2}, {"history": []})
+    save_checkpoint(checkpoint_path(tmp_path, 3), {"k": 3}, {"history": []})
+    assert remove_finished(tmp_path, [1, 2, 5]) == [1, 2]  # ticket 1: only a torn write; 5: nothing there
+    assert sorted(p.name for p in path.parent.iterdir()) == ["ticket-3.pt"]  # 3 is not finished: kept
+
+
+def test_a_re_queued_trial_is_claimed_before_new_tickets():
+    """The cut trial goes on next (from its checkpoint), not after every other ticket of the study."""
+    from fer_sweep.sweep.study import _claim_order
+
+    def waiting(number, ticket, **attrs):
+        t = optuna.trial.create_trial(state=TrialState.WAITING, user_attrs={"ticket": ticket, **attrs})
+        t.number = number
+        return t
+
+    queue = [waiting(1, 1), waiting(2, 2), waiting(3, 3), waiting(9, 0, retry_of=0)]
+    assert _claim_order(queue, 4)[0].number == 9
+    assert _claim_order(queue[:3], 4)[0].number == 1
