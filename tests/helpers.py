@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]  # the checkout: sweeps/, docs/, pypr
 # ---------------------------------------------------------------------------------------- sweep specs
 # A small synthetic sweep: two short epochs, a median pruner, a 3-parameter space (see make_spec).
 SPEC = {
-    "data": "synthetic", "seed": 3,
+    "data": "synthetic", "seed": 3, "dead_after": 0,  # tiny trials sit at chance for epochs: none is stopped as dead
     "splits": {"synthetic_n": 210, "val_frac": 0.2, "test_frac": 0.2, "seed": 0},
     "pruner": {"type": "median", "startup_trials": 1, "warmup_epochs": 1},
     "wandb": {"project": "fer-sweep-tests", "mode": "disabled"},
@@ -42,7 +42,7 @@ def make_spec(folder: Path, study: str, trials: int, **changes) -> Path:
 
 # The tiny sweep `run` and `best` are tested on end to end (the `tiny_sweep` fixture; cli/test_run.py).
 TINY_SPEC = {
-    "study": "tiny", "data": "synthetic", "trials": 3, "seed": 1,
+    "study": "tiny", "data": "synthetic", "trials": 3, "seed": 1, "dead_after": 0,
     "splits": {"synthetic_n": 280, "val_frac": 0.2, "test_frac": 0.2, "seed": 0},
     "pruner": {"type": "median", "startup_trials": 1, "warmup_epochs": 1},
     "wandb": {"project": "fer-sweep-tests", "mode": "offline"},
@@ -65,7 +65,7 @@ def write_tiny_spec(folder: Path, **changes) -> Path:
 
 # The six-trial study the result commands are tested on (the `finished_study` fixture).
 FINISHED_STUDY_SPEC = {
-    "study": "small", "data": "synthetic", "trials": 6, "seed": 1,
+    "study": "small", "data": "synthetic", "trials": 6, "seed": 1, "dead_after": 0,
     "splits": {"synthetic_n": 280, "val_frac": 0.2, "test_frac": 0.2, "seed": 0},
     "pruner": {"type": "median", "startup_trials": 4, "warmup_epochs": 1},  # 4 complete: importances
     "wandb": {"project": "fer-sweep-tests", "mode": "offline"},

@@ -166,7 +166,8 @@ class ProgressLines:
             val = "-" if r["val_acc"] is None else f"{r['val_acc']:.4f}"
             took = "" if r.get("seconds") is None else f" ({duration(r['seconds'])})"
             eta = eta_line(snap)
-            self.emit(f"trial {r['number']} {r['state']}: val/acc {val} after {r['epochs']} epochs{took}; "
+            why = f" ({r['message']})" if r["state"] not in ("complete", "pruned") and r.get("message") else ""
+            self.emit(f"trial {r['number']} {r['state']}: val/acc {val} after {r['epochs']} epochs{took}{why}; "
                       f"{snap['finished']}/{snap['target']} finished" + (f"; {eta}" if eta else ""))
 
 

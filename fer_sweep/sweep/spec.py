@@ -31,9 +31,10 @@ from fer_sweep.config import (
 SAMPLERS = ("random", "tpe")
 PRUNERS = ("median", "hyperband", "asha", "none")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
+DEAD_AFTER = 2  # spec `dead_after`: epochs at the majority-class rate (or of rising loss) that end a trial
 KEEP = 10  # trial models kept by default (~5 MB each for the shipped specs' CNNs: docs/ensembles.md)
 TOP_KEYS = ("study", "data", "splits", "trials", "seed", "sampler", "pruner", "wandb", "model",
-            "train", "space", "best", "keep", "stop")
+            "train", "space", "best", "keep", "stop", "dead_after")
 # The names each setting allows; `arch` is checked against the model registry itself (`known_names`).
 NAMED = {"norm": NORMS, "pooling": POOLINGS, "head": HEADS, "optimizer": OPTIMIZERS,
          "schedule": SCHEDULES, "normalize": NORMALIZATIONS, "amp": AMP_MODES}
@@ -133,6 +134,7 @@ class SweepSpec:
     resolved: Mapping[str, Any]  # the spec as a plain dict with overrides applied (saved as spec.yaml)
     keep: int = KEEP  # trial models kept for ensembles: the best `keep` by val accuracy (0 = none; artifacts.py)
     stop: StopSpec | None = None  # stop on a plateau (spec `stop:`; None: run to `trials`)
+    dead_after: int = DEAD_AFTER  # epochs after which a trial that learned nothing ends as diverged (0 = never)
 
     @property
     def max_epochs(self) -> int:
@@ -192,6 +194,7 @@ def parse_spec(raw: Mapping[str, Any], where: str, *, check_data: bool = True) -
         fail("study", f"must be a name without spaces or slashes, got {study!r}")
     trials = _number(raw.get("trials", 20), "trials", fail, is_int=True, low=1)
     keep = _number(raw.get("keep", KEEP), "keep", fail, is_int=True, low=0)
+    dead_after = _number(raw.get("dead_after", DEAD_AFTER), "dead_after", fail, is_int=True, low=0)
     seed = _number(raw.get("seed", 0), "seed", fail, is_int=True, low=0)
     sampler = raw.get("sampler", "random")
     if sampler not in SAMPLERS:
@@ -205,7 +208,7 @@ def parse_spec(raw: Mapping[str, Any], where: str, *, check_data: bool = True) -
         splits=_record(SplitOptions, raw.get("splits"), "splits", fail),
         pruner=_pruner(raw.get("pruner"), fail), wandb=_wandb(raw.get("wandb"), fail),
         model=model, train=train, space=space, best=_best(raw.get("best"), fail), resolved=dict(raw), keep=keep,
-        stop=_stop(raw.get("stop"), fail) if raw.get("stop") is not None else None)
+        stop=_stop(raw.get("stop"), fail) if raw.get("stop") is not None else None, dead_after=dead_after)
 
 
 def _check_recipe(train: Mapping[str, Any], space: tuple, fail) -> None:

@@ -106,7 +106,7 @@ def snapshot(study: optuna.Study, target: int, max_epochs: int, pruner: PrunerSp
                for t in trials if t.state == TrialState.RUNNING]
     finished = sorted((t for t in trials if is_finished(t)), key=lambda t: (t.datetime_complete is None,
                                                                           t.datetime_complete), reverse=True)
-    recent = [{**{k: trial_row(t)[k] for k in ("number", "state", "val_acc", "epochs", "seconds")},
+    recent = [{**{k: trial_row(t)[k] for k in ("number", "state", "val_acc", "epochs", "seconds", "message")},
                "ours": _is_ours(t, ours)} for t in finished[:RECENT]]
     snap = {"study": study.study_name, "target": target, "finished": len(finished), "counts": counts,
             "imported": len(every) - len(trials),

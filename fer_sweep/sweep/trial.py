@@ -101,9 +101,20 @@ class TrialContext:
             save: Optional[Callable[[dict[str, Any]], None]] = None) -> "Training":
         """Train `t` (`Training.start(cfg)`, made by the caller so that an interrupt still finds it) on this context's
         train split, validated on val every epoch, each epoch logged to `run`; `should_prune` may stop it early;
-        `save` and `resume` as in `Training.run` (epoch checkpoints)."""
+        `save` and `resume` as in `Training.run` (epoch checkpoints). A trial that learned nothing (`dead_trial`,
+        spec `dead_after`) ends as diverged, whatever the pruner says, with epochs left unspent."""
+        majority = float(torch.bincount(self.val.y).max()) / max(len(self.val), 1)
+        after = self.spec.dead_after
+
+        def stop(result: EpochResult) -> bool:
+            why = dead_trial(t.history, majority, after) if after and result.epoch < t.cfg.train.epochs else None
+            if why:
+                t.outcome, t.message = "diverged", why
+                return True
+            return should_prune is not None and should_prune(result)
+
         return t.run(self.train, self.val, norm=self.norm(t.cfg.train.normalize),
-                     log=run.log if run is not None else None, on_epoch=on_epoch, should_prune=should_prune,
+                     log=run.log if run is not None else None, on_epoch=on_epoch, should_prune=stop,
                      resume=resume, save=save)
 
     def identity(self, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -180,9 +191,29 @@ class Training:
             if result.stop in ("diverged", "oom"):
                 self.outcome, self.message = result.stop, result.message
             elif result.stop is None and should_prune is not None and should_prune(result):
-                self.outcome, self.message = "pruned", f"pruned at epoch {result.epoch}"
+                if self.outcome == "complete":  # (TrialContext.fit's check may have called it diverged)
+                    self.outcome, self.message = "pruned", f"pruned at epoch {result.epoch}"
                 break
         return self
+
+
+def dead_trial(history: list[dict[str, Any]], majority: float, after: int) -> Optional[str]:
+    """Why a trial has learned nothing after `after` epochs or more (None while it may still): every epoch's
+    validation accuracy at most half a point above the majority-class rate (it predicts one class, as lr 0.05
+    without normalisation does), or the training loss rising for `after` epochs in a row and above the first
+    epoch's. Non-finite losses are the training loop's own stop ("diverged")."""
+    if after < 1 or len(history) < after:
+        return None
+    accs = [float(a) if a is not None else math.inf for a in (row.get("val/acc") for row in history)]
+    if all(a <= majority + 0.005 for a in accs):
+        return (f"val acc {100 * max(accs):.2f}% after {len(history)} epochs, the majority-class rate "
+                f"({100 * majority:.2f}%): the model predicts one class; stopped (spec dead_after: {after})")
+    losses = [float(x) if x is not None else math.nan for x in (row.get("train/loss") for row in history)]
+    first, losses = losses[0], losses[-(after + 1):]
+    if len(losses) == after + 1 and all(b > a for a, b in zip(losses, losses[1:])) and losses[-1] > first:
+        return (f"train loss rising for {after} epochs ({losses[0]:.3f} -> {losses[-1]:.3f}), above the first "
+                f"epoch's {first:.3f}; stopped (spec dead_after: {after})")
+    return None
 
 
 HISTORY_KEYS = ("train/loss", "train/acc", "val/loss", "val/acc", "val/macro_f1", "lr", "time/epoch_s")
