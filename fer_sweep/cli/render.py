@@ -311,7 +311,28 @@ def run_header(plan, snap: Mapping[str, Any] | None = None) -> str:
     if snap and (snap.get("finished") or snap.get("requeued")):
         again = f", {snap['requeued']} re-queued (each resumes at its last saved epoch)" if snap.get("requeued") else ""
         line += f"\nresuming: {snap['finished']} of {snap['target']} finished{again}"
+    if snap and snap.get("estimate"):
+        line += "\n" + estimate_lines(snap["estimate"], snap.get("timeout_left_s"))
     return line
+
+
+def estimate_lines(e: Mapping[str, Any], timeout_s: float | None) -> str:
+    """`run`'s forecast before the first trial (sweep/estimate.py), and a warning when --timeout ends before one."""
+    def s(x: float) -> str:
+        return f"{x:.1f}" if x >= 1 else f"{x:.2g}"
+
+    spread = (f" ({s(e['s_per_epoch_min'])}-{s(e['s_per_epoch_max'])} over the space)"
+              if e["s_per_epoch_max"] > 1.05 * e["s_per_epoch_min"] else "")
+    devices = f" over {e['devices']} GPUs" if e["devices"] > 1 else ""
+    trials = f"{e['trials_left']} trial{'s' if e['trials_left'] != 1 else ''}"
+    text = (f"expect ~{s(e['s_per_epoch'])} s/epoch here{spread}, timed in {e['steps']} training steps: "
+            f"the {trials} left ~{duration(e['likely_s'])}{devices}, at most {duration(e['worst_s'])} if nothing is "
+            "pruned (the ETA takes over once epochs are timed)")
+    if timeout_s is not None and timeout_s < e["trial_s"]:
+        text += (f"\n[yellow]warning:[/yellow] --timeout leaves {duration(timeout_s)}, less than one trial here "
+                 f"(~{duration(e['trial_s'])}): each run gets part of a trial done (it resumes from its checkpoint "
+                 "next run); a longer --timeout finishes trials")
+    return text
 
 
 def pruner_warning(spec, workers: int) -> list[str]:

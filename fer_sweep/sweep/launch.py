@@ -15,9 +15,10 @@ from typing import Any, Callable, Mapping, Sequence
 import optuna
 
 from fer_sweep.config import UserError, WriteError
-from fer_sweep.learn.device import pick_device
+from fer_sweep.learn.device import pick_device, to_device
 from fer_sweep.sweep.checkpoints import remove_finished
 from fer_sweep.sweep.dbfaults import DB_WAIT_S, study_fault, study_faults
+from fer_sweep.sweep.estimate import estimate
 from fer_sweep.sweep.plateau import plateau
 from fer_sweep.sweep.signals import past
 from fer_sweep.sweep.spec import SweepSpec
@@ -97,7 +98,7 @@ def run_sweep(plan: LaunchPlan, *, on_update: Callable[[dict], None] | None = No
     for k in range(workers if gpus else 0):  # a bad --gpus fails here, before anything is written
         worker_env(os.environ, k, workers, gpus, os.cpu_count() or 1)
     splits = load_data(spec)  # unreadable data or a bad device end here too, before the study folder is written
-    pick_device("cuda" if gpus else plan.device)  # (K workers then read the data from the parse cache this filled)
+    device = pick_device("cuda" if gpus else plan.device)  # (K workers read the data from the parse cache this filled)
     imports: dict[str, Any] = {}
 
     def warm_start(st: optuna.Study) -> None:
@@ -114,7 +115,14 @@ def run_sweep(plan: LaunchPlan, *, on_update: Callable[[dict], None] | None = No
     k = max(workers, len(gpus or []))
     if on_start:
         with study_faults():
-            on_start(snapshot(study, spec.trials, max_epochs, spec.pruner, k))
+            snap = snapshot(study, spec.trials, max_epochs, spec.pruner, k)
+        left = spec.trials - snap["finished"] - len(snap["running"])
+        assert splits.train.y is not None  # a sweep's data is labelled (load_data)
+        train = to_device(splits.train.x, splits.train.y, device)  # (the workers hold their own copies)
+        snap["estimate"] = estimate(spec, train, len(splits.val.x), left, devices=len(gpus or []) or 1)
+        snap["timeout_left_s"] = None if plan.deadline is None else max(plan.deadline - time.time(), 0.0)
+        del train
+        on_start(snap)
     ours = (socket.gethostname(), {os.getpid()})  # this run's workers (their pids join when they start)
     last = [0.0]
 

@@ -1,0 +1,61 @@
+"""What a sweep will take on this machine, measured before its first trial: `run` says it at the start, and warns
+when `--timeout` is shorter than one trial.
+
+Each configuration's cost is counted exactly (training FLOPs per image, torch's flop counter); the cheapest and the
+dearest are timed for a few real training steps on the device the trials use (the trainer's own step, precision and
+data); the others' seconds per image are interpolated linearly in FLOPs between those two. An epoch is the training
+images plus a validation pass (a forward costs about a third of a training step; flip TTA doubles it). The sweep's
+likely time counts, per trial left, the epochs the pruner lets a trial train on average (policies.epochs_ahead,
+the same as the ETA); the worst case every epoch of every trial. It rests on a few steps, not on whole epochs, so it
+misses data loading and set-up; the ETA replaces it once epochs are timed."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from fer_sweep.learn.device import DeviceSplit
+from fer_sweep.learn.models import model_for
+from fer_sweep.learn.throughput import train_flops_per_image
+from fer_sweep.learn.train import train_throughput
+from fer_sweep.sweep.policies import epochs_ahead
+from fer_sweep.sweep.space import sample_configs, to_run_config
+from fer_sweep.sweep.spec import SweepSpec
+
+STEPS, WARMUP = 4, 2  # timed training steps per measured configuration, after warm-up steps
+
+
+def estimate(spec: SweepSpec, train: DeviceSplit, n_val: int, trials_left: int, devices: int = 1,
+             steps: int = STEPS) -> Optional[dict[str, Any]]:
+    """{s_per_epoch (of the first configuration), s_per_epoch_min, s_per_epoch_max, trial_s (the first
+    configuration's whole trial), likely_s, worst_s, trials_left, devices, steps} for the configurations the search
+    draws (the first `trials_left` of the seeded random search; a TPE search is costed on the same draws), or None
+    when no trial is left. `devices`: GPUs the trials are spread over (CPU workers share the cores: 1)."""
+    if trials_left <= 0:
+        return None
+    configs = [to_run_config(p, spec) for p in sample_configs(spec, trials_left)]
+    device = train.x.device
+    flops = [train_flops_per_image(model_for(c, seed=0), c.train, device) for c in configs]
+    cheap, dear = flops.index(min(flops)), flops.index(max(flops))
+    s_per_image = {}
+    for i in dict.fromkeys((cheap, dear)):
+        timed = train_throughput(model_for(configs[i], seed=0), train, configs[i].train, steps=steps, warmup=WARMUP)
+        s_per_image[i] = 1.0 / timed["train_img_per_s"]
+
+    def epoch_s(i: int) -> float:
+        if flops[dear] == flops[cheap]:
+            per = s_per_image[cheap]
+        else:
+            share = (flops[i] - flops[cheap]) / (flops[dear] - flops[cheap])
+            per = s_per_image[cheap] + share * (s_per_image[dear] - s_per_image[cheap])
+        evals = 2 if configs[i].train.tta else 1
+        return per * (len(train) + n_val * evals / 3)
+
+    per_epoch = [epoch_s(i) for i in range(len(configs))]
+    budgets = [c.train.epochs for c in configs]
+    likely = sum(s * min(epochs_ahead(spec.pruner, e), e) for s, e in zip(per_epoch, budgets))
+    worst = sum(s * e for s, e in zip(per_epoch, budgets))
+    k = max(devices, 1)
+    return {"s_per_epoch": round(per_epoch[0], 4), "s_per_epoch_min": round(min(per_epoch), 4),
+            "s_per_epoch_max": round(max(per_epoch), 4), "trial_s": round(per_epoch[0] * budgets[0], 1),
+            "likely_s": round(likely / k, 1), "worst_s": round(worst / k, 1), "trials_left": trials_left,
+            "devices": k, "steps": steps}

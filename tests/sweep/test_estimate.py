@@ -1,0 +1,38 @@
+"""The start-of-run forecast (sweep/estimate.py): a few timed steps of the cheapest and dearest configurations,
+every configuration costed between them, the sweep's likely and worst-case time; `run` says it and warns when
+--timeout ends before one trial."""
+
+from __future__ import annotations
+
+from fer_sweep.learn.device import to_device
+from fer_sweep.sweep.estimate import estimate
+from fer_sweep.sweep.spec import load_spec
+from fer_sweep.sweep.trial import load_data
+from tests.helpers import invoke, make_spec
+
+
+def test_the_forecast_spans_the_space_and_the_pruner_shortens_the_likely_time(tmp_path):
+    spec = load_spec(make_spec(tmp_path, "est", 6, pruner={"type": "asha", "min_epochs": 1, "reduction_factor": 3},
+                               train={"epochs": 9, "patience": 0, "batch_size": 32}))
+    splits = load_data(spec)
+    train = to_device(splits.train.x, splits.train.y, "cpu")
+    e = estimate(spec, train, len(splits.val.x), 6)
+    assert e is not None and e["trials_left"] == 6 and e["steps"] >= 1
+    assert 0 < e["s_per_epoch_min"] <= e["s_per_epoch"] <= e["s_per_epoch_max"]
+    assert abs(e["trial_s"] - 9 * e["s_per_epoch"]) < 0.1
+    assert 6 * 9 * e["s_per_epoch_min"] - 0.1 <= e["worst_s"] <= 6 * 9 * e["s_per_epoch_max"] + 0.1
+    assert e["likely_s"] < e["worst_s"] / 2  # asha: most trials stop at an early rung
+    assert estimate(spec, train, len(splits.val.x), 0) is None  # nothing left to forecast
+    halved = estimate(spec, train, len(splits.val.x), 6, devices=2)
+    assert halved is not None and halved["devices"] == 2
+
+
+def test_run_forecasts_its_time_and_warns_when_the_timeout_is_shorter_than_a_trial(tmp_path):
+    spec = make_spec(tmp_path, "long", 3, train={"epochs": 5000, "patience": 0, "batch_size": 32})  # minutes a trial
+    ran = invoke("run", spec, "--results", tmp_path / "r", "--device", "cpu", "--timeout", "3s")
+    said = " ".join(ran.stderr.split())
+    assert "s/epoch here" in said and "timed in 4 training steps: the 3 trials left ~" in said, ran.stderr
+    assert "warning: --timeout leaves" in said and "less than one trial here" in said, ran.stderr
+    enough = invoke("run", make_spec(tmp_path, "short", 1), "--results", tmp_path / "r", "--device", "cpu",
+                    "--timeout", "1h")
+    assert "s/epoch here" in enough.stderr and "--timeout leaves" not in enough.stderr
