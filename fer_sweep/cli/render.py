@@ -260,7 +260,7 @@ def status_view(st: Mapping[str, Any]) -> Group:
                         *([Text(plateau_line(st), style="yellow")] if st.get("plateau") else []),
                         *[Text(line) for line in saved_lines(st.get("saved") or {})],
                         leaderboard(st["leaderboard"], f"top {len(st['leaderboard'])} trials of {st['study']}")
-                        if st["leaderboard"] else Text(f"{st['study']}: no trial has finished yet")]
+                        if st["leaderboard"] else Text(f"{st['study']}: no complete or pruned trial to rank yet")]
     if st.get("importances"):
         basis = st.get("importance_basis") or {}
         imp = Table(title=f"parameter importances (fANOVA over {basis.get('complete_trials', '?')} complete trials)")
