@@ -120,8 +120,12 @@ def eta_line(snap: Mapping[str, Any]) -> str:
     most = snap.get("eta_max_s") or eta
     bound = f" (at most {duration(most)} if nothing is pruned)" if most > 1.05 * eta else ""
     workers = f"{b['workers']} worker{'s' if b['workers'] != 1 else ''}"
-    return (f"ETA ~{duration(eta)}{bound}: {b['epochs_left']:.0f} epochs left x {b['s_per_epoch']:.1f} s/epoch "
-            f"over {workers}")
+    speed = f"{b['s_per_epoch']:.1f} s/epoch"
+    if b.get("s_per_epoch_forecast"):  # run's forecast over the space, weighed as 3 trials against the timed ones
+        n = b.get("timed_trials") or 0
+        speed += (f" (the forecast {b['s_per_epoch_forecast']:.1f}" +
+                  (f", blended with {n} timed trial{'s' if n != 1 else ''})" if n else ": no epoch timed yet)"))
+    return f"ETA ~{duration(eta)}{bound}: {b['epochs_left']:.0f} epochs left x {speed} over {workers}"
 
 
 class ProgressLines:

@@ -26,10 +26,11 @@ STEPS, WARMUP = 4, 2  # timed training steps per measured configuration, after w
 
 def estimate(spec: SweepSpec, train: DeviceSplit, n_val: int, trials_left: int, devices: int = 1,
              steps: int = STEPS) -> Optional[dict[str, Any]]:
-    """{s_per_epoch (of the first configuration), s_per_epoch_min, s_per_epoch_max, trial_s (the first
-    configuration's whole trial), likely_s, worst_s, trials_left, devices, steps} for the configurations the search
-    draws (the first `trials_left` of the seeded random search; a TPE search is costed on the same draws), or None
-    when no trial is left. `devices`: GPUs the trials are spread over (CPU workers share the cores: 1)."""
+    """{s_per_epoch (of the first configuration's trial: all its seeds, spec `repeats`), s_per_epoch_mean (over the
+    configurations: the ETA's prior), s_per_epoch_min, s_per_epoch_max, trial_s (the first configuration's whole
+    trial), likely_s, worst_s, trials_left, devices, steps} for the configurations the search draws (the first
+    `trials_left` of the seeded random search; a TPE search is costed on the same draws), or None when no trial is
+    left. `devices`: GPUs the trials are spread over (CPU workers share the cores: 1)."""
     if trials_left <= 0:
         return None
     configs = [to_run_config(p, spec) for p in sample_configs(spec, trials_left)]
@@ -55,7 +56,8 @@ def estimate(spec: SweepSpec, train: DeviceSplit, n_val: int, trials_left: int, 
     likely = sum(s * min(epochs_ahead(spec.pruner, e), e) for s, e in zip(per_epoch, budgets))
     worst = sum(s * e for s, e in zip(per_epoch, budgets))
     k = max(devices, 1)
-    return {"s_per_epoch": round(per_epoch[0], 4), "s_per_epoch_min": round(min(per_epoch), 4),
+    return {"s_per_epoch": round(per_epoch[0], 4), "s_per_epoch_mean": round(sum(per_epoch) / len(per_epoch), 4),
+            "s_per_epoch_min": round(min(per_epoch), 4),
             "s_per_epoch_max": round(max(per_epoch), 4), "trial_s": round(per_epoch[0] * budgets[0], 1),
             "likely_s": round(likely / k, 1), "worst_s": round(worst / k, 1), "trials_left": trials_left,
             "devices": k, "steps": steps}

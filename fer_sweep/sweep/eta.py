@@ -11,11 +11,19 @@ from fer_sweep.sweep.spec import PrunerSpec
 
 PROGRESS = "progress"  # user attr of a trial while it trains: [epochs, train seconds so far] (times the ETA)
 RECENT_EPOCHS = 12  # the ETA's speed: at least this many of the latest timed epochs
+FORECAST = "forecast"  # study user attr: {"s_per_epoch": the start-of-run forecast over the space, per worker}
+PRIOR_TRIALS = 3  # the forecast weighs as much as this many timed trials in the ETA's speed
 
 
 def recent_epoch_seconds(trials: list[FrozenTrial]) -> tuple[int, float]:
     """(epochs, seconds) of the latest timed epochs: every running trial's progress, then trials that ended
     (finished, and cut short: interrupted, crashed; their epochs ran), latest end first, until `RECENT_EPOCHS`."""
+    epochs, seconds, _ = _recent(trials)
+    return epochs, seconds
+
+
+def _recent(trials: list[FrozenTrial]) -> tuple[int, float, int]:
+    """`recent_epoch_seconds` and how many trials those epochs came from."""
     def ended_at(t: FrozenTrial) -> tuple[float, int]:
         return (t.datetime_complete.timestamp() if t.datetime_complete else 0.0, t.number)
 
@@ -24,17 +32,32 @@ def recent_epoch_seconds(trials: list[FrozenTrial]) -> tuple[int, float]:
     ended = [(int(t.user_attrs.get("epochs") or 0), float(t.user_attrs.get("train_seconds") or 0))
              for t in sorted(trials, key=ended_at, reverse=True)
              if t.state not in (TrialState.RUNNING, TrialState.WAITING)]
-    epochs, seconds = 0, 0.0
+    epochs, seconds, timed = 0, 0.0, 0
     for i, (e, s) in enumerate(now + ended):
         if i >= len(now) and epochs >= RECENT_EPOCHS:
             break
         if e > 0 and s > 0:
-            epochs, seconds = epochs + e, seconds + s
-    return epochs, seconds
+            epochs, seconds, timed = epochs + e, seconds + s, timed + 1
+    return epochs, seconds, timed
+
+
+def epoch_speed(trials: list[FrozenTrial], forecast: float | None) -> tuple[float | None, int, int]:
+    """(seconds per epoch, epochs timed, trials timed) the ETA uses: the latest timed epochs' mean
+    (`recent_epoch_seconds`), pulled towards the start-of-run forecast over the whole space (`forecast`, when `run`
+    stored one) as if it were PRIOR_TRIALS more trials. The configurations of a search differ 3-4x in cost, so
+    the first one or two timed trials alone would make the ETA swing; as trials are timed, the measurement takes
+    over. None before any epoch is timed and without a forecast."""
+    epochs, seconds, timed = _recent(trials)
+    measured = seconds / epochs if epochs else None
+    if forecast is None or forecast <= 0:
+        return measured, epochs, timed
+    if measured is None:
+        return forecast, 0, 0
+    return (PRIOR_TRIALS * forecast + timed * measured) / (PRIOR_TRIALS + timed), epochs, timed
 
 
 def eta(trials: list[FrozenTrial], finished: list[FrozenTrial], target: int, max_epochs: int, pruner: PrunerSpec,
-        workers: int = 1) -> dict[str, Any]:
+        workers: int = 1, forecast: float | None = None) -> dict[str, Any]:
     """The projected time to finish the study: epochs still possible under the pruner's rungs x measured seconds
     per epoch (plus each trial's set-up), divided among the workers.
 
@@ -46,9 +69,11 @@ def eta(trials: list[FrozenTrial], finished: list[FrozenTrial], target: int, max
     every epoch), or the mean epochs of the finished trials where that is fewer (early stopping, the median pruner);
     for each running trial, what it may still train. `eta_max_s` counts every epoch of every unfinished trial (no
     pruning at all). Workers: those running a trial now, or `workers`, whichever is more. None until the first epoch
-    is timed. `finished`: the trials of `trials` that reached a verdict (`summary.is_finished`)."""
+    is timed, unless `run` stored its start-of-run forecast (`forecast`: seconds per epoch over the space), which
+    then sets the speed, and weighs as PRIOR_TRIALS trials once epochs are timed (`epoch_speed`). `finished`: the
+    trials of `trials` that reached a verdict (`summary.is_finished`)."""
     running = [t for t in trials if t.state == TrialState.RUNNING]
-    epochs_timed, seconds = recent_epoch_seconds(trials)
+    spe, epochs_timed, trials_timed = epoch_speed(trials, forecast)
     fresh = max(target - len(finished) - len(running), 0)
     done = [min(len(t.intermediate_values), max_epochs) for t in running]
     per_trial = epochs_ahead(pruner, max_epochs)
@@ -62,13 +87,13 @@ def eta(trials: list[FrozenTrial], finished: list[FrozenTrial], target: int, max
     setup = max(sum(overheads) / len(overheads), 0.0) if overheads else 0.0
     k = max(len(running), workers, 1)
     basis = {"epochs_left": round(left, 1), "epochs_left_max": left_max, "trials_left": fresh + len(running),
-             "s_per_epoch": round(seconds / epochs_timed, 3) if epochs_timed else None,
+             "s_per_epoch": round(spe, 3) if spe is not None else None,
+             "s_per_epoch_forecast": round(forecast, 3) if forecast else None, "timed_trials": trials_timed,
              "s_setup_per_trial": round(setup, 2),
              "timed_epochs": epochs_timed, "workers": k, "pruner": pruner.type}
     if fresh + len(running) == 0:
         return {"eta_s": 0.0, "eta_max_s": 0.0, "eta_basis": basis}
-    if not epochs_timed:
+    if spe is None:
         return {"eta_s": None, "eta_max_s": None, "eta_basis": basis}
-    spe = seconds / epochs_timed
     return {"eta_s": round((left * spe + fresh * setup) / k, 1),
             "eta_max_s": round((left_max * spe + fresh * setup) / k, 1), "eta_basis": basis}

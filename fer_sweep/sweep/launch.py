@@ -19,6 +19,7 @@ from fer_sweep.learn.device import pick_device, to_device
 from fer_sweep.sweep.checkpoints import remove_finished
 from fer_sweep.sweep.dbfaults import DB_WAIT_S, study_fault, study_faults
 from fer_sweep.sweep.estimate import estimate
+from fer_sweep.sweep.eta import FORECAST
 from fer_sweep.sweep.plateau import plateau
 from fer_sweep.sweep.signals import past
 from fer_sweep.sweep.spec import SweepSpec
@@ -119,7 +120,12 @@ def run_sweep(plan: LaunchPlan, *, on_update: Callable[[dict], None] | None = No
         left = spec.trials - snap["finished"] - len(snap["running"])
         assert splits.train.y is not None  # a sweep's data is labelled (load_data)
         train = to_device(splits.train.x, splits.train.y, device)  # (the workers hold their own copies)
-        snap["estimate"] = estimate(spec, train, len(splits.val.x), left, devices=len(gpus or []) or 1)
+        snap["estimate"] = forecast = estimate(spec, train, len(splits.val.x), left, devices=len(gpus or []) or 1)
+        if forecast:  # the ETA's prior, per worker: CPU workers share the cores, GPU workers split over the GPUs
+            shared = max(k / max(len(gpus or []), 1), 1.0)
+            with study_faults():
+                study.set_user_attr(FORECAST, {"s_per_epoch": round(forecast["s_per_epoch_mean"] * shared, 3),
+                                               "host": socket.gethostname()})
         snap["timeout_left_s"] = None if plan.deadline is None else max(plan.deadline - time.time(), 0.0)
         del train
         on_start(snap)

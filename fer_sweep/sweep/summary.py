@@ -11,7 +11,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from fer_sweep.files import write_atomic
-from fer_sweep.sweep.eta import PROGRESS, eta
+from fer_sweep.sweep.eta import FORECAST, PROGRESS, eta
 from fer_sweep.sweep.importances import importance_basis, importances
 from fer_sweep.sweep.plateau import plateau
 from fer_sweep.sweep.spec import PrunerSpec, StopSpec
@@ -114,7 +114,8 @@ def snapshot(study: optuna.Study, target: int, max_epochs: int, pruner: PrunerSp
             "running": running, "recent": recent,
             "best": None if best is None else {"number": best.number, "val_acc": _round(best.value),
                                                "epochs": best.user_attrs.get("epochs"), "params": best.params}}
-    snap.update(eta(trials, finished, target, max_epochs, pruner or PrunerSpec(type="none"), workers))
+    forecast = (study.user_attrs.get(FORECAST) or {}).get("s_per_epoch")  # `run`'s, timed on its machine
+    snap.update(eta(trials, finished, target, max_epochs, pruner or PrunerSpec(type="none"), workers, forecast))
     return snap
 
 

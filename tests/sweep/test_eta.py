@@ -160,3 +160,23 @@ def test_running_trials_only_count_what_they_may_still_train():
     assert snap["eta_basis"]["epochs_left"] == 8 and snap["eta_s"] == pytest.approx(80.0)
     assert [r["progress"] for r in snap["running"]] == [[2, 20.0]]
     assert study.get_trials(states=(TrialState.RUNNING,))
+
+
+def test_the_start_of_run_forecast_steadies_the_eta_until_trials_are_timed():
+    """The first trial may be the space's dearest (or cheapest) configuration: `run`'s forecast over the whole space
+    weighs as PRIOR_TRIALS trials, so one timed trial moves the speed a quarter of the way, not all of it."""
+    study = study_with(finished=0, running=0, target=10)
+    study.set_user_attr(eta.FORECAST, {"s_per_epoch": 20.0})
+    snap = summary.snapshot(study, 10, 10, PrunerSpec(type="none"))
+    assert snap["eta_s"] == pytest.approx(10 * 10 * 20.0)  # before any epoch: the forecast alone
+    assert "(the forecast 20.0: no epoch timed yet)" in render.eta_line(snap)
+    dear = study_with(finished=1, running=0, target=10, s_per_epoch=80.0, setup_s=0)
+    dear.set_user_attr(eta.FORECAST, {"s_per_epoch": 20.0})
+    b = summary.snapshot(dear, 10, 10, PrunerSpec(type="none"))["eta_basis"]
+    assert b["s_per_epoch"] == pytest.approx((3 * 20 + 1 * 80) / 4) and b["timed_trials"] == 1
+    alone = summary.snapshot(study_with(finished=1, running=0, target=10, s_per_epoch=80.0, setup_s=0), 10, 10,
+                             PrunerSpec(type="none"))["eta_basis"]
+    assert alone["s_per_epoch"] == 80.0  # (without a forecast: the measurement alone, as before)
+    many = study_with(finished=12, running=0, target=20, epochs=1, s_per_epoch=80.0, setup_s=0)
+    many.set_user_attr(eta.FORECAST, {"s_per_epoch": 20.0})
+    assert summary.snapshot(many, 20, 10)["eta_basis"]["s_per_epoch"] == pytest.approx((3 * 20 + 12 * 80) / 15)
