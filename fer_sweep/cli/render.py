@@ -197,11 +197,16 @@ class Leaderboard:
     """
 
     def __init__(self, rows: list[Mapping[str, Any]], title: str):
-        self.rows, self.title = rows, title
+        self.rows = rows
+        repeated = any((r.get("seeds") or 1) > 1 for r in rows)  # spec `repeats`: each val acc is a mean of seeds
+        self.title = title + (" (val acc: mean ± std over the seeds, their count in brackets)" if repeated else "")
         self.params = list(dict.fromkeys(k for r in rows for k in r if k.startswith("params.")))
 
     def _fixed(self, r: Mapping[str, Any]) -> list[str]:
-        return [str(r["number"]), r["state"], pct(r["val_acc"]), str(r["epochs"])]
+        acc = pct(r["val_acc"])
+        if (r.get("seeds") or 1) > 1:
+            acc += f" ± {100 * float(r.get('val_acc_std') or 0.0):.2f} ({r['seeds']})"
+        return [str(r["number"]), r["state"], acc, str(r["epochs"])]
 
     def wide(self) -> Table:
         table = Table(title=self.title)

@@ -23,7 +23,7 @@ import os
 import time
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, cast
+from typing import Any, Callable, Generator, Iterator, Mapping, Optional, Sequence, cast
 
 import torch
 import torch.nn.functional as F
@@ -433,7 +433,7 @@ def epoch_batches(n: int, batch_size: int, device: torch.device) -> Iterator[tor
 # ---------------------------------------------------------------- fit
 def fit(model: nn.Module, train: DeviceSplit, val: Optional[DeviceSplit], cfg: TrainConfig, *,
         norm: Norm | None = None, resume: Mapping[str, Any] | None = None,
-        checkpoint: Callable[[TrainState, EpochResult], None] | None = None) -> Iterator[EpochResult]:
+        checkpoint: Callable[[TrainState, EpochResult], None] | None = None) -> Generator[EpochResult, None, None]:
     """Train `model` on `train`, yielding one `EpochResult` per epoch (validated on `val`).
 
     With `val` None (a refit on train + validation, `best --refit`) nothing is validated: the run trains exactly
@@ -466,7 +466,7 @@ def fit(model: nn.Module, train: DeviceSplit, val: Optional[DeviceSplit], cfg: T
 
 def _fit(model: nn.Module, train: DeviceSplit, val: Optional[DeviceSplit], cfg: TrainConfig, norm: Norm | None,
          resume: Mapping[str, Any] | None,
-         checkpoint: Callable[[TrainState, EpochResult], None] | None) -> Iterator[EpochResult]:
+         checkpoint: Callable[[TrainState, EpochResult], None] | None) -> Generator[EpochResult, None, None]:
     """The training loop (see `fit`): one epoch = the steps over a device permutation, the epoch's one read of its
     stats, validation, then the state books the epoch (best weights, early stop, per-epoch schedule)."""
     device = train.x.device
@@ -476,8 +476,11 @@ def _fit(model: nn.Module, train: DeviceSplit, val: Optional[DeviceSplit], cfg: 
         if isinstance(state, EpochResult):
             yield state
             return
+        own_rng = None  # this run's generators between its epochs: runs that take turns (a trial's seeds) draw alone
         try:
             for epoch in range(state.epoch + 1, cfg.epochs + 1 if not state.stopped_early else 0):
+                if own_rng is not None:
+                    set_rng_state(own_rng, device)
                 t0 = time.perf_counter()
                 metrics, problem = dict.fromkeys(METRIC_KEYS, math.nan), None
                 try:
@@ -517,6 +520,7 @@ def _fit(model: nn.Module, train: DeviceSplit, val: Optional[DeviceSplit], cfg: 
                 result = EpochResult(epoch, metrics, state.best_acc, state.best_epoch, stop, message)
                 if checkpoint is not None:
                     checkpoint(state, result)
+                own_rng = rng_state(device)
                 yield result
                 if stop:
                     return

@@ -163,9 +163,13 @@ def _figure(name: str, path: Path) -> str:
 def _leaderboard(st: dict) -> str:
     rows = st["leaderboard"]
     params = list(dict.fromkeys(k for r in rows for k in r if k.startswith("params.")))
-    body = [[r["number"], r["state"], pct(r["val_acc"]), r["epochs"], r["seconds"],
+    seeds = any((r.get("seeds") or 1) > 1 for r in rows)  # spec `repeats`: mean ± std over each trial's seeds
+    spread = (lambda r: f" ± {100 * (r.get('val_acc_std') or 0):.2f}") if seeds else (lambda r: "")
+    body = [[r["number"], r["state"], pct(r["val_acc"]) + spread(r), *([r.get("seeds") or 1] if seeds else []),
+             r["epochs"], r["seconds"],
              *[_param(p.removeprefix("params."), r.get(p)) for p in params]] for r in rows]
-    table = _table(["#", "state", "val acc", "epochs", "seconds", *[p.removeprefix("params.") for p in params]], body)
+    table = _table(["#", "state", "val acc (mean ± std)" if seeds else "val acc", *(["seeds"] if seeds else []),
+                    "epochs", "seconds", *[p.removeprefix("params.") for p in params]], body)
     note = ranking_note(rows)
     return table + (f'<p class="note" id="ranking">{_e(note)}</p>' if note else "")
 

@@ -1,6 +1,7 @@
 """Trial models kept in Optuna's artifact store: saved after each trial, pruned to the best `keep`, read back.
 
-Each trial that trains at least one epoch and ends complete or pruned uploads three files through
+Each trial that trains at least one epoch and ends complete or pruned uploads three files (per seed, with spec
+`repeats`) through
 `optuna.artifacts.upload_artifact` (to a `FileSystemArtifactStore` in `<study folder>/artifacts/`):
 `model.pt` (the best epoch's state dict, loads with torch.load(weights_only=True)), `val_proba.npy` (its
 validation class probabilities, as the trial validated: same norm, TTA and precision) and `config.json`
@@ -28,7 +29,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import optuna
@@ -63,23 +64,28 @@ def artifact_store(folder: Path) -> FileSystemArtifactStore:
     return FileSystemArtifactStore(path)
 
 
-def save_trial_model(ctx: TrialContext, trial: optuna.Trial, model: torch.nn.Module, cfg: RunConfig, params: dict,
-                     result) -> Optional[dict[str, str]]:
-    """Store the trial's best-epoch model (`fit` has restored it), its validation probabilities and config;
-    returns the artifact ids, or None (spec `keep: 0`, no epoch trained, or storing failed: then the reason
-    is the trial's `artifacts_error` attr and the sweep goes on). `ctx` is the trial's context (its spec, validation
-    split and folder)."""
-    if ctx.spec.keep == 0 or result is None or result.best_epoch < 1:
+def save_trial_models(ctx: TrialContext, trial: optuna.Trial, seeds: list[tuple[torch.nn.Module, RunConfig, Any]],
+                      params: dict) -> Optional[Any]:
+    """Store each seed's best-epoch model (`fit` has restored it), its validation probabilities and config: `seeds`
+    holds (model, config, last EpochResult) per seed (spec `repeats`; one for a plain trial). Returns the artifact
+    ids (`ARTIFACTS`: one {model, val_proba, config} per seed, a list when there are several), or None (spec `keep:
+    0`, no epoch trained, or storing failed: then the reason is the trial's `artifacts_error` attr and the sweep goes
+    on). `ctx` is the trial's context (its spec, validation split and folder)."""
+    if ctx.spec.keep == 0 or any(result is None or result.best_epoch < 1 for _, _, result in seeds):
         return None
     try:
-        norm = ctx.norm(cfg.train.normalize)
-        t = cfg.train
-        proba = predict_proba(model, ctx.val.x, norm, tta=t.tta, tta_shift_px=t.tta_shift_px, amp=t.amp,
-                              batch_size=t.eval_batch_size).float().cpu().numpy()
-        config = {**checkpoint_config(cfg, norm, params, ctx.spec, trial.number),
-                  "val/acc": result.best_val_acc, "best_epoch": result.best_epoch, "n_val": int(proba.shape[0])}
-        ids = _upload(artifact_store(ctx.folder), ctx.folder / FOLDER, trial, state_dict_cpu(model), proba, config)
-        trial.set_user_attr(ARTIFACTS, ids)  # last, in one write: only a complete set is ever named
+        sets = []
+        for model, cfg, result in seeds:
+            norm = ctx.norm(cfg.train.normalize)
+            t = cfg.train
+            proba = predict_proba(model, ctx.val.x, norm, tta=t.tta, tta_shift_px=t.tta_shift_px, amp=t.amp,
+                                  batch_size=t.eval_batch_size).float().cpu().numpy()
+            config = {**checkpoint_config(cfg, norm, params, ctx.spec, trial.number), "seed": t.seed,
+                      "val/acc": result.best_val_acc, "best_epoch": result.best_epoch, "n_val": int(proba.shape[0])}
+            sets.append(_upload(artifact_store(ctx.folder), ctx.folder / FOLDER, trial, state_dict_cpu(model), proba,
+                                config))
+        ids = sets[0] if len(sets) == 1 else sets
+        trial.set_user_attr(ARTIFACTS, ids)  # last, in one write: only complete sets are ever named
         return ids
     except OSError:  # a full disk ends the run (the trial is re-queued); its half-written files are pruned later
         raise
@@ -89,6 +95,13 @@ def save_trial_model(ctx: TrialContext, trial: optuna.Trial, model: torch.nn.Mod
         except Exception:  # noqa: BLE001 - e.g. the trial was failed meanwhile (reaped as stale)
             pass
         return None
+
+
+def kept_sets(t: FrozenTrial) -> list[dict[str, str]]:
+    """The artifact ids of each seed's stored model of a trial (`ARTIFACTS`: one set, or a list of them with spec
+    `repeats`), in seed order; [] when none is stored."""
+    ids = t.user_attrs.get(ARTIFACTS)
+    return [] if not ids else [ids] if isinstance(ids, dict) else list(ids)
 
 
 def _upload(store, store_path: Path, trial: optuna.Trial, state: dict, proba: np.ndarray,
@@ -184,22 +197,25 @@ class TrialModel:
     config: dict
     val_proba: np.ndarray  # (N_val, 7) float32
     weights: bytes  # model.pt as stored (a state dict; load with torch.load(weights_only=True))
+    repeat: Optional[int] = None  # which of the trial's seeds (spec `repeats` > 1), else None
 
 
 def load_kept(study: optuna.Study, folder: Path, keep: int) -> tuple[list[TrialModel], list[str]]:
     """The kept trials' models, best first, and a note for each one whose files are not (or no longer) here."""
     store, models, notes = artifact_store(folder), [], []
     for t in ranked(study.get_trials(deepcopy=False))[:max(keep, 0)]:
-        ids = t.user_attrs[ARTIFACTS]
-        try:
-            blobs = {key: _read(store, ids[key]) for key in FILES}
-            proba = np.load(io.BytesIO(blobs["val_proba"]), allow_pickle=False)
-            config = json.loads(blobs["config"])
-        except (ArtifactNotFound, KeyError, ValueError, OSError) as e:
-            notes.append(f"trial {t.number}: stored model not readable here ({type(e).__name__}); left out")
-            continue
-        models.append(TrialModel(t.number, "complete" if t.state == TrialState.COMPLETE else "pruned", val_acc(t),
-                                 config, proba, blobs["model"]))
+        sets = kept_sets(t)
+        for r, ids in enumerate(sets):
+            try:
+                blobs = {key: _read(store, ids[key]) for key in FILES}
+                proba = np.load(io.BytesIO(blobs["val_proba"]), allow_pickle=False)
+                config = json.loads(blobs["config"])
+            except (ArtifactNotFound, KeyError, ValueError, OSError) as e:
+                notes.append(f"trial {t.number}: stored model not readable here ({type(e).__name__}); left out")
+                continue
+            value = float(config.get("val/acc", val_acc(t))) if len(sets) > 1 else val_acc(t)
+            models.append(TrialModel(t.number, "complete" if t.state == TrialState.COMPLETE else "pruned", value,
+                                     config, proba, blobs["model"], r if len(sets) > 1 else None))
     return models, notes
 
 

@@ -23,8 +23,10 @@ from fer_sweep.learn.train import check_resumable
 FOLDER = "checkpoints"  # <study folder>/checkpoints/ (a shared folder when workers run on several machines)
 
 
-def checkpoint_path(folder: Path, ticket: int) -> Path:
-    return Path(folder) / FOLDER / f"ticket-{ticket}.pt"
+def checkpoint_path(folder: Path, ticket: int, repeat: int = 0) -> Path:
+    """The checkpoint of a ticket's seed: `ticket-<i>.pt` for its first (or only) seed, `ticket-<i>-s<r>.pt` for the
+    r-th of spec `repeats`."""
+    return Path(folder) / FOLDER / (f"ticket-{ticket}.pt" if repeat == 0 else f"ticket-{ticket}-s{repeat}.pt")
 
 
 def save_checkpoint(path: Path, identity: Mapping[str, Any], payload: Mapping[str, Any]) -> None:
@@ -73,8 +75,10 @@ def remove_finished(folder: Path, finished_tickets: Iterable[int]) -> list[int]:
     and its clean-up. Returns the tickets whose files went."""
     gone = []
     for ticket in finished_tickets:
-        path = checkpoint_path(folder, ticket)
-        if path.exists() or any(path.parent.glob(f".{path.name}.*.tmp")):
-            remove_checkpoint(path)
-            gone.append(ticket)
+        first = checkpoint_path(folder, ticket)
+        for path in [first, *first.parent.glob(f"ticket-{ticket}-s*.pt")]:
+            if path.exists() or any(path.parent.glob(f".{path.name}.*.tmp")):
+                remove_checkpoint(path)
+                if ticket not in gone:
+                    gone.append(ticket)
     return gone

@@ -49,7 +49,7 @@ def estimate(spec: SweepSpec, train: DeviceSplit, n_val: int, trials_left: int, 
             share = (flops[i] - flops[cheap]) / (flops[dear] - flops[cheap])
             per = s_per_image[cheap] + share * (s_per_image[dear] - s_per_image[cheap])
         evals = 2 if configs[i].train.tta else 1
-        return per * (len(train) + n_val * evals / 3)
+        return per * (len(train) + n_val * evals / 3) * spec.repeats  # a trial's epoch trains each of its seeds
 
     per_epoch = [epoch_s(i) for i in range(len(configs))]
     budgets = [c.train.epochs for c in configs]

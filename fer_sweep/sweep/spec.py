@@ -32,9 +32,10 @@ SAMPLERS = ("random", "tpe")
 PRUNERS = ("median", "hyperband", "asha", "none")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 DEAD_AFTER = 2  # spec `dead_after`: epochs at the majority-class rate (or of rising loss) that end a trial
+MAX_REPEATS = 10  # spec `repeats`: seeds per configuration (each one a whole training)
 KEEP = 10  # trial models kept by default (~5 MB each for the shipped specs' CNNs: docs/ensembles.md)
 TOP_KEYS = ("study", "data", "splits", "trials", "seed", "sampler", "pruner", "wandb", "model",
-            "train", "space", "best", "keep", "stop", "dead_after")
+            "train", "space", "best", "keep", "stop", "dead_after", "repeats")
 # The names each setting allows; `arch` is checked against the model registry itself (`known_names`).
 NAMED = {"norm": NORMS, "pooling": POOLINGS, "head": HEADS, "optimizer": OPTIMIZERS,
          "schedule": SCHEDULES, "normalize": NORMALIZATIONS, "amp": AMP_MODES}
@@ -135,6 +136,7 @@ class SweepSpec:
     keep: int = KEEP  # trial models kept for ensembles: the best `keep` by val accuracy (0 = none; artifacts.py)
     stop: StopSpec | None = None  # stop on a plateau (spec `stop:`; None: run to `trials`)
     dead_after: int = DEAD_AFTER  # epochs after which a trial that learned nothing ends as diverged (0 = never)
+    repeats: int = 1  # seeds per configuration: a trial trains them in step, its value at each epoch is their mean
 
     @property
     def max_epochs(self) -> int:
@@ -196,6 +198,7 @@ def parse_spec(raw: Mapping[str, Any], where: str, *, check_data: bool = True) -
     keep = _number(raw.get("keep", KEEP), "keep", fail, is_int=True, low=0)
     dead_after = _number(raw.get("dead_after", DEAD_AFTER), "dead_after", fail, is_int=True, low=0)
     seed = _number(raw.get("seed", 0), "seed", fail, is_int=True, low=0)
+    repeats = _number(raw.get("repeats", 1), "repeats", fail, is_int=True, low=1, high=MAX_REPEATS)
     sampler = raw.get("sampler", "random")
     if sampler not in SAMPLERS:
         fail("sampler", f"unknown sampler {sampler!r} (known: {', '.join(SAMPLERS)})")
@@ -203,12 +206,15 @@ def parse_spec(raw: Mapping[str, Any], where: str, *, check_data: bool = True) -
     train = _fixed(raw.get("train") or {}, "train", TRAIN_FIELDS, fail)
     space = _space(raw.get("space") or {}, fail, fixed=set(model) | set(train))
     _check_recipe(train, space, fail)
+    if repeats > 1 and any(p.name == "seed" for p in space):
+        fail("repeats", "the seeds of a configuration are seed, seed + 1, ...: do not also search `seed` in space")
     return SweepSpec(
         path=where, study=study, data=data, trials=trials, seed=seed, sampler=sampler,
         splits=_record(SplitOptions, raw.get("splits"), "splits", fail),
         pruner=_pruner(raw.get("pruner"), fail), wandb=_wandb(raw.get("wandb"), fail),
         model=model, train=train, space=space, best=_best(raw.get("best"), fail), resolved=dict(raw), keep=keep,
-        stop=_stop(raw.get("stop"), fail) if raw.get("stop") is not None else None, dead_after=dead_after)
+        stop=_stop(raw.get("stop"), fail) if raw.get("stop") is not None else None, dead_after=dead_after,
+        repeats=repeats)
 
 
 def _check_recipe(train: Mapping[str, Any], space: tuple, fail) -> None:

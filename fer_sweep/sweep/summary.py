@@ -51,6 +51,7 @@ def trial_row(t: FrozenTrial) -> dict[str, Any]:
     u = t.user_attrs
     value = t.value if t.state == TrialState.COMPLETE else u.get("best_val_acc")
     return {"number": t.number, "state": outcome(t), "val_acc": _round(value),
+            "val_acc_std": _round(u.get("val_acc_std")), "seeds": u.get("seeds", 1),
             "best_epoch": u.get("best_epoch"), "epochs": u.get("epochs", len(t.intermediate_values)),
             "seconds": _round(u.get("seconds"), 2), "worker": u.get("worker", ""),
             "message": u.get("message", ""), **({"imported_from": u[IMPORTED_FROM]} if IMPORTED_FROM in u else {}),

@@ -52,7 +52,7 @@ class TrialRun:
                                   disable_code=True, x_disable_machine_info=True, init_timeout=120)
         try:
             self.run = wandb.init(project=project, entity=entity, group=group, name=name, job_type=job_type,
-                                  config=dict(config), dir=str(run_dir), reinit="finish_previous", settings=settings,
+                                  config=dict(config), dir=str(run_dir), reinit="create_new", settings=settings,
                                   mode=mode)  # type: ignore[arg-type]  # one of wandb's modes (resolve_mode)
         except Exception as e:  # noqa: BLE001 - a dead network or a bad key must not lose the trial
             override = (f"WANDB_MODE={os.environ['WANDB_MODE']!r} in the environment overrides --wandb: unset it, or "

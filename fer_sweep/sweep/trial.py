@@ -4,11 +4,14 @@ trial context (the spec's splits on the device, their input norms, the tracking 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import inspect
 import math
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Union
+from typing import Any, Callable, Generator, Mapping, Optional, Sequence, Union
 
 import optuna
 import torch
@@ -40,6 +43,34 @@ def trial_config(source: Union[optuna.trial.BaseTrial, Mapping[str, Any]], spec:
     trial = source if isinstance(source, optuna.trial.BaseTrial) else optuna.trial.FixedTrial(dict(source))
     params = sample_params(trial, spec)
     return params, to_run_config(params, spec, **train_overrides)
+
+
+def seed_config(cfg: RunConfig, k: int, **train: Any) -> RunConfig:
+    """Seed k of a configuration: its train seed + k (a `repeats` sweep's seeds, `best --race`'s, the retrain's), with
+    any other `train` settings replaced."""
+    return RunConfig(cfg.model, dataclasses.replace(cfg.train, seed=cfg.train.seed + k, **train))
+
+
+def seed_configs(cfg: RunConfig, repeats: int) -> list[RunConfig]:
+    """The configuration's seeds 0 .. repeats - 1 (spec `repeats`)."""
+    return [seed_config(cfg, r) for r in range(repeats)]
+
+
+def seed_attrs(group: Optional["Seeds"]) -> dict[str, Any]:
+    """What a finished trial records of its seeds (user attrs): `seeds`, `seed_values` (each seed's best val acc, in
+    seed order; the trial's value is their mean), `val_acc_std` (their population std) and `seed_runs` (each seed's
+    per-epoch val acc, val loss and seconds: the learning curves `benchmarks/record_curves.py` tabulates)."""
+    if group is None or not any(t.history for t in group.runs):
+        return {}
+    values = [round(v, 6) for v in group.seed_values()]
+    return {"seeds": len(values), "seed_values": values,
+            "val_acc_std": round(statistics.pstdev(values), 6) if len(values) > 1 else 0.0,
+            "seed_runs": [{"seed": t.cfg.train.seed, **{name: [row.get(key) for row in t.history if row["epoch"] > 0]
+                                                         for name, key in CURVE_KEYS.items()}}
+                          for t in group.runs]}
+
+
+CURVE_KEYS = {"val_acc": "val/acc", "val_loss": "val/loss", "seconds": "time/epoch_s"}
 
 
 def wandb_config(cfg: RunConfig, spec: SweepSpec, **extra: Any) -> dict[str, Any]:
@@ -101,21 +132,59 @@ class TrialContext:
             save: Optional[Callable[[dict[str, Any]], None]] = None) -> "Training":
         """Train `t` (`Training.start(cfg)`, made by the caller so that an interrupt still finds it) on this context's
         train split, validated on val every epoch, each epoch logged to `run`; `should_prune` may stop it early;
-        `save` and `resume` as in `Training.run` (epoch checkpoints). A trial that learned nothing (`dead_trial`,
-        spec `dead_after`) ends as diverged, whatever the pruner says, with epochs left unspent."""
+        `save` and `resume` as in `Training.epochs` (epoch checkpoints). One seed of `fit_seeds`."""
+        self.fit_seeds(Seeds([t]), [run], on_epoch=on_epoch, should_prune=should_prune, resumes=[resume],
+                       saves=[save])
+        return t
+
+    def fit_seeds(self, group: "Seeds", runs: Sequence[Optional[tracking.TrialRun]], *,
+                  on_epoch: Optional[Callable[[EpochResult], None]] = None,
+                  should_prune: Optional[Callable[[EpochResult], bool]] = None,
+                  resumes: Optional[Sequence[Optional[Mapping[str, Any]]]] = None,
+                  saves: Optional[Sequence[Optional[Callable[[dict[str, Any]], None]]]] = None) -> "Seeds":
+        """Train the seeds of one configuration (spec `repeats`) in step, epoch by epoch: each seed's epoch goes to its
+        own tracking run (`runs`), then the group books the epoch (`Seeds.book`: the mean of the seeds) and
+        `on_epoch` and `should_prune` see the mean, so a pruner ranks configurations, not lucky seeds. `resumes` and
+        `saves` are each seed's checkpoint (`Training.epochs`); seeds resumed at different epochs catch up one by
+        one. A configuration that learned nothing (`dead_trial` on the mean, spec `dead_after`) ends as diverged,
+        whatever the pruner says; a seed that diverges or runs out of memory ends the group with its verdict."""
         majority = float(torch.bincount(self.val.y).max()) / max(len(self.val), 1)
-        after = self.spec.dead_after
-
-        def stop(result: EpochResult) -> bool:
-            why = dead_trial(t.history, majority, after) if after and result.epoch < t.cfg.train.epochs else None
-            if why:
-                t.outcome, t.message = "diverged", why
-                return True
-            return should_prune is not None and should_prune(result)
-
-        return t.run(self.train, self.val, norm=self.norm(t.cfg.train.normalize),
-                     log=run.log if run is not None else None, on_epoch=on_epoch, should_prune=stop,
-                     resume=resume, save=save)
+        after, k = self.spec.dead_after, len(group.runs)
+        resumes, saves = resumes or [None] * k, saves or [None] * k
+        steps = [t.epochs(self.train, self.val, norm=self.norm(t.cfg.train.normalize),
+                          log=run.log if run is not None else None, resume=resume, save=save)
+                 for t, run, resume, save in zip(group.runs, runs, resumes, saves)]
+        group.catch_up()
+        try:
+            while not group.ended:
+                epoch = len(group.history) + 1
+                for t, step in zip(group.runs, steps):
+                    if not t.ended and len(t.history) < epoch:  # (a seed resumed further on waits for the others)
+                        next(step, None)
+                failed = next((t for t in group.runs if t.outcome in ("diverged", "oom")), None)
+                if failed is None or (failed.last is not None and failed.last.epoch == epoch):
+                    result = group.book()  # (not an out-of-memory before the first epoch: nothing to book)
+                    if on_epoch:
+                        on_epoch(result)
+                if failed is not None:
+                    group.verdict(failed.outcome, (f"seed {failed.cfg.train.seed}: " if k > 1 else "") + failed.message)
+                    break
+                if result.stop:
+                    break
+                why = dead_trial(group.history, majority, after) if after and epoch < group.cfg.train.epochs else None
+                if why:
+                    group.verdict("diverged", why)
+                elif should_prune is not None and should_prune(result):
+                    group.verdict("pruned", f"pruned at epoch {epoch}")
+                if group.outcome != "complete":
+                    break
+        finally:  # each seed's model ends holding its best epoch's weights
+            for t, step in zip(group.runs, steps):
+                if t.ended and inspect.getgeneratorstate(step) == inspect.GEN_CREATED:
+                    for _ in step:  # a seed resumed at its end: nothing to train, `fit` restores its best weights
+                        pass
+                step.close()
+        return group
 
     def identity(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """What a trial checkpoint must share with the trial that resumes from it: the params, the data and its
@@ -158,19 +227,28 @@ class Training:
         """A fresh model for `cfg`, initialised with its seed."""
         return cls(cfg, model_for(cfg, seed=cfg.train.seed))
 
-    def run(self, train: DeviceSplit, val: Optional[DeviceSplit], *, norm: Norm,
-            log: Optional[Callable[..., None]] = None,
-            on_epoch: Optional[Callable[[EpochResult], None]] = None,
-            should_prune: Optional[Callable[[EpochResult], bool]] = None,
-            resume: Optional[Mapping[str, Any]] = None,
-            save: Optional[Callable[[dict[str, Any]], None]] = None) -> "Training":
-        """`fit` to the end: each epoch goes to `log(metrics, step=epoch)` (a W&B run) and `on_epoch`, then
-        `should_prune` may stop it. The model ends holding its best validation epoch's weights. `save` gets the run so
-        far after every epoch ({state, history, train_s}: a checkpoint); `resume` is such a record of a stopped run
-        of the same configuration, which goes on at the epoch after it."""
-        if resume is not None:  # `last` too: a run whose last epoch was saved has no epoch left to yield
-            self.history, self.train_s = list(resume["history"]), float(resume["train_s"])
-            self.last = EpochResult(**resume["last"])
+    def resume(self, record: Mapping[str, Any]) -> None:
+        """Take the epochs a checkpoint holds (`epochs`' `save`): its history, train seconds and last result (a run
+        whose last epoch was saved has no epoch left to yield)."""
+        self.history, self.train_s = list(record["history"]), float(record["train_s"])
+        self.last = EpochResult(**record["last"])
+
+    @property
+    def ended(self) -> bool:
+        """Whether its training has ended (its last epoch, early stopping, or a failure)."""
+        return self.last is not None and self.last.stop is not None
+
+    def epochs(self, train: DeviceSplit, val: Optional[DeviceSplit], *, norm: Norm,
+               log: Optional[Callable[..., None]] = None,
+               resume: Optional[Mapping[str, Any]] = None,
+               save: Optional[Callable[[dict[str, Any]], None]] = None) -> Generator[EpochResult, None, None]:
+        """`fit`, one epoch per `next()`: each epoch is booked here (last, history, train seconds) and goes to
+        `log(metrics, step=epoch)` (a W&B run) before it is yielded. When the iteration ends (or is closed), the model
+        holds its best validation epoch's weights. `save` gets the run so far after every epoch ({state, history,
+        train_s, last}: a checkpoint); `resume` is such a record of a stopped run of the same configuration, taken now:
+        the run goes on at the epoch after it."""
+        if resume is not None:
+            self.resume(resume)
 
         def checkpoint(state: TrainState, result: EpochResult) -> None:  # the run so far, this epoch included
             assert save is not None
@@ -178,23 +256,123 @@ class Training:
             save({"state": state.state_dict(), "history": [*self.history, epoch_row(result)],
                   "train_s": self.train_s + result.metrics["time/epoch_s"], "last": last})
 
-        for result in fit(self.model, train, val, self.cfg.train, norm=norm,
-                          resume=resume["state"] if resume is not None else None,
-                          checkpoint=checkpoint if save is not None else None):
-            self.last = result
-            self.train_s += result.metrics["time/epoch_s"]
-            self.history.append(epoch_row(result))
-            if log:
-                log(result.metrics, step=result.epoch)
+        return self._epochs(fit(self.model, train, val, self.cfg.train, norm=norm,
+                                resume=resume["state"] if resume is not None else None,
+                                checkpoint=checkpoint if save is not None else None), log)
+
+    def _epochs(self, results: Generator[EpochResult, None, None],
+                log: Optional[Callable[..., None]]) -> Generator[EpochResult, None, None]:
+        with contextlib.closing(results):  # closed early (pruned): `fit` restores the best weights
+            for result in results:
+                self.last = result
+                self.train_s += result.metrics["time/epoch_s"]
+                self.history.append(epoch_row(result))
+                if log:
+                    log(result.metrics, step=result.epoch)
+                if result.stop in ("diverged", "oom"):
+                    self.outcome, self.message = result.stop, result.message
+                yield result
+
+    def run(self, train: DeviceSplit, val: Optional[DeviceSplit], *, norm: Norm,
+            on_epoch: Optional[Callable[[EpochResult], None]] = None,
+            resume: Optional[Mapping[str, Any]] = None,
+            save: Optional[Callable[[dict[str, Any]], None]] = None) -> "Training":
+        """`epochs` to the end (a retrain's seed: no pruning), each epoch to `on_epoch`."""
+        for result in self.epochs(train, val, norm=norm, resume=resume, save=save):
             if on_epoch:
                 on_epoch(result)
-            if result.stop in ("diverged", "oom"):
-                self.outcome, self.message = result.stop, result.message
-            elif result.stop is None and should_prune is not None and should_prune(result):
-                if self.outcome == "complete":  # (TrialContext.fit's check may have called it diverged)
-                    self.outcome, self.message = "pruned", f"pruned at epoch {result.epoch}"
-                break
         return self
+
+
+@dataclass
+class Seeds:
+    """The trainings of one configuration, one per seed (spec `repeats`; one seed is the plain case), trained in step
+    by `TrialContext.fit_seeds`. The configuration's epoch e is booked once every seed has trained it (or ended
+    before it): its val acc is the mean of the seeds' (a seed that ended counts with its best, the model it keeps), its
+    best val acc the mean of the seeds' bests so far, its times the sum (the trial's own time). Its value, the mean of
+    the seeds' best val accs, is what the pruner, the leaderboard and `best` rank."""
+
+    runs: list[Training]
+    outcome: str = "complete"  # complete | pruned | diverged | oom: the configuration's verdict, every seed's too
+    message: str = ""
+    last: Optional[EpochResult] = None  # the mean's latest booked epoch
+    history: list[dict[str, Any]] = field(default_factory=list)  # the mean's rows (`epoch_row`), one per epoch
+
+    @classmethod
+    def start(cls, cfgs: Sequence[RunConfig]) -> "Seeds":
+        return cls([Training.start(cfg) for cfg in cfgs])
+
+    @property
+    def cfg(self) -> RunConfig:
+        return self.runs[0].cfg
+
+    @property
+    def ended(self) -> bool:
+        return all(t.ended for t in self.runs)
+
+    @property
+    def train_s(self) -> float:
+        return sum(t.train_s for t in self.runs)
+
+    def catch_up(self) -> list[dict[str, Any]]:
+        """Book the epochs every seed has already trained (resumed seeds); returns the mean's rows so far."""
+        while any(len(t.history) > len(self.history) for t in self.runs) and all(
+                t.ended or len(t.history) > len(self.history) for t in self.runs):
+            self.book()
+        return self.history
+
+    def book(self) -> EpochResult:
+        """Book the next epoch of the configuration (every seed has trained it or ended before it)."""
+        epoch = len(self.history) + 1
+        if len(self.runs) == 1:  # one seed: its own result, every metric kept
+            t = self.runs[0]
+            result = t.last if t.last is not None and t.last.epoch == epoch else _from_row(t.history[epoch - 1], t)
+        else:
+            result = _mean_result(self.runs, epoch, self.history)
+        self.last = result
+        self.history.append(epoch_row(result))
+        return result
+
+    def verdict(self, outcome: str, message: str) -> None:
+        """The configuration's verdict, which every seed shares."""
+        self.outcome, self.message = outcome, message
+        for t in self.runs:
+            t.outcome, t.message = outcome, message
+
+    def seed_values(self) -> list[float]:
+        """Each seed's best val acc (its kept model's), in seed order."""
+        return [float(t.last.best_val_acc) if t.last else 0.0 for t in self.runs]
+
+
+def _from_row(row: Mapping[str, Any], t: Training) -> EpochResult:
+    """A resumed seed's booked epoch, rebuilt from its history row."""
+    metrics = {k: (math.nan if row.get(k) is None else float(row[k])) for k in HISTORY_KEYS}
+    accs = [r["val/acc"] if r["val/acc"] is not None else -1.0 for r in t.history[:row["epoch"]]]
+    best = max(range(len(accs)), key=lambda i: (accs[i], -i))
+    stop = t.last.stop if t.last is not None and row["epoch"] == t.last.epoch else None
+    return EpochResult(row["epoch"], metrics, max(accs[best], 0.0), best + 1, stop)
+
+
+def _mean_result(runs: Sequence[Training], epoch: int, before: Sequence[Mapping[str, Any]]) -> EpochResult:
+    """The configuration's epoch `epoch` over its seeds (see `Seeds`)."""
+    rows = [t.history[epoch - 1] if len(t.history) >= epoch else None for t in runs]
+    bests = [_best_until(t.history, epoch) for t in runs]
+    metrics: dict[str, float] = {}
+    for key in HISTORY_KEYS:
+        values = [float(r[key]) for r in rows if r is not None and r.get(key) is not None]
+        metrics[key] = (sum(values) if key == "time/epoch_s" else statistics.fmean(values)) if values else math.nan
+    accs = [float(r["val/acc"]) if r is not None and r.get("val/acc") is not None else b for r, b in zip(rows, bests)]
+    metrics["val/acc"] = statistics.fmean(accs)
+    curve = [row["val/acc"] if row["val/acc"] is not None else -1.0 for row in before] + [metrics["val/acc"]]
+    best_epoch = max(range(len(curve)), key=lambda i: (curve[i], -i)) + 1
+    ended = [t.last.stop for t in runs if t.last is not None and t.last.epoch <= epoch and t.last.stop]
+    stop = ("done" if "done" in ended else ended[-1]) if len(ended) == len(runs) else None
+    return EpochResult(epoch, metrics, statistics.fmean(bests), best_epoch, stop)
+
+
+def _best_until(history: Sequence[Mapping[str, Any]], epoch: int) -> float:
+    accs = [float(r["val/acc"]) for r in history[:epoch] if r.get("val/acc") is not None]
+    return max(accs, default=0.0)
 
 
 def dead_trial(history: list[dict[str, Any]], majority: float, after: int) -> Optional[str]:

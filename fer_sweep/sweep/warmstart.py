@@ -22,7 +22,7 @@ from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import FrozenTrial, TrialState
 
 from fer_sweep.config import RunConfig, UserError
-from fer_sweep.sweep.artifacts import ARTIFACTS, FILES, UPLOAD_MARK, artifact_store
+from fer_sweep.sweep.artifacts import ARTIFACTS, FILES, UPLOAD_MARK, artifact_store, kept_sets
 from fer_sweep.sweep.space import distributions, to_run_config
 from fer_sweep.sweep.spec import ParamSpec, SweepSpec, decode_choice
 from fer_sweep.sweep.summary import IMPORTED_FROM, OUTCOME, RESUMED_FROM, TICKET, is_imported
@@ -131,19 +131,22 @@ def import_trials(study: optuna.Study, new: SweepSpec, folder: Path, sources: li
             "sources": [s.name for s in sources]}
 
 
-def _copy_models(source: Source, t: FrozenTrial, store) -> tuple[dict[str, str], dict[str, str]]:
-    """Copy an old trial's kept model files into the new study's artifact store under the same ids (a rerun after a
-    kill rewrites the same files); returns the upload records and the ids, or empty ones when it kept none."""
-    ids = t.user_attrs.get(ARTIFACTS)
-    if not ids or set(ids) != set(FILES):
+def _copy_models(source: Source, t: FrozenTrial, store) -> tuple[dict[str, str], Any]:
+    """Copy an old trial's kept model files (each seed's, with spec `repeats`) into the new study's artifact store
+    under the same ids (a rerun after a kill rewrites the same files); returns the upload records and the ids as the
+    old trial named them, or empty ones when it kept none."""
+    sets = kept_sets(t)
+    if not sets or any(set(ids) != set(FILES) for ids in sets):
         return {}, {}
     old, blobs = artifact_store(source.folder), {}
     try:
-        for artifact_id in ids.values():
-            with old.open_reader(artifact_id) as reader:
-                blobs[artifact_id] = reader.read()
+        for ids in sets:
+            for artifact_id in ids.values():
+                with old.open_reader(artifact_id) as reader:
+                    blobs[artifact_id] = reader.read()
     except (OSError, ArtifactNotFound):  # pruned from the old study (or its folder not here): imported without
         return {}, {}
     for artifact_id, blob in blobs.items():  # a full disk here ends the run with its one line (exit 75)
         store.write(artifact_id, io.BytesIO(blob))
-    return {f"{UPLOAD_MARK}{i}": name for i, name in ((ids[k], FILES[k]) for k in FILES)}, dict(ids)
+    marks = {f"{UPLOAD_MARK}{ids[k]}": FILES[k] for ids in sets for k in FILES}
+    return marks, t.user_attrs[ARTIFACTS]

@@ -33,7 +33,7 @@ from fer_sweep.sweep.signals import DeadlineReached, between_trials, deadline_al
 from fer_sweep.sweep.spec import SweepSpec
 from fer_sweep.sweep.study import claim, load_saved_spec, open_study, reap, release_own, requeue
 from fer_sweep.sweep.summary import OUTCOME, RESUMED_FROM, TICKET, write_trials_csv
-from fer_sweep.sweep.trial import Training, TrialContext, finish_tracking, trial_config
+from fer_sweep.sweep.trial import Seeds, Training, TrialContext, finish_tracking, seed_attrs, seed_configs, trial_config
 
 STORAGE_ENV = "FER_SWEEP_STORAGE"  # how a parent hands the storage URL to its workers (not argv: `ps` shows argv)
 SHARED_GPU_ENV = "FER_SWEEP_SHARED_GPU"  # "1" when a worker shares its GPU with other workers (OOMs are retried)
@@ -117,10 +117,10 @@ _NOT_HERE = ("optuna", "sqlalchemy", "psycopg", "wandb")  # a storage write or a
 
 
 def _interruptible(frame) -> bool:
-    """Where the deadline may interrupt: inside a trial's training (`Training.run`), not in the middle of a storage
+    """Where the deadline may interrupt: inside a trial's training (`Training.epochs`), not in the middle of a storage
     call or a wandb log, nor anywhere between trials (claiming, writing a verdict), which sees the deadline itself."""
     while frame is not None:
-        if frame.f_code is Training.run.__code__:
+        if frame.f_code is Training._epochs.__code__:
             return True
         if frame.f_globals.get("__name__", "").split(".")[0] in _NOT_HERE:
             return False
@@ -147,10 +147,13 @@ def _recording_progress(w: Worker, then: Callable[[int, Any], None] | None) -> C
 
 
 def run_trial(w: Worker, trial: optuna.Trial) -> str:
-    """Train one trial, reporting every epoch to Optuna (pruning) and wandb; returns its outcome."""
+    """Train one trial, its seeds in step (spec `repeats`), reporting every epoch's mean to Optuna (pruning) and each
+    seed's epochs to its own wandb run; returns its outcome."""
     ctx, start = w.ctx, time.perf_counter()
     params, cfg = trial_config(trial, ctx.spec)
-    run = ctx.track(cfg, f"{ctx.spec.study}-t{trial.number}", trial=trial.number)
+    cfgs = seed_configs(cfg, ctx.spec.repeats)
+    runs = [ctx.track(c, f"{ctx.spec.study}-t{trial.number}" + (f"-s{c.train.seed}" if len(cfgs) > 1 else ""),
+                      trial=trial.number, seed=c.train.seed) for c in cfgs]
 
     def on_epoch(result) -> None:
         if math.isfinite(result.metrics["val/acc"]):  # a diverged epoch has no val accuracy
@@ -158,31 +161,33 @@ def run_trial(w: Worker, trial: optuna.Trial) -> str:
         if w.on_epoch:
             w.on_epoch(trial.number, result)
 
-    t, (path, resume) = None, _resumed(w, trial, params, cfg)
+    group, (paths, resumes) = None, _resumed(w, trial, params, cfgs)
     try:
         with Heartbeat(w.study, trial.number):
-            t = Training.start(cfg)
-            ctx.fit(t, run, on_epoch=on_epoch, should_prune=lambda _: w.patiently(trial.should_prune), resume=resume,
-                    save=(lambda ck: save_checkpoint(path, ctx.identity(params), ck)) if path else None)
-            if t.outcome in ("complete", "pruned"):  # its best-epoch model, for ensembles (spec `keep`)
-                artifacts.save_trial_model(ctx, trial, t.model, cfg, params, t.last)
-        outcome_, message = t.outcome, t.message
+            group = Seeds.start(cfgs)
+            _replay(w, trial, group, resumes)
+            ctx.fit_seeds(group, runs, on_epoch=on_epoch, should_prune=lambda _: w.patiently(trial.should_prune),
+                          resumes=resumes, saves=[_saver(ctx, path, params) for path in paths])
+            if group.outcome in ("complete", "pruned"):  # each seed's best-epoch model, for ensembles (spec `keep`)
+                artifacts.save_trial_models(ctx, trial, [(t.model, t.cfg, t.last) for t in group.runs], params)
+        outcome_, message = group.outcome, group.message
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (preemption) raised as Terminated("SIGTERM") by the caller
-        _abandon(w, trial, run, t, str(e) or "Ctrl-C", start)
+        _abandon(w, trial, runs, group, str(e) or "Ctrl-C", start)
         e.stopped = f"trial {trial.number} was re-queued"  # type: ignore[attr-defined]
         raise
     except StorageDown as e:  # the storage did not come back within --db-wait: this worker ends with one line
-        _abandon(w, trial, run, t, str(e), start)
+        _abandon(w, trial, runs, group, str(e), start)
         raise
     except UpdateFinishedTrialError:  # reaped while it trained (its heartbeat missed during an outage): re-queued
-        run.finish(tags=["reaped"], summary={"outcome": "reaped"})  # by whoever reaped it; its verdict is theirs
+        for run in runs:  # by whoever reaped it; its verdict is theirs
+            run.finish(tags=["reaped"], summary={"outcome": "reaped"})
         return "reaped"
     except UserError as e:
         outcome_, message = "error", str(e)
     except Exception as e:  # noqa: BLE001 - a bug in one configuration must not end the sweep
         fault = study_fault(e)
         if fault:  # a full disk or a storage gone away: this run ends, the trial goes back in the queue
-            _abandon(w, trial, run, t, str(fault), start)
+            _abandon(w, trial, runs, group, str(fault), start)
             raise fault from None
         if is_oom(e):  # e.g. building a model too big for memory, before `fit` (which reports its own OOMs)
             outcome_, message = "oom", f"out of memory: {first_line(e)}"
@@ -195,55 +200,69 @@ def run_trial(w: Worker, trial: optuna.Trial) -> str:
     if retry:  # a neighbour on the same GPU may have taken the memory: not this configuration's verdict
         outcome_, message = "oom_retry", f"{message}; the GPU is shared with other workers: re-queued"
     with study_faults():  # a verdict that cannot be written: the next run reaps the trial and runs it again
-        _finish(w, trial, run, t, outcome_, message, time.perf_counter() - start)
-        if not retry:  # ended: its checkpoint has nothing left to resume (a retried OOM resumes from it)
-            remove_checkpoint(path)
+        _finish(w, trial, runs, group, outcome_, message, time.perf_counter() - start)
+        if not retry:  # ended: its checkpoints have nothing left to resume (a retried OOM resumes from them)
+            for path in paths:
+                remove_checkpoint(path)
         w.patiently(lambda: artifacts.prune_trial_models(w.study, w.ctx.folder, w.ctx.spec.keep))  # after the verdict
         if retry:
             w.patiently(lambda: requeue(w.study, frozen(w.study, trial.number), **{OOM_RETRIES: retries + 1}))
     return outcome_
 
 
-def _resumed(w: Worker, trial: optuna.Trial, params: dict, cfg: RunConfig) -> tuple[Path | None, dict | None]:
-    """The trial's checkpoint file (one per ticket) and what it resumes from: the checkpoint a stopped trial of the
-    same ticket left (checkpoints.py), whose epochs are reported to this trial as they were, so the pruner sees each
-    epoch once and none is trained twice."""
+def _saver(ctx: TrialContext, path: Path | None, params: dict) -> Callable[[dict], None] | None:
+    return (lambda ck: save_checkpoint(path, ctx.identity(params), ck)) if path else None
+
+
+def _resumed(w: Worker, trial: optuna.Trial, params: dict,
+             cfgs: list[RunConfig]) -> tuple[list[Path | None], list[dict | None]]:
+    """Each seed's checkpoint file (one per ticket and seed) and what it resumes from: the checkpoint a stopped trial
+    of the same ticket left (checkpoints.py)."""
     ticket = trial.user_attrs.get(TICKET)
     if ticket is None:  # a trial fer-sweep did not queue (none today): no checkpoint
-        return None, None
-    path = checkpoint_path(w.ctx.folder, ticket)
-    resume = load_checkpoint(path, w.ctx.identity(params), cfg.train)
-    if resume is not None:
-        for row in resume["history"]:
-            if row["val/acc"] is not None:
-                w.patiently(partial(trial.report, row["val/acc"], row["epoch"]))
-        done = len(resume["history"])
-        w.patiently(lambda: trial.set_user_attr(RESUMED_FROM, done))
-        warnings.warn(Notice(f"trial {trial.number} (ticket {ticket}) resumes at epoch {done + 1} from its "
-                             f"checkpoint ({done} epochs not trained again)"), stacklevel=2)
-    return path, resume
+        return [None] * len(cfgs), [None] * len(cfgs)
+    paths = [checkpoint_path(w.ctx.folder, ticket, r) for r in range(len(cfgs))]
+    return list(paths), [load_checkpoint(path, w.ctx.identity(params), c.train) for path, c in zip(paths, cfgs)]
 
 
-def _abandon(w: Worker, trial, run, t: Training | None, message: str, start: float) -> None:
+def _replay(w: Worker, trial: optuna.Trial, group: Seeds, resumes: list[dict | None]) -> None:
+    """Report the epochs the checkpoints hold to this trial as they were (the seeds' mean), so the pruner sees each
+    epoch once and none is trained twice."""
+    if not any(resumes):
+        return
+    for t, resume in zip(group.runs, resumes):
+        if resume is not None:
+            t.resume(resume)
+    for row in group.catch_up():
+        if row["val/acc"] is not None:
+            w.patiently(partial(trial.report, row["val/acc"], row["epoch"]))
+    done = len(group.history)
+    w.patiently(lambda: trial.set_user_attr(RESUMED_FROM, done))
+    warnings.warn(Notice(f"trial {trial.number} (ticket {trial.user_attrs.get(TICKET)}) resumes at epoch {done + 1} "
+                         f"from its checkpoint ({done} epochs not trained again)"), stacklevel=2)
+
+
+def _abandon(w: Worker, trial, runs, group: Seeds | None, message: str, start: float) -> None:
     """Record an unfinished trial as `interrupted` and queue its configuration again, as far as the storage can
     still be written (a full disk, a database gone away): what is not written, the next run's reap does."""
     try:
-        _finish(w, trial, run, t, "interrupted", message, time.perf_counter() - start)
+        _finish(w, trial, runs, group, "interrupted", message, time.perf_counter() - start)
         requeue(w.study, frozen(w.study, trial.number))
     except Exception:  # noqa: BLE001 - the fault that brought us here is what the caller reports
         pass
 
 
-def _finish(w: Worker, trial, run, t: Training | None, outcome_: str, message: str, seconds: float) -> None:
-    """Record the outcome (user attrs, then the state), close the wandb run, rewrite trials.csv.
+def _finish(w: Worker, trial, runs, group: Seeds | None, outcome_: str, message: str, seconds: float) -> None:
+    """Record the outcome (user attrs, then the state), close the wandb runs, rewrite trials.csv.
 
-    `seconds` is the whole trial; `train_seconds` the epochs alone (the rest is per-trial overhead).
+    `seconds` is the whole trial; `train_seconds` the epochs alone (the rest is per-trial overhead). With several seeds
+    (spec `repeats`) the value is their mean; `seed_values` and `val_acc_std` say how they spread.
     """
-    last = t.last if t else None
+    last = group.last if group else None
     attrs = {OUTCOME: outcome_, "message": message, "seconds": round(seconds, 3), "worker": w.name,
-             "train_seconds": round(t.train_s if t else 0.0, 3),
+             "train_seconds": round(group.train_s if group else 0.0, 3),
              "epochs": last.epoch if last else 0, "best_epoch": last.best_epoch if last else 0,
-             "best_val_acc": last.best_val_acc if last else 0.0}
+             "best_val_acc": last.best_val_acc if last else 0.0, **seed_attrs(group)}
     state = {"complete": TrialState.COMPLETE, "pruned": TrialState.PRUNED}.get(outcome_, TrialState.FAIL)
     value = float(last.best_val_acc) if last and state == TrialState.COMPLETE else None
 
@@ -253,7 +272,8 @@ def _finish(w: Worker, trial, run, t: Training | None, outcome_: str, message: s
         w.study.tell(trial, value, state=state, skip_if_finished=True)
 
     w.patiently(verdict)
-    finish_tracking(run, t, outcome_)
+    for i, run in enumerate(runs):
+        finish_tracking(run, group.runs[i] if group else None, outcome_)
     w.patiently(lambda: write_trials_csv(w.study, w.ctx.folder))
 
 

@@ -123,8 +123,9 @@ def gather(sources: Sequence[Source], val_x: np.ndarray, val_y: np.ndarray, devi
                 notes.append(f"{spec.study + ': ' if several else ''}trial {c.number}: validated on "
                              f"{c.val_proba.shape[0]} faces, this data has {len(val_y)}; left out")
                 continue
-            label = f"{spec.study}-t{c.number}" if several else c.number
-            trials.append(Candidate(label, f"{spec.study}-t{c.number}" if several else f"t{c.number}", spec.study,
+            name = f"t{c.number}" + (f"s{c.repeat}" if c.repeat else "")  # (a trial's seeds: t3, t3s1, t3s2)
+            label = f"{spec.study}-{name}" if several else (c.number if not c.repeat else name)
+            trials.append(Candidate(label, f"{spec.study}-{name}" if several else name, spec.study,
                                     "trial", c.number, c.state, c.val_acc, c.config, c.val_proba, c.weights))
         for name, source, config, weights, proba in _retrained(spec, folder, val, notes):
             full = f"{spec.study}-{name}" if several else name
