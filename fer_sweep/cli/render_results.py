@@ -23,11 +23,50 @@ from fer_sweep.results.formats import mean_std, param_label, pct
 # ------------------------------------------------------------------------------------------------- best
 
 
-def winner_panel(w: Mapping[str, Any]) -> Panel:
+def winner_panel(w: Mapping[str, Any], race: Mapping[str, Any] | None = None) -> Panel:
+    """The winner: its sweep figures and params; with `race` (its entry of `best --race`), that it won the race."""
     lines = [f"trial {w['number']}: val acc {pct(w['val_acc'])} after {w['epochs']} epochs "
              f"(best epoch {w['best_epoch']})"]
+    if race is not None:
+        lines.append(f"won the race: mean val acc {pct(race['mean'])} ± {100 * race['std']:.2f} over "
+                     f"{race['seeds']} seeds, p(best) {race['p_best']:.2f}")
     lines += [f"  {k} = {param_label(k, v)}" for k, v in w["params"].items()]
-    return Panel("\n".join(lines), title="winner (chosen on validation)", border_style="green")
+    title = "winner (best mean of the race, on validation)" if race is not None else "winner (chosen on validation)"
+    return Panel("\n".join(lines), title=title, border_style="green")
+
+
+def race_view(r: Mapping[str, Any]) -> Table:
+    """`best --race K`: each raced configuration, best mean first, with its seeds, mean ± std and p(best)."""
+    entries = r["race"]
+    lo, hi = min(e["seeds"] for e in entries), max(e["seeds"] for e in entries)
+    table = Table(title=f"race: the top {len(entries)} configurations, {lo if lo == hi else f'{lo}-{hi}'} seeds "
+                        "each at the sweep's budget (validation)")
+    for col in ("rank", "trial", "seeds", "val acc (mean ± std)", "p(best)", "sweep val acc", "params"):
+        table.add_column(col, justify="left" if col == "params" else "right")
+    for e in entries:
+        params = ", ".join(f"{k}={param_label(k, v)}" for k, v in e["params"].items())
+        table.add_row(str(e["rank"]), str(e["trial"]), str(e["seeds"]), f"{pct(e['mean'])} ± {100 * e['std']:.2f}",
+                      f"{e['p_best']:.3f}", pct(e["sweep_value"]), escape(params),
+                      style="bold" if e["trial"] == r["winner"] else None)
+    return table
+
+
+def race_lines(r: Mapping[str, Any]) -> list[Any]:
+    """`best --race K`: the race's table, its notes, and where its seeds came from."""
+    entries = r["race"]
+    count = {key: sum(e[key] for e in entries) for key in ("from_sweep", "reused", "trained_now")}
+    return [race_view(r), *[plain(f"[yellow]note:[/yellow] {escape(n)}") for n in r.get("notes", [])],
+            plain(f"race seeds: {count['from_sweep']} from the sweep, {count['reused']} reused from race/, "
+                  f"{count['trained_now']} trained now; p(best): the share of {r['draws']} bootstrap draws over each "
+                  "configuration's seeds in which its mean is the best")]
+
+
+def race_epoch_line(trial: int, seed: int, r, epochs: int) -> Text:
+    """One line per race epoch (stderr), as a retrain's."""
+    m = r.metrics
+    val = f"val/acc {m['val/acc']:.4f}" if math.isfinite(m["val/acc"]) else "val/acc -"
+    return plain(f"race: trial {trial} seed {seed} epoch {r.epoch}/{epochs}: train/acc {m['train/acc']:.4f} "
+                 f"{val} ({m['time/epoch_s']:.0f} s)" + (f"; {r.message}" if r.stop else ""))
 
 
 def final_view(m: Mapping[str, Any]) -> Group:

@@ -191,6 +191,12 @@ def best(
     refit: Annotated[bool, typer.Option("--refit", help="After a selection run (validation held out, it picks the "
                                         "epoch count), refit each seed on train + validation for that many epochs; "
                                         "test once. Validation is then not held out.")] = False,
+    race: Annotated[Optional[int], typer.Option("--race", help="Before the retrain: the top K complete trials get "
+                                                "more seeds at the sweep's own budget (--race-seeds); the winner is "
+                                                "the best mean (validation only). Resumable; its models are "
+                                                "ensemble candidates.")] = None,
+    race_seeds: Annotated[Optional[int], typer.Option("--race-seeds", help="Seeds each raced configuration ends "
+                                                      "with, the sweep's own included (default 3).")] = None,
 ) -> None:
     """Print the winner; retrain it, test it once on the test split, save it to <results>/<study>/final/."""
     from fer_sweep.cli import render_results
@@ -199,21 +205,25 @@ def best(
 
     with user_errors():
         names = _check_best_flags(study, wandb=wandb, retrain=retrain, epochs=epochs, seeds=seeds, device=device,
-                                  ensemble=ensemble, refit=refit)
+                                  ensemble=ensemble, refit=refit, race=race, race_seeds=race_seeds, data=data)
         opened = _open_studies(results, names, storage, data if retrain or ensemble else None)
         spec, st, folder = opened[0]
-        winner = pick_winner(st)  # once: the retrain is given it
+        mode = _wandb_mode(wandb, spec) if (retrain and ensemble is None) or race is not None else "disabled"
+        splits = load_data(spec) if race is not None else None  # once: the race and the retrain read it
+        raced = _best_race(opened[0], splits, race, race_seeds, device, mode, as_json) if race is not None else None
+        winner = pick_winner(st) if raced is None else raced["trial"]  # once: the retrain is given it
+        record = _race_record(raced)
         if not as_json:
-            out.print(render_results.winner_panel(winner_info(winner)))
+            out.print(render_results.winner_panel(winner_info(winner), race=raced["entry"] if raced else None))
         if ensemble is not None:
             return _best_ensemble(opened, ensemble, device, as_json)
         if not retrain:
             if as_json:
-                print(json.dumps({"winner": winner_info(winner)}, indent=2))
+                print(json.dumps({"winner": winner_info(winner), **record}, indent=2))
             return
-        mode = _wandb_mode(wandb, spec)
-        metrics = retrain_best(spec, st, folder, load_data(spec), device=device, epochs=epochs, seeds=seeds,
-                               wandb_mode=mode, on_epoch=_retrain_progress, refit=refit, winner=winner)
+        metrics = retrain_best(spec, st, folder, splits or load_data(spec), device=device, epochs=epochs,
+                               seeds=seeds, wandb_mode=mode, on_epoch=_retrain_progress, refit=refit, winner=winner,
+                               record=record)
     if as_json:
         print(json.dumps(metrics, indent=2))
     else:
@@ -221,7 +231,9 @@ def best(
 
 
 def _check_best_flags(study: Optional[list[str]], *, wandb: Optional[str], retrain: bool, epochs: Optional[int],
-                      seeds: Optional[int], device: str, ensemble: Optional[int], refit: bool) -> list[Optional[str]]:
+                      seeds: Optional[int], device: str, ensemble: Optional[int], refit: bool,
+                      race: Optional[int] = None, race_seeds: Optional[int] = None,
+                      data: Optional[str] = None) -> list[Optional[str]]:
     """Every rule between `best`'s flags, checked before a study is opened; returns the study names (None: the only
     or most recent one), each once."""
     from fer_sweep.sweep.spec import WANDB_MODES
@@ -231,15 +243,60 @@ def _check_best_flags(study: Optional[list[str]], *, wandb: Optional[str], retra
     if ensemble is not None and (epochs or seeds or refit):
         raise UserError("--ensemble combines the kept trial models without training: --epochs, --seeds and "
                         "--refit belong to the retrain (run `best` without --ensemble)")
+    _check_race_flags(race, race_seeds, ensemble=ensemble, data=data)
     names: list[Optional[str]] = list(dict.fromkeys(study)) if study else [None]
     if len(names) > 1 and ensemble is None:
         raise UserError(f"--study given {len(names)} times: several studies only go together in an ensemble "
                         "(add --ensemble K)")
     if refit and not retrain:
         raise UserError("--refit belongs to the retrain: drop --no-retrain")
-    if retrain or ensemble:
+    if retrain or ensemble or race is not None:
         check_device(device)
     return names
+
+
+def _check_race_flags(race: Optional[int], race_seeds: Optional[int], *, ensemble: Optional[int],
+                      data: Optional[str]) -> None:
+    """`--race K` and `--race-seeds S`: K >= 2, S >= 2, S only with a race; no race with --ensemble (it trains
+    nothing: its models are pooled by a later `best --ensemble`) or --data (the race adds seeds to the sweep's own
+    runs, on the sweep's data)."""
+    if race_seeds is not None and race is None:
+        raise UserError(f"--race-seeds {race_seeds}: the seeds of a race; add --race K")
+    if race is None:
+        return
+    if race < 2:
+        raise UserError(f"--race {race}: nothing to race (a race compares at least 2 configurations; the winner "
+                        "alone: run `best` without --race)")
+    if race_seeds is not None and race_seeds < 2:
+        raise UserError(f"--race-seeds {race_seeds}: a race compares means over seeds: at least 2")
+    if ensemble is not None:
+        raise UserError("--race trains before the retrain and --ensemble trains nothing: run `best --race K` "
+                        "(or with --no-retrain) first, then `best --ensemble K`, which pools the race's models")
+    if data:
+        raise UserError("--race adds seeds to the sweep's own runs, on the sweep's data: drop --data")
+
+
+def _best_race(opened: tuple, splits, k: int, seeds: Optional[int], device: str, mode: str,
+               as_json: bool) -> dict[str, Any]:
+    """`best --race K`: the race run (or resumed), its table shown (not with --json); returns the race with its
+    winning trial ("trial") and that trial's entry ("entry")."""
+    from fer_sweep.cli import render_results
+    from fer_sweep.results.race import SEEDS, race, trial_by_number
+
+    spec, st, folder = opened
+    raced = race(spec, st, folder, splits, k=k, seeds=seeds or SEEDS, device=device, wandb_mode=mode,
+                 on_epoch=_race_progress)
+    if not as_json:
+        show(render_results.race_lines(raced))
+    entry = next(e for e in raced["race"] if e["trial"] == raced["winner"])
+    return {**raced, "trial": trial_by_number(st, raced["winner"]), "entry": entry}
+
+
+def _race_record(raced: Optional[dict[str, Any]]) -> dict[str, Any]:
+    """What `best --race` adds to `--json` and metrics.json: "race" (best mean first) and its notes, if any."""
+    if raced is None:
+        return {}
+    return {"race": raced["race"], **({"race_notes": raced["notes"]} if raced["notes"] else {})}
 
 
 def _open_studies(results: Path, names: list[Optional[str]], storage: Optional[str], data: Optional[str]) -> list:
@@ -283,6 +340,13 @@ def _best_ensemble(opened: list, picks: int, device: str, as_json: bool) -> None
         print(json.dumps(built["info"], indent=2))
     else:
         show(render_results.ensemble_lines(built["info"], path))
+
+
+def _race_progress(trial: int, seed: int, r, epochs: int) -> None:
+    """One stderr line per race epoch (cli/render_results.py: race_epoch_line)."""
+    from fer_sweep.cli import render_results
+
+    err.print(render_results.race_epoch_line(trial, seed, r, epochs))
 
 
 def _retrain_progress(seed: int, r, epochs: int) -> None:

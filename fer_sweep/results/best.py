@@ -21,7 +21,7 @@ import statistics
 import warnings
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import optuna
 import torch
@@ -39,7 +39,7 @@ from fer_sweep.results.plots import save_confusion_png
 from fer_sweep.results.retrains import SEEDS_DONE, SELECTION, TRAIN_STATE, staged
 from fer_sweep.sweep.checkpoints import load_checkpoint, save_checkpoint
 from fer_sweep.sweep.spec import SweepSpec
-from fer_sweep.sweep.trial import Training, TrialContext, checkpoint_config, trial_config
+from fer_sweep.sweep.trial import Training, TrialContext, checkpoint_config, seed_config, trial_config
 
 Progress = Callable[[int, EpochResult, int], None]  # on_epoch(seed, result, epochs): every epoch of every seed
 
@@ -62,13 +62,14 @@ def winner_info(t: FrozenTrial) -> dict[str, Any]:
 def retrain_best(spec: SweepSpec, study: optuna.Study, folder: Path, splits: Splits, *, device: str = "auto",
                  epochs: int | None = None, seeds: int | None = None, wandb_mode: str = "disabled",
                  on_epoch: Progress | None = None, refit: bool = False,
-                 winner: FrozenTrial | None = None) -> dict[str, Any]:
+                 winner: FrozenTrial | None = None, record: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Retrain the winner K times (seeds), early-stopped on validation; evaluate each once on test; save the
     seed with the best validation accuracy to <folder>/final/. Returns metrics.json's content.
     `on_epoch(seed, result, epochs)` sees every epoch of every seed (progress of a long retrain). `epochs` and
     `seeds` default to the spec's `best:` section (else the sweep's epochs, 1 seed). With `refit`: see the module
     docstring (the first seed's selection run, then K refits on train + validation; final/ holds the first refit).
-    `winner` is `pick_winner(study)` where the caller has it already."""
+    `winner` is `pick_winner(study)` where the caller has it already (or the winner of `best --race`); `record` adds
+    keys to metrics.json (the race that chose the winner)."""
     winner = winner or pick_winner(study)
     epochs, seeds = epochs or spec.best.epochs or None, seeds or spec.best.seeds
     params, cfg = trial_config(winner.params, spec, epochs=epochs)  # the sweep's own two functions
@@ -76,13 +77,13 @@ def retrain_best(spec: SweepSpec, study: optuna.Study, folder: Path, splits: Spl
     norm = ctx.norm(cfg.train.normalize)
     config = checkpoint_config(cfg, norm, params, spec, winner.number)
     if refit:
-        return _refit(ctx, winner, cfg, config, splits, seeds, on_epoch)
-    done, cfgs = _done_folder(folder / "final", config), [_seed_cfg(cfg, k) for k in range(seeds)]
+        return _refit(ctx, winner, cfg, config, splits, seeds, on_epoch, record or {})
+    done, cfgs = _done_folder(folder / "final", config), [seed_config(cfg, k) for k in range(seeds)]
     start_epoch, starts = _continuable(folder / "final", config, cfgs)
     runs, states, kept = _train_seeds(ctx, cfgs, (ctx.train, ctx.val, norm), done, keep=seeds > 1,
                                       on_epoch=on_epoch, starts=starts)
     chosen = max(range(len(runs)), key=lambda i: (runs[i]["val"]["acc"], -i))  # the first of equals
-    metrics = _metrics(winner, runs, chosen, splits)
+    metrics = _metrics(winner, runs, chosen, splits) | dict(record or {})
     if start_epoch:
         metrics["continued_from_epoch"] = start_epoch
     if kept:
@@ -194,10 +195,6 @@ def _finished_seed(done: Path, seed: int, need_kept: bool) -> dict | None:
     return finished
 
 
-def _seed_cfg(cfg: RunConfig, k: int, **train: Any) -> RunConfig:
-    return RunConfig(cfg.model, dataclasses.replace(cfg.train, seed=cfg.train.seed + k, **train))
-
-
 def _run(cfg: RunConfig, t: Training, val_m: dict, test_m: dict | None) -> dict[str, Any]:
     last = t.last
     assert last is not None  # `fit` yields at least one result
@@ -206,9 +203,9 @@ def _run(cfg: RunConfig, t: Training, val_m: dict, test_m: dict | None) -> dict[
 
 
 def _refit(ctx: TrialContext, winner: FrozenTrial, cfg: RunConfig, config: dict, splits: Splits, seeds: int,
-           on_epoch: Progress | None) -> dict[str, Any]:
+           on_epoch: Progress | None, record: Mapping[str, Any]) -> dict[str, Any]:
     """The selection run, then `seeds` refits on train + validation for the epochs it chose (module docstring)."""
-    sel_cfg, norm = _seed_cfg(cfg, 0), ctx.norm(cfg.train.normalize)
+    sel_cfg, norm = seed_config(cfg, 0), ctx.norm(cfg.train.normalize)
     progress = (lambda r: on_epoch(sel_cfg.train.seed, r, sel_cfg.train.epochs)) if on_epoch else None
     t = ctx.fit(Training.start(sel_cfg), on_epoch=progress)
     chosen = t.last.best_epoch if t.last else 0
@@ -224,11 +221,11 @@ def _refit(ctx: TrialContext, winner: FrozenTrial, cfg: RunConfig, config: dict,
     both = DeviceSplit(torch.cat([ctx.train.x, ctx.val.x]), torch.cat([ctx.train.y, ctx.val.y]))
     refit_norm = input_norm(cfg.train.normalize, both.x)  # the refit's training data is train + validation
     how = {"epochs": chosen, "faces": len(both), "selection_seed": sel_cfg.train.seed, "lr_plan": list(plan)}
-    cfgs = [_seed_cfg(cfg, k, epochs=chosen, patience=0, lr_plan=plan) for k in range(seeds)]
+    cfgs = [seed_config(cfg, k, epochs=chosen, patience=0, lr_plan=plan) for k in range(seeds)]
     refit_config = {**checkpoint_config(cfgs[0], refit_norm, config["params"], ctx.spec, winner.number), "refit": how}
     done = _done_folder(ctx.folder / "final", refit_config)
     runs, states, kept = _train_seeds(ctx, cfgs, (both, None, refit_norm), done, keep=seeds > 1, on_epoch=on_epoch)
-    metrics = _metrics(winner, runs, 0, splits)
+    metrics = _metrics(winner, runs, 0, splits) | dict(record)
     metrics["val_held_out"] = False
     metrics["notes"].append(f"refit on train + validation ({len(both)} faces) for {chosen} epochs, the count the "
                             f"selection run chose on held-out validation: validation figures are not held out")

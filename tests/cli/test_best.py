@@ -157,3 +157,80 @@ def test_a_longer_best_continues_the_saved_retrain_and_equals_a_fresh_one(tmp_pa
     assert untimed[0] == untimed[1] and len(untimed[0]) == 5
     final = results / "longer" / "final"
     assert (final / "earlier" / "1" / "model.pt").is_file() and (final / "train-state" / "s0.pt").is_file()
+
+
+# ------------------------------------------------------------------------------------------------- --race
+@pytest.fixture(scope="module")
+def race_study(tmp_path_factory):
+    """3 complete trials (no pruning, no kept trial models), 2 epochs each."""
+    from tests.helpers import make_spec
+
+    root = tmp_path_factory.mktemp("race")
+    results = root / "results"
+    invoke("run", make_spec(root, "race", 3, pruner={"type": "none"}, keep=0), "--results", results,
+           "--device", "cpu")
+    return {"results": results, "folder": results / "race", "study": journal_study(results, "race")}
+
+
+def _race_best(race_study, *args, code: int = 0):
+    return invoke("best", "--results", race_study["results"], "--device", "cpu", "--wandb", "disabled", *args,
+                  code=code)
+
+
+def test_best_race_reports_p_best_and_retrains_the_best_mean(race_study):
+    import statistics
+
+    done = _race_best(race_study, "--race", 2, "--epochs", 1, "--json")
+    m = json.loads(done.stdout)
+    race = m["race"]
+    top = sorted(race_study["study"].get_trials(states=(TrialState.COMPLETE,)), key=lambda t: (-t.value, t.number))
+    assert sorted(e["trial"] for e in race) == sorted(t.number for t in top[:2])
+    assert [e["seeds"] for e in race] == [3, 3] and all(len(e["values"]) == 3 for e in race)
+    assert all((e["from_sweep"], e["reused"], e["trained_now"]) == (1, 0, 2) for e in race)
+    for e in race:  # the sweep's own seed first (seed values are kept to 6 decimals)
+        assert e["values"][0] == pytest.approx(race_study["study"].trials[e["trial"]].value, abs=1e-6)
+    assert sum(e["p_best"] for e in race) == pytest.approx(1.0, abs=1e-9)
+    best = max(race, key=lambda e: (statistics.fmean(e["values"]), -race.index(e)))
+    assert m["winner"]["number"] == race[0]["trial"] == best["trial"]  # the retrain trained the best mean
+    assert json.loads((race_study["folder"] / "final" / "metrics.json").read_text())["race"] == race
+    folder = race_study["folder"] / "race"
+    assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == sorted(
+        f"t{e['trial']}-s{s}" for e in race for s in e["seed_numbers"][1:])
+    assert "race: trial" in done.stderr  # one line per race epoch
+
+    before = snapshot(folder)
+    again = _race_best(race_study, "--race", 2, "--no-retrain", "--json")
+    reused = json.loads(again.stdout)["race"]
+    assert [(e["trial"], e["values"]) for e in reused] == [(e["trial"], e["values"]) for e in race]
+    assert all((e["reused"], e["trained_now"]) == (2, 0) for e in reused) and "race: trial" not in again.stderr
+    shown = _race_best(race_study, "--race", 2, "--no-retrain").stdout
+    assert snapshot(folder) == before  # nothing trained, nothing rewritten
+    assert "won the race" in shown and "p(best)" in shown and "0 trained now" in shown
+
+
+def test_race_k_above_the_complete_trials_races_them_all_with_a_note(race_study):
+    out = json.loads(_race_best(race_study, "--race", 5, "--race-seeds", 2, "--no-retrain", "--json").stdout)
+    assert len(out["race"]) == 3 and all(e["seeds"] == 2 for e in out["race"])
+    assert "racing all 3" in out["race_notes"][0] and out["winner"]["number"] == out["race"][0]["trial"]
+
+
+def test_best_ensemble_pools_the_race_models(race_study):
+    race = json.loads(_race_best(race_study, "--race", 2, "--no-retrain", "--json").stdout)["race"]
+    info = json.loads(invoke("best", "--results", race_study["results"], "--device", "cpu", "--ensemble", 3,
+                             "--json").stdout)
+    labels = {f"t{e['trial']}-s{s}" for e in race for s in e["seed_numbers"][1:]}
+    assert labels <= set(info["candidates"])  # the study keeps no trial model: the rest are retrained ones
+    assert all(m["source"] == "race" for m in info["members"] if m["trial"] in labels)
+
+
+@pytest.mark.parametrize("flags,words", [
+    (("--race", 1), ("--race 1", "nothing to race")),
+    (("--race", 2, "--ensemble", 2), ("--race", "--ensemble")),
+    (("--race-seeds", 2), ("--race-seeds 2", "--race K")),
+    (("--race", 2, "--race-seeds", 1), ("--race-seeds 1", "at least 2")),
+    (("--race", 2, "--data", "synthetic"), ("--race", "drop --data")),
+])
+def test_bad_race_flags_are_refused_before_anything_is_written(race_study, flags, words):
+    before = snapshot(race_study["folder"])
+    refused("best", "--results", race_study["results"], "--device", "cpu", *flags, words=words)
+    assert snapshot(race_study["folder"]) == before

@@ -1,12 +1,13 @@
 """The pool an ensemble is selected from: the kept trial models and retrained models of one study or several.
 
 The pool: every kept trial model and every retrained model (`best`'s final/, final/seeds/*, a refit's
-final/selection/, and the same in final/earlier/<k>/ for the retrains before the latest, named e<k>-...) of one
-study, or of several studies on the same data and splits (`best --ensemble K --study A --study B`): ensembles gain
-most when their members differ, and members of different architectures differ more than one architecture's trials.
-Models refit on train + validation are left out (their validation is not held out, so selection would trust them
-blindly). Retrained models come first (best validation accuracy first), then the trial models (complete before
-pruned, then validation accuracy), and the selection starts from the first.
+final/selection/, the same in final/earlier/<k>/ for the retrains before the latest, named e<k>-..., and the seeds
+`best --race` trained, race/t<N>-s<seed>/, named t<N>-s<seed>) of one study, or of several studies on the same data
+and splits (`best --ensemble K --study A --study B`): ensembles gain most when their members differ, and members of
+different architectures differ more than one architecture's trials. Models refit on train + validation are left
+out (their validation is not held out, so selection would trust them blindly). Retrained models come first (best
+validation accuracy first), then the trial models (complete before pruned, then validation accuracy), and the
+selection starts from the first.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from fer_sweep.learn.checkpoint import CONFIG_FILE, FINAL, MODEL_FILE, model_fro
 from fer_sweep.learn.device import pick_device
 from fer_sweep.results.ensemble.folders import ENSEMBLE_JSON, read_ensemble
 from fer_sweep.results.ensemble.members import Member, member_proba
+from fer_sweep.results.race import race_models
 from fer_sweep.results.retrains import SELECTION, earlier_retrains
 from fer_sweep.sweep.artifacts import load_kept
 
@@ -36,7 +38,7 @@ class Candidate:
     label: Any  # how ensemble.json names it: the trial number (one study) or "<study>-t<N>"; "final", "s1", ...
     name: str  # its folder under members/
     study: str
-    source: str  # trial | final | seed | selection
+    source: str  # trial | final | seed | selection | race
     number: Optional[int]  # the trial: its own number, or the winner's that a retrained model retrains
     state: str  # complete | pruned | retrained
     val_acc: float
@@ -70,7 +72,8 @@ def _retrained(
 ) -> list[tuple[str, str, dict, bytes, np.ndarray]]:
     """(name, source, config, weights, val probabilities) of every retrained model `best` saved in the study folder:
     the seeds (final/seeds/s*, of which final/ is one), else final/ itself, and a refit's final/selection/; the same
-    for each earlier retrain in final/earlier/<k>/, its names prefixed e<k>-."""
+    for each earlier retrain in final/earlier/<k>/, its names prefixed e<k>-; and each seed of `best --race`
+    (race/t<N>-s<seed>/, named so). Each is checked alike (readable, not refit, the study's data and splits)."""
     final = Path(folder) / FINAL
     found: list[tuple[str, str, Path]] = []
     for prefix, where in [("", final)] + [(f"e{k}-", path) for k, path in earlier_retrains(final)]:
@@ -85,6 +88,7 @@ def _retrained(
             found.append((prefix + "final", "final", where))
         if (where / SELECTION / MODEL_FILE).is_file():
             found.append((prefix + "selection", "selection", where / SELECTION))
+    found += [(where.name, "race", where) for where in race_models(folder)]
     out = []
     for name, source, where in found:
         try:
