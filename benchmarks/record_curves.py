@@ -1,0 +1,137 @@
+"""Record the FER2013 learning-curve table (a tabular benchmark, like HPOBench or LCBench): configurations of a
+sweep's space (default `sweeps/residual.yaml`, the notebook grid), each trained with several seeds for a fixed
+number of epochs, no pruning and no early stopping, every epoch's validation accuracy, loss and seconds kept.
+`benchmarks/bench_search.py` replays search strategies on it at no cost.
+
+    python benchmarks/record_curves.py --data ../shared/data/fer2013-dev.csv.gz [--slice 3000] [--configs 36]
+        [--seeds 3] [--epochs 12]
+
+It is the real tool: `fer-sweep run` on a spec derived from the sweep's (`repeats: <seeds>`, `pruner: none`,
+`patience: 0`, `dead_after: 0`, `keep: 0`, wandb off), so a stopped recording goes on with the same command (the
+sweep resumes, trials at their last epoch). The data: a stratified slice of `--slice` Training rows (0: all of them)
+with every PublicTest row as validation (a layout without PublicTest rows validates on further Training rows); no
+test split is read. After the run (or with `--export-only`, also of a partial recording) it writes the table,
+gzipped JSON: {"meta": {data, slice, machine, precision, date, spec}, "configs": [{"params", "runs": [{"seed",
+"val_acc", "val_loss", "seconds"}]}]}. Hours of CPU: run it in the background, alone on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import gzip
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import default_data, machine, write_icml_slice
+
+ROOT = Path(__file__).resolve().parents[1]
+TABLE = ROOT / "benchmarks" / "data" / "fer-curves.json.gz"
+STUDY = "fer-curves"
+
+
+def table_spec(base: dict, data: str, configs: int, seeds: int, epochs: int) -> dict:
+    """The sweep's spec made into a recording: the same space and fixed settings, every configuration `seeds` times
+    for exactly `epochs` epochs (nothing pruned, stopped early or stopped as dead), validation on PublicTest."""
+    train = {**(base.get("train") or {}), "epochs": epochs, "patience": 0}
+    return {**{k: v for k, v in base.items() if k not in ("best", "stop")}, "study": STUDY, "data": data,
+            "trials": configs, "repeats": seeds, "sampler": "random", "pruner": {"type": "none"}, "dead_after": 0,
+            "keep": 0, "wandb": {"mode": "disabled"}, "splits": {"val_frac": 0.1, "test_frac": 0.0, "seed": 0},
+            "train": train}
+
+
+def export(results: Path, meta: dict[str, Any], out: Path) -> dict[str, Any]:
+    """The table of the study recorded so far: every finished trial's seeds (complete ones, and those that
+    diverged: their curves end early). Returns the table."""
+    import optuna
+
+    from fer_sweep.sweep.study import open_existing
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    _, study, _ = open_existing(results, STUDY, None)
+    configs = []
+    for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
+        runs = t.user_attrs.get("seed_runs")
+        if t.state.is_finished() and runs:
+            configs.append({"params": {k: _plain(v) for k, v in t.params.items()}, "trial": t.number,
+                            "runs": [{"seed": r["seed"], **{k: [_num(v) for v in r[k]]
+                                                           for k in ("val_acc", "val_loss", "seconds")}}
+                                     for r in runs]})
+    table = {"meta": meta, "configs": configs}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(out, "wt") as f:
+        json.dump(table, f, separators=(",", ":"))
+    return table
+
+
+def _plain(value: Any) -> Any:
+    """A param as the spec writes it (Optuna stores list choices as JSON strings)."""
+    if isinstance(value, str) and value.startswith("["):
+        return json.loads(value)
+    return value
+
+
+def _num(value: Any) -> Any:
+    return None if value is None else round(float(value), 5)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", default=default_data(), help="any FER2013 layout (default: FER2013_CSV or the dev copy)")
+    ap.add_argument("--spec", default=str(ROOT / "sweeps" / "residual.yaml"), help="the sweep whose space is tabulated")
+    ap.add_argument("--slice", type=int, default=3000, help="Training rows to train on, stratified (0: all)")
+    ap.add_argument("--configs", type=int, default=36)
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--results", type=Path, default=ROOT / "results" / "curves")
+    ap.add_argument("--out", type=Path, default=TABLE)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--export-only", action="store_true", help="write the table of what is recorded so far")
+    args = ap.parse_args(argv)
+
+    args.results.mkdir(parents=True, exist_ok=True)
+    data = args.data
+    if args.slice:
+        data = str(args.results / f"fer2013-slice-{args.slice}.csv.gz")
+        if not Path(data).is_file():
+            counts = write_icml_slice(args.data, Path(data), args.slice, 10**9)
+            print(f"slice: {counts['train']} Training rows (stratified, seed 0), {counts['val']} validation rows")
+    spec = table_spec(yaml.safe_load(Path(args.spec).read_text()), data, args.configs, args.seeds, args.epochs)
+    spec_path = args.results / f"{STUDY}.yaml"
+    spec_path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    if not args.export_only:  # the real tool; a rerun resumes where the last one stopped
+        cmd = [sys.executable, "-m", "fer_sweep", "run", str(spec_path), "--results", str(args.results),
+               "--device", args.device, "--wandb", "disabled"]
+        print(" ".join(cmd), flush=True)
+        code = subprocess.call(cmd)
+        if code not in (0, 75):
+            return code
+    meta = {"data": Path(args.data).name, "slice": (f"{args.slice} Training rows, stratified (seed 0); PublicTest "
+                                                    "validates" if args.slice else "all Training rows; PublicTest "
+                                                    "validates"),
+            "machine": machine(), "precision": _precision(spec, args.device), "date": dt.date.today().isoformat(),
+            "configs_planned": args.configs, "seeds": args.seeds, "epochs": args.epochs, "spec": spec}
+    table = export(args.results, meta, args.out)
+    runs = sum(len(c["runs"]) for c in table["configs"])
+    print(f"{args.out}: {len(table['configs'])} of {args.configs} configurations, {runs} runs "
+          f"({args.out.stat().st_size / 1024:.0f} KB)")
+    return 0
+
+
+def _precision(spec: dict, device: str) -> str:
+    """The precision the recording trained in on this machine (the spec's `amp`, resolved as `fit` resolves it)."""
+    from fer_sweep.learn.device import pick_device
+    from fer_sweep.learn.precision import resolve_amp
+
+    dtype = resolve_amp((spec.get("train") or {}).get("amp", "auto"), pick_device(device))
+    return "fp32" if dtype is None else str(dtype).removeprefix("torch.")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""benchmarks/bench_search.py run as a program (tests never import benchmarks) on small synthetic learning-curve
+tables written here: with no noise and a budget covering the table every strategy but the plateau stop finds the
+best config and the epoch accounting is exact; with noise, a config of one seed and a diverged run, the table's
+true qualities, the races and the baseline that spends the race's epochs on the winner are checked against the
+table itself, and the section goes to the test's own Markdown file."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+
+from tests.helpers import ROOT
+
+BENCH = ROOT / "benchmarks" / "bench_search.py"
+REPORT = ROOT / "benchmarks" / "RESULTS.md"
+STRATEGIES = ("random", "median", "hyperband", "asha3", "asha4", "tpe", "repeats2", "repeats3", "race3",
+              "winner_more_seeds", "asha4+race3", "plateau")
+PRUNED = ("median", "hyperband", "asha3", "asha4")
+EPOCHS = 6
+
+
+def write_table(path, n_configs: int, seeds: int, noise: float, seed: int = 0, *, epochs: int = EPOCHS,
+                with_spec: bool = True) -> list:
+    """A gzip JSON table of configs drawn from sweeps/residual.yaml's space. Config i's clean curve rises to its
+    level (0.40 to 0.62, shuffled) at the last epoch, the same shape for all; each run adds a per-run offset and
+    per-epoch noise of sd `noise`. Returns the configs (as written)."""
+    rng = np.random.default_rng(seed)
+    spec = yaml.safe_load((ROOT / "sweeps" / "residual.yaml").read_text())
+    spec["train"]["epochs"] = epochs
+    space = spec["space"]
+    levels = rng.permutation(np.linspace(0.40, 0.62, n_configs))
+    shape = 1 - 0.4 * (1 - np.arange(1, epochs + 1) / epochs) ** 2
+    configs = []
+    for level in levels:
+        params = {name: (space[name]["choices"][rng.integers(len(space[name]["choices"]))] if "choices" in space[name]
+                         else float(rng.uniform(space[name]["low"], space[name]["high"]))) for name in space}
+        curves = [level * shape + rng.normal(0, noise) + rng.normal(0, noise / 2, epochs) for _ in range(seeds)]
+        runs = [{"seed": s, "val_acc": acc.tolist(), "val_loss": [1.0] * epochs, "seconds": [1.0] * epochs}
+                for s, acc in enumerate(curves)]
+        configs.append({"params": params, "runs": runs})
+    meta = {"data": "synthetic-test", "slice": "none", "machine": "test box", "precision": "fp32", "date": "2026-12-03"}
+    if with_spec:
+        meta["spec"] = spec
+    with gzip.open(path, "wt") as f:
+        json.dump({"meta": meta, "configs": configs}, f)
+    return configs
+
+
+def bench(*args) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, str(BENCH), *map(str, args)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, f"{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+    return done
+
+
+def run_value(run: dict) -> float:
+    """A run's value as the table defines it: its best epoch, a missing or NaN epoch counting as 0.25."""
+    acc = [0.25 if v is None or v != v else v for v in run["val_acc"]]
+    return max(acc + [0.25] * (EPOCHS - len(acc)))
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory):
+    """No noise: 12 configs x 3 identical seeds; budgets 12 (the whole table) and 5."""
+    root = tmp_path_factory.mktemp("bench-search-clean")
+    write_table(root / "table.json.gz", 12, 3, noise=0.0)
+    done = bench("--table", root / "table.json.gz", "--replays", 5, "--budgets", "12,5", "--no-write",
+                 "--json", root / "picks.json")
+    return {"stdout": done.stdout, "json": json.loads((root / "picks.json").read_text())}
+
+
+def test_without_noise_a_search_of_the_whole_table_finds_the_best(clean):
+    out, got = clean["stdout"], clean["json"]
+    best = int(np.argmax(got["table"]["q"]))
+    assert "warning: budget 12 >= the table's 12 configs" in out and "budget 5 >=" not in out
+    assert "12 configs x 3 seeds x 6 epochs" in out and "the table spec's space" in out
+    for name in STRATEGIES:
+        assert f"| {name} |" in out
+        if name != "plateau":  # the plateau rule may stop before the best is met
+            assert [p["chosen"] for p in got["budgets"]["12"][name]] == [best] * 5, name
+    assert "| random | 72 ± 0 | 100% | 62.00 ± 0.00 | 0.00 ± 0.00 | 100% [" in out  # regret 0, P(top 3) 100%
+
+
+def test_epochs_are_counted_as_the_strategies_train(clean):
+    for budget in ("12", "5"):
+        picks = clean["json"]["budgets"][budget]
+        spent = {name: np.array([p["epochs"] for p in picks[name]]) for name in STRATEGIES}
+        random = spent["random"]
+        assert (random == int(budget) * EPOCHS).all()
+        assert (spent["repeats2"] == 2 * random).all() and (spent["repeats3"] == 3 * random).all()
+        assert (spent["race3"] == random + 3 * 2 * EPOCHS).all()  # 3 configs, 2 more seeds each
+        assert (spent["winner_more_seeds"] == spent["race3"]).all()
+        assert (spent["tpe"] == random).all() and (spent["plateau"] <= random).all()
+        for name in PRUNED:  # at budget 5 the median pruner is still in its 5 start-up trials: it prunes none
+            assert (spent[name] <= random).all(), name
+            assert spent[name].mean() < random.mean() or (name, budget) == ("median", "5"), name
+        raced = np.array([len(p["detail"]["race"]) for p in picks["asha4+race3"]])  # asha4's complete trials, <= 3
+        assert (spent["asha4+race3"] == spent["asha4"] + raced * 2 * EPOCHS).all() and (raced >= 1).all()
+
+
+@pytest.fixture(scope="module")
+def noisy(tmp_path_factory):
+    """Noise, one config recorded with a single seed, one diverged run (a NaN epoch, then none), no spec in meta."""
+    root = tmp_path_factory.mktemp("bench-search-noisy")
+    path = root / "table.json.gz"
+    configs = write_table(path, 12, 3, noise=0.02, seed=1, with_spec=False)
+    configs[0]["runs"] = configs[0]["runs"][:1]
+    configs[1]["runs"][2]["val_acc"] = configs[1]["runs"][2]["val_acc"][:3] + [None]
+    with gzip.open(path, "rt") as f:
+        raw = json.load(f)
+    raw["configs"] = configs
+    with gzip.open(path, "wt") as f:
+        json.dump(raw, f)
+    md = root / "RESULTS.md"
+    before = REPORT.read_bytes() if REPORT.exists() else None
+    done = bench("--table", path, "--replays", 5, "--budgets", 8, "--results-md", md, "--json", root / "picks.json")
+    return {"configs": configs, "stdout": done.stdout, "json": json.loads((root / "picks.json").read_text()),
+            "md": md.read_text(), "before": before}
+
+
+def test_the_true_qualities_are_the_mean_best_epoch_over_all_seeds(noisy):
+    want = [np.mean([run_value(r) for r in c["runs"]]) for c in noisy["configs"]]
+    assert noisy["json"]["table"]["q"] == pytest.approx(want)
+    assert "11 configs x 3 seeds + 1 config x 1 seed x 6 epochs (1 diverged run)" in noisy["stdout"]
+    assert "a space made from the table's params" in noisy["stdout"]
+
+
+def test_a_race_is_won_by_the_best_mean_of_its_seeds(noisy):
+    values = [[run_value(r) for r in c["runs"]] for c in noisy["configs"]]
+    picks = noisy["json"]["budgets"]["8"]
+    for name in ("race3", "asha4+race3"):
+        for pick in picks[name]:
+            board = pick["detail"]["race"]
+            assert len({b["config"] for b in board}) == len(board) <= 3 and (len(board) == 3 or name != "race3")
+            for b in board:
+                runs = b["runs"]
+                assert len(set(runs)) == len(runs) == min(3, len(values[b["config"]]))  # distinct seeds
+                assert b["mean"] == pytest.approx(np.mean([values[b["config"]][r] for r in runs]))
+            assert pick["chosen"] == max(board, key=lambda b: b["mean"])["config"]
+
+
+def test_more_seeds_of_the_winner_change_no_pick(noisy):
+    picks = noisy["json"]["budgets"]["8"]
+    assert [p["chosen"] for p in picks["winner_more_seeds"]] == [p["chosen"] for p in picks["random"]]
+    assert [p["epochs"] for p in picks["winner_more_seeds"]] == [p["epochs"] for p in picks["race3"]]
+    for name in PRUNED:
+        assert all(p["epochs"] <= r["epochs"] for p, r in zip(picks[name], picks["random"]))
+
+
+def test_the_section_goes_to_the_given_file_only(noisy):
+    md = noisy["md"]
+    assert md.count("## Search strategies on the FER learning-curve table\n") == 1
+    assert "data synthetic-test" in md and "recorded on test box, precision fp32, 2026-12-03" in md
+    assert all(f"| {name} |" in md for name in STRATEGIES) and "Replayed on " in md
+    assert (REPORT.read_bytes() if REPORT.exists() else None) == noisy["before"]
+
+
+def test_a_table_recorded_by_the_real_sweep_is_what_the_replay_reads(tmp_path):
+    """benchmarks/record_curves.py on a tiny synthetic spec (2 configurations x 2 seeds x 2 epochs through the real
+    `fer-sweep run` with `repeats`), then the replay on its table: the layout the issue names, every run complete, and
+    a rerun (the sweep is finished) trains nothing and writes the same table."""
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(yaml.safe_dump({
+        "study": "tiny", "data": "synthetic", "seed": 0, "splits": {"synthetic_n": 300},
+        "model": {"arch": "cnn", "fc_units": 8}, "train": {"batch_size": 32},
+        "space": {"conv": {"choices": [[[4, 3], [8, 3]], [[8, 3], [8, 3]]]}, "lr": {"choices": [0.001, 0.01]}}}))
+    out, results = tmp_path / "curves.json.gz", tmp_path / "results"
+    record = [sys.executable, str(ROOT / "benchmarks" / "record_curves.py"), "--data", "synthetic", "--slice", "0",
+              "--spec", str(spec), "--configs", "2", "--seeds", "2", "--epochs", "2", "--results", str(results),
+              "--out", str(out), "--device", "cpu"]
+    done = subprocess.run(record, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    table = json.loads(gzip.decompress(out.read_bytes()))
+    assert {"data", "slice", "machine", "precision", "date", "spec"} <= set(table["meta"])
+    assert table["meta"]["spec"]["repeats"] == 2 and table["meta"]["spec"]["pruner"] == {"type": "none"}
+    assert len(table["configs"]) == 2
+    for c in table["configs"]:
+        assert isinstance(c["params"]["conv"], list)  # as the spec writes it, not Optuna's JSON string
+        assert [r["seed"] for r in c["runs"]] == [0, 1]
+        assert all(len(r["val_acc"]) == len(r["val_loss"]) == len(r["seconds"]) == 2 for r in c["runs"])
+    again = subprocess.run(record, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and json.loads(gzip.decompress(out.read_bytes()))["configs"] == table["configs"]
+    replay = bench("--table", out, "--replays", "3", "--budgets", "2", "--no-write")
+    assert "random" in replay.stdout and "race3" in replay.stdout
