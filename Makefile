@@ -29,6 +29,11 @@ sweep: install
 	$(VENV)/bin/fer-sweep run sweeps/quickstart.yaml --wandb offline
 	$(VENV)/bin/fer-sweep best --study quickstart
 
+# Test processes (pytest-xdist, each test file in one): 0 runs the suite in this one process. On 2 cores the suite is
+# CPU-bound and 3 processes gained nothing (21:44 against 19-24 min) while the deadline tests missed their timings;
+# on a machine with more cores, `make test TEST_JOBS=8`.
+TEST_JOBS ?= 0
+
 # Real-data tests read FER2013_CSV; unset, it defaults to the shared dev copy where that file exists.
 FER2013_DEV ?= ../shared/data/fer2013-dev.csv.gz
 
@@ -41,7 +46,7 @@ lint: install
 test: install lint
 	@if [ -z "$$FER2013_CSV" ] && [ -f "$(FER2013_DEV)" ]; then export FER2013_CSV="$(abspath $(FER2013_DEV))"; \
 	  echo "FER2013_CSV=$$FER2013_CSV (real-data tests run)"; fi; \
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile
 
 # The newest releases pyproject.toml allows (no constraints), in their own venv: how a dependency's release is
 # caught before it turns a fresh install red. Green -> refresh constraints.txt (see its header).

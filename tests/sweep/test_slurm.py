@@ -116,16 +116,17 @@ def test_cancelled_task_and_resubmitted_array_end_with_exactly_n(cluster, postgr
 
 
 def test_time_limit_signal_requeues_the_task_and_loses_no_finished_trial(cluster, postgres_url, tmp_path):
-    """`--time=1 --signal=B:USR1@15`: Slurm sends USR1 15 to 45 s into the task (its timer ticks every 30 s); the
+    """`--time=2 --signal=B:USR1@15`: Slurm sends USR1 75 to 105 s into the task (its timer ticks every 30 s; a
+    minute less left no time to finish a trial first on a loaded 2-core machine, and the test had nothing to check); the
     script stops fer-sweep (the trial training then is failed as `interrupted` and re-queued in the study) and
     re-queues the task, which runs again and goes on with the study. The sweep is far too long to end first; once
     the re-queued task has finished a trial of its own, the test cancels it (exactness after a cancel is the test
     above). A trial the signal cut resumes at its epoch from the checkpoint the task left (its retry is queued
     behind every other ticket, so the test runs it on its own once the task is cancelled)."""
     spec = make_spec(tmp_path, "limit", 200, **SLOWER)
-    job = cluster.sbatch(SCRIPT, "--array=0", "--time=1", "--signal=B:USR1@15", f"--output={tmp_path}/slurm-%A_%a.out",
+    job = cluster.sbatch(SCRIPT, "--array=0", "--time=2", "--signal=B:USR1@15", f"--output={tmp_path}/slurm-%A_%a.out",
                          env=job_env(tmp_path, spec, postgres_url), cwd=tmp_path)
-    until, before, restarted = time.monotonic() + 150, None, None
+    until, before, restarted = time.monotonic() + 210, None, None
     while time.monotonic() < until:
         jobs = cluster.jobs(job)
         assert not jobs or jobs[0]["JobState"] not in ("COMPLETED", "FAILED", "TIMEOUT", "CANCELLED"), \
