@@ -59,13 +59,26 @@ def test_repeats_2_ranks_configurations_by_the_mean_of_their_seeds(tmp_path):
         (t.number, r) for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED) for r in (0, 1))
     assert all(_close(m.val_acc, m.config["val/acc"]) and m.config["seed"] == 5 + m.repeat for m in models)
 
+    # `best --race 2`: the top 2 complete trials bring their 2 sweep seeds, the race trains the third (seed 7)
+    raced = json.loads(invoke("best", "--study", "rep", "--results", results, "--race", "2", "--no-retrain",
+                              "--json", "--device", "cpu", "--wandb", "disabled").stdout)["race"]
+    top = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: (-t.value, t.number))[:2]
+    assert sorted(e["trial"] for e in raced) == sorted(t.number for t in top)
+    assert abs(sum(e["p_best"] for e in raced) - 1.0) < 1e-9
+    for e in raced:
+        sweep = next(t for t in trials if t.number == e["trial"])
+        assert e["seeds"] == 3 and e["from_sweep"] == 2 and e["trained_now"] == 1 and e["seed_numbers"] == [5, 6, 7]
+        assert e["values"][:2] == pytest.approx(sweep.user_attrs["seed_values"])
+        assert e["mean"] == pytest.approx(statistics.fmean(e["values"]), abs=1e-4)
+    assert raced[0]["mean"] >= raced[1]["mean"]  # best mean first: the winner
+
 
 def test_a_repeated_trial_killed_mid_way_resumes_each_seed_and_ends_as_one_never_stopped(tmp_path):
     def spec_in(folder: Path) -> Path:
         folder.mkdir()
         return write_tiny_spec(folder, study="rk", trials=1, repeats=2, pruner={"type": "none"},
-                               train={"epochs": 6, "patience": 0, "batch_size": 32, "deterministic": True},
-                               splits={"synthetic_n": 1400, "val_frac": 0.2, "test_frac": 0.2, "seed": 0},
+                               train={"epochs": 5, "patience": 0, "batch_size": 32, "deterministic": True},
+                               splits={"synthetic_n": 900, "val_frac": 0.2, "test_frac": 0.2, "seed": 0},
                                model={"arch": "cnn", "fc_units": 32, "conv": [[16, 3], [32, 3]], "dropout": 0.3},
                                space={"lr": {"choices": [0.002]}})
 
