@@ -1,4 +1,4 @@
-"""Results layer: `best` (retrain the winner, test once), ensembles, predictions on FER2013 files, photos and videos,
+"""Results layer: `best` (retrain the winner, test once; `--race` the top configurations first), ensembles, predictions on FER2013 files, photos and videos,
 ONNX export, figures and the self-contained HTML report."""
 
 from fer_sweep import lazy_exports
