@@ -192,3 +192,9 @@ def test_seeds_resumed_at_different_epochs_catch_up_and_a_seed_resumed_at_its_en
         assert untimed(resumed.history) == untimed(original.history)
         for key, value in original.model.state_dict().items():
             assert torch.equal(value, resumed.model.state_dict()[key]), key
+
+
+def test_w_and_b_sweeps_refuse_repeats_in_one_line(tmp_path):
+    spec = write_tiny_spec(tmp_path, repeats=2)
+    refused("export-wandb", spec, words=("repeats: 2", "one seed per run", "--backend optuna"))
+    assert not (tmp_path / "sweep.yaml").exists()

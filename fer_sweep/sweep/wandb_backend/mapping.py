@@ -27,7 +27,11 @@ def sweep_config(spec: SweepSpec, spec_path: str, *, interpreter: str = "${inter
                  overrides: Mapping[str, str | None] | None = None) -> dict[str, Any]:
     """The W&B Sweeps config equivalent to `spec`: random search over the same space, val/acc maximised,
     hyperband early termination, and a `command` that runs one fer-sweep trial with the agent's values.
-    overrides (data, study) are passed on to each trial, which reads `spec_path`."""
+    overrides (data, study) are passed on to each trial, which reads `spec_path`. A spec with `repeats` is refused:
+    a W&B Sweeps run trains one seed, and its controller ranks runs, not configurations."""
+    if spec.repeats > 1:
+        raise UserError(f"{spec.path}: repeats: {spec.repeats}: W&B Sweeps trains one seed per run and ranks runs; "
+                        "drop repeats, or run the sweep with --backend optuna (the default), which trains them")
     command = ["${env}", interpreter, "-m", ENTRY_MODULE, spec_path]
     command += [f"--{k}={v}" for k, v in (overrides or {}).items() if v is not None]
     if device:
