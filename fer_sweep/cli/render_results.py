@@ -25,7 +25,8 @@ from fer_sweep.results.formats import mean_std, param_label, pct
 
 def winner_panel(w: Mapping[str, Any], race: Mapping[str, Any] | None = None) -> Panel:
     """The winner: its sweep figures and params; with `race` (its entry of `best --race`), that it won the race."""
-    lines = [f"trial {w['number']}: val acc {pct(w['val_acc'])} after {w['epochs']} epochs "
+    spread = f" ± {100 * (w.get('val_acc_std') or 0):.2f} over {w['seeds']} seeds" if w.get("seeds") else ""
+    lines = [f"trial {w['number']}: val acc {pct(w['val_acc'])}{spread} after {w['epochs']} epochs "
              f"(best epoch {w['best_epoch']})"]
     if race is not None:
         lines.append(f"won the race: mean val acc {pct(race['mean'])} ± {100 * race['std']:.2f} over "

@@ -53,10 +53,13 @@ def pick_winner(study: optuna.Study) -> FrozenTrial:
 
 
 def winner_info(t: FrozenTrial) -> dict[str, Any]:
-    """What `best` and `--json` say of the winner: its number, validation accuracy, epochs and params."""
+    """What `best` and `--json` say of the winner: its number, validation accuracy, epochs and params (with spec
+    `repeats`, its seeds and their std: the accuracy is their mean)."""
     assert t.value is not None  # a complete trial
+    seeds = {"seeds": t.user_attrs["seeds"], "val_acc_std": t.user_attrs.get("val_acc_std")} \
+        if (t.user_attrs.get("seeds") or 1) > 1 else {}  # spec `repeats`: the value is the seeds' mean
     return {"number": t.number, "val_acc": round(t.value, 4), "epochs": t.user_attrs.get("epochs"),
-            "best_epoch": t.user_attrs.get("best_epoch"), "params": dict(t.params)}
+            "best_epoch": t.user_attrs.get("best_epoch"), **seeds, "params": dict(t.params)}
 
 
 def retrain_best(spec: SweepSpec, study: optuna.Study, folder: Path, splits: Splits, *, device: str = "auto",

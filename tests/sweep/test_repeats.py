@@ -71,6 +71,9 @@ def test_repeats_2_ranks_configurations_by_the_mean_of_their_seeds(tmp_path):
         assert e["values"][:2] == pytest.approx(sweep.user_attrs["seed_values"])
         assert e["mean"] == pytest.approx(statistics.fmean(e["values"]), abs=1e-4)
     assert raced[0]["mean"] >= raced[1]["mean"]  # best mean first: the winner
+    winner = json.loads(invoke("best", "--study", "rep", "--results", results, "--no-retrain", "--json").stdout)
+    assert winner["winner"]["seeds"] == 2 and winner["winner"]["number"] == top[0].number
+    assert "over 2 seeds" in invoke("best", "--study", "rep", "--results", results, "--no-retrain").stdout
 
 
 def test_a_repeated_trial_killed_mid_way_resumes_each_seed_and_ends_as_one_never_stopped(tmp_path):
