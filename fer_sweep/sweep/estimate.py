@@ -11,8 +11,10 @@ misses data loading and set-up; the ETA replaces it once epochs are timed."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Optional
 
+from fer_sweep.config import RunConfig
 from fer_sweep.learn.device import DeviceSplit
 from fer_sweep.learn.models import model_for
 from fer_sweep.learn.throughput import train_flops_per_image
@@ -35,7 +37,15 @@ def estimate(spec: SweepSpec, train: DeviceSplit, n_val: int, trials_left: int, 
         return None
     configs = [to_run_config(p, spec) for p in sample_configs(spec, trials_left)]
     device = train.x.device
-    flops = [train_flops_per_image(model_for(c, seed=0), c.train, device) for c in configs]
+    counted: dict[str, float] = {}  # configurations that differ only in what costs no FLOPs are counted once
+
+    def flops_of(c: RunConfig) -> float:
+        key = repr((dataclasses.replace(c.model, dropout=0.0, stage_dropout=0.0), c.train.crop, c.train.amp))
+        if key not in counted:
+            counted[key] = train_flops_per_image(model_for(c, seed=0), c.train, device)
+        return counted[key]
+
+    flops = [flops_of(c) for c in configs]
     cheap, dear = flops.index(min(flops)), flops.index(max(flops))
     s_per_image = {}
     for i in dict.fromkeys((cheap, dear)):
