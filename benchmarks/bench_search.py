@@ -23,7 +23,8 @@ run in that order (r runs for repeats r, whose curve is their epoch-by-epoch mea
 - tpe: Optuna's TPESampler (the tool's `sampler: tpe`) over the table's space; the table is not exhaustive, so each
   suggested point is mapped to the nearest config not yet evaluated (1 per categorical mismatch, plus each numeric
   gap as a share of its range), and TPE is told that config's params and value (a diverged run: 0.25, the worst).
-- repeats2, repeats3: random search with each config's curve the mean of 2 / 3 distinct seeds (x2 / x3 epochs).
+- repeats2, repeats3: random search with each config valued at the mean of 2 / 3 distinct seeds' values (each
+  seed's best epoch, as `fer-sweep run` values a trial of spec `repeats`; x2 / x3 epochs).
 - race3: random search, then the top 3 by observed value train their next 2 seeds (reusing the one they have);
   the best mean of 3 run values wins. asha4+race3: the same race among asha4's top 3 complete trials.
 - winner_more_seeds: random search, plus race3's extra epochs spent on more seeds of the winner, which changes no
@@ -210,10 +211,12 @@ def searched(d: Draw, budget: int) -> list[int]:
 
 
 def observed(table: Table, d: Draw, budget: int, repeats: int = 1) -> tuple[list[tuple[int, float]], int]:
-    """Random search without pruning: (config, observed value) of the first `budget` configs, and epochs trained."""
+    """Random search without pruning: (config, observed value) of the first `budget` configs, and epochs trained.
+    With `repeats`, a config's value is the mean of its runs' values (each run's best epoch), as `fer-sweep run`
+    values a trial of spec `repeats` (its curve, what a pruner sees, is the runs' epoch-by-epoch mean: `curve`)."""
     seen = searched(d, budget)
     epochs = table.epochs * sum(len(d.runs[c][:repeats]) for c in seen)
-    return [(c, float(curve(table, d, c, repeats).max())) for c in seen], epochs
+    return [(c, float(table.values[c][d.runs[c][:repeats]].mean())) for c in seen], epochs
 
 
 def best_of(entrants: list[tuple[int, float]]) -> int:
@@ -470,7 +473,7 @@ def notes(table: Table, picks: dict[int, dict[str, list[Pick]]]) -> list[str]:
             "mismatch, plus each numeric gap as a share of its range) and TPE is told that config (a diverged run as "
             "0.25, the worst), so configs far from the others are met more often than by chance. Mean distance "
             f"from suggestion to config: {gaps}.",
-            "- repeats2/3: each config's curve is the epoch-by-epoch mean of 2/3 distinct seeds (x2/x3 epochs). "
+            "- repeats2/3: each config is valued at the mean of 2/3 distinct seeds' best epochs (x2/x3 epochs). "
             "race3: the top 3 of the random search by observed value trained to 3 seeds each, the best mean of 3 "
             "run values wins; asha4+race3: the same among asha4's top 3 complete trials. winner_more_seeds: race3's "
             "extra epochs spent on the random search's winner, whose pick they cannot change.",
