@@ -52,13 +52,14 @@ def export(results: Path, meta: dict[str, Any], out: Path) -> dict[str, Any]:
     import optuna
 
     from fer_sweep.sweep.study import open_existing
+    from fer_sweep.sweep.summary import is_finished
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     _, study, _ = open_existing(results, STUDY, None)
     configs = []
     for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
         runs = t.user_attrs.get("seed_runs")
-        if t.state.is_finished() and runs:
+        if is_finished(t) and runs:  # (not an attempt cut short and re-queued: its curves are partial)
             configs.append({"params": {k: _plain(v) for k, v in t.params.items()}, "trial": t.number,
                             "runs": [{"seed": r["seed"], **{k: [_num(v) for v in r[k]]
                                                            for k in ("val_acc", "val_loss", "seconds")}}

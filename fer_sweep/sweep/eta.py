@@ -43,12 +43,14 @@ def _recent(trials: list[FrozenTrial]) -> tuple[int, float, int]:
 
 def epoch_speed(trials: list[FrozenTrial], forecast: float | None) -> tuple[float | None, int, int]:
     """(seconds per epoch, epochs timed, trials timed) the ETA uses: the latest timed epochs' mean
-    (`recent_epoch_seconds`), pulled towards the start-of-run forecast over the whole space (`forecast`, when `run`
-    stored one) as if it were PRIOR_TRIALS more trials. The configurations of a search differ 3-4x in cost, so
+    (`recent_epoch_seconds`: the machine's speed now), pulled towards the start-of-run forecast over the whole space
+    (`forecast`, when `run` stored one) as if it were PRIOR_TRIALS more trials against the trials timed so far (the
+    configurations met: what the forecast stands in for). The configurations of a search differ 3-4x in cost, so
     the first one or two timed trials alone would make the ETA swing; as trials are timed, the measurement takes
     over. None before any epoch is timed and without a forecast."""
-    epochs, seconds, timed = _recent(trials)
+    epochs, seconds, _ = _recent(trials)
     measured = seconds / epochs if epochs else None
+    timed = sum(1 for t in trials if (t.user_attrs.get("epochs") or (t.user_attrs.get(PROGRESS) or [0])[0]))
     if forecast is None or forecast <= 0:
         return measured, epochs, timed
     if measured is None:

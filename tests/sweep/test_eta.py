@@ -177,6 +177,8 @@ def test_the_start_of_run_forecast_steadies_the_eta_until_trials_are_timed():
     alone = summary.snapshot(study_with(finished=1, running=0, target=10, s_per_epoch=80.0, setup_s=0), 10, 10,
                              PrunerSpec(type="none"))["eta_basis"]
     assert alone["s_per_epoch"] == 80.0  # (without a forecast: the measurement alone, as before)
-    many = study_with(finished=12, running=0, target=20, epochs=1, s_per_epoch=80.0, setup_s=0)
-    many.set_user_attr(eta.FORECAST, {"s_per_epoch": 20.0})
-    assert summary.snapshot(many, 20, 10)["eta_basis"]["s_per_epoch"] == pytest.approx((3 * 20 + 12 * 80) / 15)
+    many = study_with(finished=12, running=0, target=20, epochs=12, s_per_epoch=80.0, setup_s=0)
+    many.set_user_attr(eta.FORECAST, {"s_per_epoch": 20.0})  # (the speed from the last trial's 12 epochs alone)
+    b = summary.snapshot(many, 20, 12)["eta_basis"]
+    assert b["timed_epochs"] == 12 and b["timed_trials"] == 12  # the prior fades with every configuration timed
+    assert b["s_per_epoch"] == pytest.approx((3 * 20 + 12 * 80) / 15)
