@@ -200,10 +200,9 @@ class Pick:
     detail: dict
 
 
-def curve(table: Table, d: Draw, c: int, repeats: int = 1) -> np.ndarray:
-    """Config c's curve as a search training it `repeats` times sees it: the epoch-by-epoch mean of its first
-    `repeats` runs in the draw's order (all it has, where the table has fewer)."""
-    return table.curves[c][d.runs[c][:repeats]].mean(axis=0)
+def curve(table: Table, d: Draw, c: int) -> np.ndarray:
+    """Config c's curve as a one-seed search training it sees it: its first run in the draw's order."""
+    return table.curves[c][d.runs[c][0]]
 
 
 def searched(d: Draw, budget: int) -> list[int]:

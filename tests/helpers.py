@@ -109,6 +109,32 @@ def refused(*args, words: tuple[str, ...]) -> str:
     return one_line_error(invoke(*args, code=2), *words)
 
 
+def kill_after_epochs(spec: Path, results: Path, study: str, epochs: int) -> int:
+    """Start `run` on `spec` (CPU, wandb off), SIGKILL it once its running trial has reported `epochs` epochs; returns
+    the epochs that trial had reported by then."""
+    import signal
+    import subprocess
+    import time
+
+    from optuna.trial import TrialState
+
+    proc = subprocess.Popen(cli("run", str(spec), "--results", str(results), "--wandb", "disabled", "--device", "cpu"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+        try:
+            running = journal_study(results, study).get_trials(states=(TrialState.RUNNING,))
+        except (KeyError, FileNotFoundError, ValueError):  # the study is not in the journal yet
+            continue
+        if running and len(running[0].intermediate_values) >= epochs:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+            return len(journal_study(results, study).get_trials()[0].intermediate_values)
+    proc.kill()
+    raise AssertionError("the trial never reached the epoch to kill it at")
+
+
 def journal_study(results: Path, name: str):
     """The optuna study stored in RESULTS/NAME/journal.log (a local sweep's storage)."""
     import optuna

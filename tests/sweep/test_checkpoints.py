@@ -4,15 +4,13 @@ another configuration is refused with one line and the trial starts over; a fini
 
 from __future__ import annotations
 
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
 
-from tests.helpers import cli, journal_study, write_tiny_spec
+from tests.helpers import cli, journal_study, kill_after_epochs, write_tiny_spec
 
 EPOCHS = 8
 
@@ -31,25 +29,6 @@ def _run(spec: Path, results: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
-def _kill_after_epochs(spec: Path, results: Path, study: str, epochs: int) -> int:
-    """Start `run`, SIGKILL it once its trial has reported `epochs` epochs; returns the epochs reported by then."""
-    proc = subprocess.Popen(cli("run", str(spec), "--results", str(results), "--wandb", "disabled", "--device", "cpu"),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-        try:
-            running = journal_study(results, study).get_trials(states=(TrialState.RUNNING,))
-        except (KeyError, FileNotFoundError, ValueError):  # the study is not in the journal yet
-            continue
-        if running and len(running[0].intermediate_values) >= epochs:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=30)
-            return len(journal_study(results, study).get_trials()[0].intermediate_values)
-    proc.kill()
-    raise AssertionError("the trial never reached the epoch to kill it at")
-
-
 def _finished(results: Path, study: str) -> optuna.trial.FrozenTrial:
     (done,) = journal_study(results, study).get_trials(states=(TrialState.COMPLETE,))
     return done
@@ -63,7 +42,7 @@ def test_a_trial_killed_after_epoch_3_resumes_at_its_checkpoint_and_ends_as_one_
 
     (tmp_path / "b").mkdir()
     spec, results = _spec(tmp_path / "b", "whole"), tmp_path / "rb"
-    reported = _kill_after_epochs(spec, results, "whole", 3)
+    reported = kill_after_epochs(spec, results, "whole", 3)
     checkpoints = list((results / "whole" / "checkpoints").glob("ticket-*.pt"))
     assert [p.name for p in checkpoints] == ["ticket-0.pt"]
     rerun = _run(spec, results)
@@ -81,7 +60,7 @@ def test_a_trial_killed_after_epoch_3_resumes_at_its_checkpoint_and_ends_as_one_
 
 def test_a_checkpoint_of_another_configuration_is_refused_and_the_trial_starts_over(tmp_path):
     spec, results = _spec(tmp_path, "other"), tmp_path / "r"
-    killed_at = _kill_after_epochs(spec, results, "other", 2)
+    killed_at = kill_after_epochs(spec, results, "other", 2)
     path = results / "other" / "checkpoints" / "ticket-0.pt"
     import torch
 

@@ -5,16 +5,14 @@ mid-way resumes every seed at its own checkpoint and ends as one never stopped."
 from __future__ import annotations
 
 import json
-import signal
 import statistics
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 from optuna.trial import TrialState
 
-from tests.helpers import cli, invoke, journal_study, refused, write_tiny_spec
+from tests.helpers import cli, invoke, journal_study, kill_after_epochs, refused, write_tiny_spec
 
 
 def _close(a: float, b: float) -> bool:
@@ -94,19 +92,7 @@ def test_a_repeated_trial_killed_mid_way_resumes_each_seed_and_ends_as_one_never
     (expected,) = journal_study(tmp_path / "ra", "rk").get_trials()
 
     spec, results = spec_in(tmp_path / "b"), tmp_path / "rb"
-    proc = subprocess.Popen(cli("run", str(spec), "--results", str(results), "--wandb", "disabled", "--device", "cpu"),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-        try:
-            running = journal_study(results, "rk").get_trials(states=(TrialState.RUNNING,))
-        except (KeyError, FileNotFoundError, ValueError):
-            continue
-        if running and len(running[0].intermediate_values) >= 2:
-            proc.send_signal(signal.SIGKILL)
-            break
-    proc.wait(timeout=30)
+    kill_after_epochs(spec, results, "rk", 2)
     names = sorted(p.name for p in (results / "rk" / "checkpoints").glob("ticket-*.pt"))
     assert names == ["ticket-0-s1.pt", "ticket-0.pt"]  # each seed its own checkpoint
     rerun = run(spec, results)
