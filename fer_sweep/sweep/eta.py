@@ -18,12 +18,12 @@ PRIOR_TRIALS = 3  # the forecast weighs as much as this many timed trials in the
 def recent_epoch_seconds(trials: list[FrozenTrial]) -> tuple[int, float]:
     """(epochs, seconds) of the latest timed epochs: every running trial's progress, then trials that ended
     (finished, and cut short: interrupted, crashed; their epochs ran), latest end first, until `RECENT_EPOCHS`."""
-    epochs, seconds, _ = _recent(trials)
+    epochs, seconds = _recent(trials)
     return epochs, seconds
 
 
-def _recent(trials: list[FrozenTrial]) -> tuple[int, float, int]:
-    """`recent_epoch_seconds` and how many trials those epochs came from."""
+def _recent(trials: list[FrozenTrial]) -> tuple[int, float]:
+    """(epochs, seconds) of `recent_epoch_seconds`."""
     def ended_at(t: FrozenTrial) -> tuple[float, int]:
         return (t.datetime_complete.timestamp() if t.datetime_complete else 0.0, t.number)
 
@@ -32,13 +32,13 @@ def _recent(trials: list[FrozenTrial]) -> tuple[int, float, int]:
     ended = [(int(t.user_attrs.get("epochs") or 0), float(t.user_attrs.get("train_seconds") or 0))
              for t in sorted(trials, key=ended_at, reverse=True)
              if t.state not in (TrialState.RUNNING, TrialState.WAITING)]
-    epochs, seconds, timed = 0, 0.0, 0
+    epochs, seconds = 0, 0.0
     for i, (e, s) in enumerate(now + ended):
         if i >= len(now) and epochs >= RECENT_EPOCHS:
             break
         if e > 0 and s > 0:
-            epochs, seconds, timed = epochs + e, seconds + s, timed + 1
-    return epochs, seconds, timed
+            epochs, seconds = epochs + e, seconds + s
+    return epochs, seconds
 
 
 def epoch_speed(trials: list[FrozenTrial], forecast: float | None) -> tuple[float | None, int, int]:
@@ -48,7 +48,7 @@ def epoch_speed(trials: list[FrozenTrial], forecast: float | None) -> tuple[floa
     configurations met: what the forecast stands in for). The configurations of a search differ 3-4x in cost, so
     the first one or two timed trials alone would make the ETA swing; as trials are timed, the measurement takes
     over. None before any epoch is timed and without a forecast."""
-    epochs, seconds, _ = _recent(trials)
+    epochs, seconds = _recent(trials)
     measured = seconds / epochs if epochs else None
     timed = sum(1 for t in trials if (t.user_attrs.get("epochs") or (t.user_attrs.get(PROGRESS) or [0])[0]))
     if forecast is None or forecast <= 0:
