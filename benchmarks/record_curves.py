@@ -21,6 +21,7 @@ import argparse
 import datetime as dt
 import gzip
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -106,12 +107,13 @@ def main(argv: list[str] | None = None) -> int:
     spec = table_spec(yaml.safe_load(Path(args.spec).read_text()), data, args.configs, args.seeds, args.epochs)
     spec_path = args.results / f"{STUDY}.yaml"
     spec_path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    code = 0
     if not args.export_only:  # the real tool; a rerun resumes where the last one stopped
         cmd = [sys.executable, "-m", "fer_sweep", "run", str(spec_path), "--results", str(args.results),
                "--device", args.device, "--wandb", "disabled"]
         print(" ".join(cmd), flush=True)
-        code = subprocess.call(cmd)
-        if code not in (0, 75):
+        code = _run_forwarding_sigterm(cmd)
+        if code not in (0, 130, 143):  # (Ctrl-C, SIGTERM: what is complete is exported; the same command resumes)
             return code
     meta = {"data": Path(args.data).name, "slice": (f"{args.slice} Training rows, stratified (seed 0); PublicTest "
                                                     "validates" if args.slice else "all Training rows; PublicTest "
@@ -122,7 +124,23 @@ def main(argv: list[str] | None = None) -> int:
     runs = sum(len(c["runs"]) for c in table["configs"])
     print(f"{args.out}: {len(table['configs'])} of {args.configs} configurations, {runs} runs "
           f"({args.out.stat().st_size / 1024:.0f} KB)")
-    return 0
+    return code
+
+
+def _run_forwarding_sigterm(cmd: list[str]) -> int:
+    """Run the sweep; a SIGTERM to this script reaches it too (it stops after its current step and resumes next time).
+
+    Ctrl-C needs no forwarding: the terminal sends SIGINT to the whole process group, so this script ignores it and
+    waits for the run to stop cleanly."""
+    proc = subprocess.Popen(cmd)
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    signal.signal(signal.SIGTERM, lambda signum, _frame: proc.send_signal(signum))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return proc.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _precision(spec: dict, device: str) -> str:

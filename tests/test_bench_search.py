@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
 from tests.helpers import ROOT
+from tests.support.slow_checkpoints import checkpoint_events, slow_checkpoints_env
 
 BENCH = ROOT / "benchmarks" / "bench_search.py"
 REPORT = ROOT / "benchmarks" / "RESULTS.md"
@@ -174,6 +179,20 @@ def test_a_table_recorded_by_the_real_sweep_is_what_the_replay_reads(tmp_path):
     record = [sys.executable, str(ROOT / "benchmarks" / "record_curves.py"), "--data", "synthetic", "--slice", "0",
               "--spec", str(spec), "--configs", "2", "--seeds", "2", "--epochs", "2", "--results", str(results),
               "--out", str(out), "--device", "cpu"]
+    # A SIGTERM to the script reaches its run: stopped half-way through the first checkpoint, it exports what is
+    # complete (nothing yet) and leaves no run behind; the same command then resumes and finishes.
+    log = tmp_path / "checkpoints.jsonl"
+    first = subprocess.Popen(record, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             env={**os.environ, **slow_checkpoints_env(log, delay_s=3.0)})
+    deadline = time.time() + 120
+    while not any(e["event"] == "half" for e in checkpoint_events(log)):
+        assert first.poll() is None and time.time() < deadline, "the run never wrote a checkpoint"
+        time.sleep(0.05)
+    first.send_signal(signal.SIGTERM)
+    said = first.communicate(timeout=120)[0]
+    assert first.returncode == 143, said  # (the shell's code for SIGTERM, as the run's)
+    assert json.loads(gzip.decompress(out.read_bytes()))["configs"] == [] and "0 of 2 configurations" in said
+    assert not [p for p in Path("/proc").glob("[0-9]*") if str(results) in _cmdline(p)], "a run outlived the script"
     done = subprocess.run(record, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     table = json.loads(gzip.decompress(out.read_bytes()))
@@ -188,3 +207,10 @@ def test_a_table_recorded_by_the_real_sweep_is_what_the_replay_reads(tmp_path):
     assert again.returncode == 0 and json.loads(gzip.decompress(out.read_bytes()))["configs"] == table["configs"]
     replay = bench("--table", out, "--replays", "3", "--budgets", "2", "--no-write")
     assert "random" in replay.stdout and "race3" in replay.stdout
+
+
+def _cmdline(proc: Path) -> str:
+    try:
+        return (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:  # the process ended while we looked
+        return ""
