@@ -13,6 +13,12 @@ from pathlib import Path
 
 import pytest
 
+# One OpenMP thread per test process and per process it starts (read when torch is imported, so set before any
+# test imports it): tests train tiny models that gain nothing from a second thread, and with two test processes
+# on two cores, threads that spin waiting on each other slow every op several-fold. `run`'s own worker_env keeps
+# a value the parent set.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _private_env(tmp_path_factory):

@@ -59,7 +59,10 @@ def test_predict_unlabeled_kaggle_test_csv_and_fer2013_csv(finished_study, tmp_p
     rows = csv_rows(out)
     assert list(rows[0]) == ["id", "emotion", *EMOTIONS] and [int(r["id"]) for r in rows] == list(range(30))
     proba = np.array([[float(r[c]) for c in EMOTIONS] for r in rows])
-    assert np.allclose(proba.sum(1), 1, atol=1e-4) and all(int(r["emotion"]) == p.argmax() for r, p in zip(rows, proba))
+    assert np.allclose(proba.sum(1), 1, atol=1e-4)
+    # the label is the most probable class: its probability is the row's largest as written (6 decimals: a barely
+    # trained model's near-uniform rows can tie there, or differ from the unrounded order by 1e-6)
+    assert all(p[int(r["emotion"])] >= p.max() - 1e-6 for r, p in zip(rows, proba))
 
     info = json.loads(invoke("predict", finished_study["final"], "--data", fer, "--out", out, "--proba",
                              "--json").stdout)
@@ -202,7 +205,8 @@ def test_predict_finds_every_face_in_a_folder_of_photos(quickstart_model, photos
     for row in (real, left, right, crop):
         proba = np.array([float(row[c]) for c in EMOTIONS])
         assert proba.sum() == pytest.approx(1, abs=1e-4)
-        assert int(row["emotion"]) == proba.argmax() and row["emotion_name"] == EMOTIONS[proba.argmax()]
+        label = int(row["emotion"])  # the most probable class (as written, to 6 decimals: ties are possible)
+        assert proba[label] >= proba.max() - 1e-6 and row["emotion_name"] == EMOTIONS[label]
 
     _check_annotated(photos, drawn, by_file)
 
