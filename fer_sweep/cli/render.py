@@ -53,10 +53,13 @@ def counts_line(snap: Mapping[str, Any]) -> str:
     from fer_sweep.sweep.summary import REQUEUED
 
     c = snap["counts"]
-    failed = sum(v for k, v in c.items() if k not in ("complete", "pruned", "running", "waiting", *REQUEUED))
+    failed = sum(v for k, v in c.items()
+                 if k not in ("complete", "pruned", "diverged", "running", "waiting", *REQUEUED))
     cut = sum(c.get(k, 0) for k in REQUEUED)  # not failures: each was queued again (and resumes from its checkpoint)
+    dead = c.get("diverged", 0)  # not failures either: stopped early on purpose (learned nothing, or loss not finite)
     return (f"{snap['finished']}/{snap['target']} finished: {c.get('complete', 0)} complete, "
-            f"{c.get('pruned', 0)} pruned, {failed} failed, "
+            f"{c.get('pruned', 0)} pruned, " + (f"{dead} diverged (stopped early), " if dead else "")
+            + f"{failed} failed, "
             + (f"{cut} interrupted and re-queued, " if cut else "") + f"{c.get('running', 0)} running"
             + (f"; {snap['imported']} imported (run --from)" if snap.get("imported") else ""))
 

@@ -49,6 +49,8 @@ def test_run_stops_trials_that_learn_nothing_after_dead_after_epochs(tmp_path):
     assert "2/2 finished" in said and "majority-class rate" in " ".join(said.split()), said
     status = json.loads(invoke("status", "--study", "dead", "--results", results, "--json").stdout)
     assert status["finished"] == 2 and status["counts"] == {"diverged": 2}
+    shown = invoke("status", "--study", "dead", "--results", results).stdout  # stopped on purpose, not failed
+    assert "0 complete, 0 pruned, 2 diverged (stopped early), 0 failed" in " ".join(shown.split()), shown
 
 
 def test_dead_after_is_checked(tmp_path):
