@@ -18,12 +18,6 @@ PRIOR_TRIALS = 3  # the forecast weighs as much as this many timed trials in the
 def recent_epoch_seconds(trials: list[FrozenTrial]) -> tuple[int, float]:
     """(epochs, seconds) of the latest timed epochs: every running trial's progress, then trials that ended
     (finished, and cut short: interrupted, crashed; their epochs ran), latest end first, until `RECENT_EPOCHS`."""
-    epochs, seconds = _recent(trials)
-    return epochs, seconds
-
-
-def _recent(trials: list[FrozenTrial]) -> tuple[int, float]:
-    """(epochs, seconds) of `recent_epoch_seconds`."""
     def ended_at(t: FrozenTrial) -> tuple[float, int]:
         return (t.datetime_complete.timestamp() if t.datetime_complete else 0.0, t.number)
 
@@ -48,7 +42,7 @@ def epoch_speed(trials: list[FrozenTrial], forecast: float | None) -> tuple[floa
     configurations met: what the forecast stands in for). The configurations of a search differ 3-4x in cost, so
     the first one or two timed trials alone would make the ETA swing; as trials are timed, the measurement takes
     over. None before any epoch is timed and without a forecast."""
-    epochs, seconds = _recent(trials)
+    epochs, seconds = recent_epoch_seconds(trials)
     measured = seconds / epochs if epochs else None
     timed = sum(1 for t in trials if (t.user_attrs.get("epochs") or (t.user_attrs.get(PROGRESS) or [0])[0]))
     if forecast is None or forecast <= 0:
