@@ -20,9 +20,11 @@ run in that order (r runs for repeats r, whose curve is their epoch-by-epoch mea
   tool's own pruner (`pruner_for`), shown the tool's protocol: val acc reported every epoch, should_prune asked after
   every epoch but the last, a pruned trial told PRUNED, a complete one its best epoch. Pruned trials never win (as in
   `fer-sweep best`). The trials carry no params: neither these pruners nor the plateau rule read them.
-- tpe: Optuna's TPESampler (the tool's `sampler: tpe`) over the table's space; the table is not exhaustive, so each
-  suggested point is mapped to the nearest config not yet evaluated (1 per categorical mismatch, plus each numeric
-  gap as a share of its range), and TPE is told that config's params and value (a diverged run: 0.25, the worst).
+- tpe: Optuna's TPESampler (the tool's `sampler: tpe`) over the table's space. Its first n_startup_trials (10) are
+  random points in Optuna: here the draw's first configs, as random search meets them. After them the table is not
+  exhaustive, so each suggested point is mapped to the nearest config not yet evaluated (1 per categorical mismatch,
+  plus each numeric gap as a share of its range), and TPE is told that config's params and value (a diverged run:
+  0.25, the worst).
 - repeats2, repeats3: random search with each config valued at the mean of 2 / 3 distinct seeds' values (each
   seed's best epoch, as `fer-sweep run` values a trial of spec `repeats`; x2 / x3 epochs).
 - race3: random search, then the top 3 by observed value train their next 2 seeds (reusing the one they have);
@@ -41,6 +43,7 @@ import argparse
 import datetime as dt
 import functools
 import gzip
+import inspect
 import json
 import math
 import os
@@ -73,6 +76,7 @@ TABLE = ROOT / "benchmarks" / "data" / "fer-curves.json.gz"
 MAJORITY = 0.25  # FER2013's majority-class rate: what a missing or NaN epoch counts as
 TOP = 3  # "in the top 3": q at least the table's third best
 RACE_SIZE, RACE_SEEDS = 3, 3  # race3: the top 3 configs, each to 3 seeds
+TPE_STARTUP = inspect.signature(optuna.samplers.TPESampler).parameters["n_startup_trials"].default  # random ones
 FEW = 6  # a parameter of the fallback space with more distinct numbers than this is a range, else categorical
 PRUNERS = {"median": PrunerSpec(type="median"), "hyperband": PrunerSpec(type="hyperband"),
            "asha3": PrunerSpec(type="asha", min_epochs=1, reduction_factor=3),
@@ -272,20 +276,26 @@ def pruned_search(table: Table, d: Draw, budget: int, pruner: PrunerSpec) -> Pic
 
 
 def tpe_search(table: Table, d: Draw, budget: int) -> Pick:
-    """TPE over the table's space, each suggestion mapped to the nearest config not yet evaluated, trained 1 seed."""
+    """TPE over the table's space, trained 1 seed. Its first TPE_STARTUP trials are random in Optuna (as in the tool):
+    here the draw's first configs, the ones random search meets; after them each suggestion is mapped to the nearest
+    config not yet evaluated. TPE is told the config trained, not the point it suggested."""
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=d.sampler_seed))
     left, entrants, gaps = set(range(len(table.curves))), [], []
-    for _ in range(min(budget, len(left))):
-        trial = study.ask(table.space)
-        c, gap = nearest(table, trial.params, left)
+    for i in range(min(budget, len(left))):
+        if i < TPE_STARTUP:  # a random point of the space: the table's configs in the draw's order, unbiased
+            c = int(d.order[i])
+        else:
+            trial = study.ask(table.space)
+            c, gap = nearest(table, trial.params, left)
+            study.tell(trial, state=TrialState.FAIL)  # TPE learns the config trained (FAIL trials it ignores)
+            gaps.append(gap)
         left.discard(c)
         run = d.runs[c][0]
         value = MAJORITY if table.diverged[c][run] else float(table.values[c][run])
-        study.tell(trial, state=TrialState.FAIL)  # not the point suggested but the config trained is what TPE learns
         study.add_trial(optuna.trial.create_trial(params=table.encoded[c], distributions=table.space, value=value))
         entrants.append((c, value))
-        gaps.append(gap)
-    return Pick(best_of(entrants), table.epochs * len(entrants), {"mean_gap": float(np.mean(gaps))})
+    return Pick(best_of(entrants), table.epochs * len(entrants),
+                {"mean_gap": float(np.mean(gaps)) if gaps else math.nan, "guided": len(gaps)})
 
 
 def nearest(table: Table, point: dict, left: set[int]) -> tuple[int, float]:
@@ -456,8 +466,8 @@ def notes(table: Table, picks: dict[int, dict[str, list[Pick]]]) -> list[str]:
         kind = "HyperbandPruner" if p.type == "hyperband" else "SuccessiveHalvingPruner (ASHA)"
         return f"{kind} (min {p.min_epochs} epoch, reduction factor {p.reduction_factor})"
 
-    gaps = ", ".join(f"{np.mean([p.detail['mean_gap'] for p in by['tpe']]):.2f} at budget {b}"
-                     for b, by in picks.items())
+    gaps = ", ".join(f"{np.nanmean([p.detail['mean_gap'] for p in by['tpe']]):.2f} at budget {b}"
+                     for b, by in picks.items() if b > TPE_STARTUP) or f"none (no budget above {TPE_STARTUP})"
     stop = tool_stop()
     return ["Each replay draws the order the configs are met in and each config's order of seeds once; every "
             "strategy and budget of the replay uses that draw (common random numbers). Intervals are 95%: normal "
@@ -467,7 +477,9 @@ def notes(table: Table, picks: dict[int, dict[str, list[Pick]]]) -> list[str]:
             "- pruners (the tool's `pruner_for`, a real in-memory Optuna study, val acc reported every epoch, "
             "should_prune after every epoch but the last, the best complete trial wins): "
             + "; ".join(f"{name}: {pruner(p)}" for name, p in PRUNERS.items()) + ".",
-            f"- tpe: Optuna's TPESampler with the tool's settings over {table.space_source}. The table is not "
+            f"- tpe: Optuna's TPESampler with the tool's settings over {table.space_source}. Its first "
+            f"{TPE_STARTUP} trials are random (Optuna's n_startup_trials): the draw's first configs, the ones random "
+            "search meets, so up to that budget tpe is random search. After them the table is not "
             "exhaustive: each suggested point is mapped to the nearest config not yet evaluated (1 per categorical "
             "mismatch, plus each numeric gap as a share of its range) and TPE is told that config (a diverged run as "
             "0.25, the worst), so configs far from the others are met more often than by chance. Mean distance "

@@ -109,6 +109,15 @@ def test_epochs_are_counted_as_the_strategies_train(clean):
         assert (spent["asha4+race3"] == spent["asha4"] + raced * 2 * EPOCHS).all() and (raced >= 1).all()
 
 
+def test_tpe_meets_the_configs_of_random_search_until_its_startup_trials_are_done(clean):
+    """Optuna's TPE samples its first 10 trials at random: a budget of 5 must see random search's configs, not the
+    configs nearest to random points (which favours configs far from the others)."""
+    picks = clean["json"]["budgets"]["5"]
+    assert [p["chosen"] for p in picks["tpe"]] == [p["chosen"] for p in picks["random"]]
+    assert all(p["detail"]["guided"] == 0 for p in picks["tpe"])
+    assert all(p["detail"]["guided"] == 2 for p in clean["json"]["budgets"]["12"]["tpe"])  # trials 11 and 12
+
+
 @pytest.fixture(scope="module")
 def noisy(tmp_path_factory):
     """Noise, one config recorded with a single seed, one diverged run (a NaN epoch, then none), no spec in meta."""
