@@ -4,13 +4,16 @@ number of epochs, no pruning and no early stopping, every epoch's validation acc
 `benchmarks/bench_search.py` replays search strategies on it at no cost.
 
     python benchmarks/record_curves.py --data ../shared/data/fer2013-dev.csv.gz [--slice 3000] [--configs 36]
-        [--seeds 3] [--epochs 12]
+        [--seeds 3] [--epochs 12] [--race-top 6 --race-seeds 6]
 
 It is the real tool: `fer-sweep run` on a spec derived from the sweep's (`repeats: <seeds>`, `pruner: none`,
 `patience: 0`, `dead_after: 0`, `keep: 0`, wandb off), so a stopped recording goes on with the same command (the
 sweep resumes, trials at their last epoch). The data: a stratified slice of `--slice` Training rows (0: all of them)
 with every PublicTest row as validation (a layout without PublicTest rows validates on further Training rows); no
-test split is read. After the run (or with `--export-only`, also of a partial recording) it writes the table,
+test split is read. With `--race-top K`, once every configuration is recorded, the real `fer-sweep best --race K
+--race-seeds S --no-retrain` gives the K best configurations more seeds (S in all) at the same budget: seeds that no
+replayed search trains, so a search's pick can be judged on seeds it did not select on. After the run (or with
+`--export-only`, also of a partial recording) it writes the table,
 gzipped JSON: {"meta": {data, slice, machine, precision, date, spec}, "configs": [{"params", "runs": [{"seed",
 "val_acc", "val_loss", "seconds"}]}]}. Hours of CPU: run it in the background, alone on the machine.
 """
@@ -49,27 +52,45 @@ def table_spec(base: dict, data: str, configs: int, seeds: int, epochs: int) -> 
 
 def export(results: Path, meta: dict[str, Any], out: Path) -> dict[str, Any]:
     """The table of the study recorded so far: every finished trial's seeds (complete ones, and those that
-    diverged: their curves end early). Returns the table."""
+    diverged: their curves end early), then the seeds a race (`--race-top`) finished for it. Returns the table."""
     import optuna
 
     from fer_sweep.sweep.study import open_existing
     from fer_sweep.sweep.summary import is_finished
+    from fer_sweep.sweep.trial import CURVE_KEYS
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    _, study, _ = open_existing(results, STUDY, None)
+    _, study, folder = open_existing(results, STUDY, None)
+    raced = race_runs(folder)
     configs = []
     for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
         runs = t.user_attrs.get("seed_runs")
         if is_finished(t) and runs:  # (not an attempt cut short and re-queued: its curves are partial)
+            seeds = {r["seed"] for r in runs}
+            runs = [*runs, *(r for r in raced.get(t.number, []) if r["seed"] not in seeds)]
             configs.append({"params": {k: _plain(v) for k, v in t.params.items()}, "trial": t.number,
-                            "runs": [{"seed": r["seed"], **{k: [_num(v) for v in r[k]]
-                                                           for k in ("val_acc", "val_loss", "seconds")}}
+                            "runs": [{"seed": r["seed"], **{k: [_num(v) for v in r[k]] for k in CURVE_KEYS}}
                                      for r in runs]})
     table = {"meta": meta, "configs": configs}
     out.parent.mkdir(parents=True, exist_ok=True)
     with gzip.open(out, "wt") as f:
         json.dump(table, f, separators=(",", ":"))
     return table
+
+
+def race_runs(folder: Path) -> dict[int, list[dict[str, Any]]]:
+    """Per trial number, the seeds `best --race` finished for it (race/t<N>-s<seed>/run.json), by seed, as curves
+    (the rows of their history, as a trial's `seed_runs`)."""
+    from fer_sweep.results.race import RUN_FILE, race_models
+    from fer_sweep.sweep.trial import CURVE_KEYS
+
+    got: dict[int, list[dict[str, Any]]] = {}
+    for where in race_models(folder):
+        run = json.loads((where / RUN_FILE).read_text())
+        rows = [row for row in run["history"] if row["epoch"] > 0]
+        got.setdefault(int(run["trial"]), []).append(
+            {"seed": int(run["seed"]), **{name: [row.get(key) for row in rows] for name, key in CURVE_KEYS.items()}})
+    return {n: sorted(runs, key=lambda r: r["seed"]) for n, runs in got.items()}
 
 
 def _plain(value: Any) -> Any:
@@ -94,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--results", type=Path, default=ROOT / "results" / "curves")
     ap.add_argument("--out", type=Path, default=TABLE)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--race-top", type=int, default=0, help="once all are recorded: the K best configurations get "
+                    "more seeds (`fer-sweep best --race K --no-retrain`; 0: none)")
+    ap.add_argument("--race-seeds", type=int, default=6, help="seeds each raced configuration ends with")
     ap.add_argument("--export-only", action="store_true", help="write the table of what is recorded so far")
     args = ap.parse_args(argv)
 
@@ -113,6 +137,12 @@ def main(argv: list[str] | None = None) -> int:
                "--device", args.device, "--wandb", "disabled"]
         print(" ".join(cmd), flush=True)
         code = _run_forwarding_sigterm(cmd)
+        if code == 0 and args.race_top:  # the sweep is done: its best configurations get seeds no search trains
+            race = [sys.executable, "-m", "fer_sweep", "best", "--results", str(args.results), "--study", STUDY,
+                    "--race", str(args.race_top), "--race-seeds", str(args.race_seeds), "--no-retrain",
+                    "--device", args.device, "--wandb", "disabled"]
+            print(" ".join(race), flush=True)
+            code = _run_forwarding_sigterm(race)
         if code not in (0, 130, 143):  # (Ctrl-C, SIGTERM: what is complete is exported; the same command resumes)
             return code
     meta = {"data": Path(args.data).name, "slice": (f"{args.slice} Training rows, stratified (seed 0); PublicTest "

@@ -177,8 +177,9 @@ def test_the_section_goes_to_the_given_file_only(noisy):
 
 def test_a_table_recorded_by_the_real_sweep_is_what_the_replay_reads(tmp_path):
     """benchmarks/record_curves.py on a tiny synthetic spec (2 configurations x 2 seeds x 2 epochs through the real
-    `fer-sweep run` with `repeats`), then the replay on its table: the layout the issue names, every run complete, and
-    a rerun (the sweep is finished) trains nothing and writes the same table."""
+    `fer-sweep run` with `repeats`, then the real `best --race 2 --race-seeds 3` for a third seed of each), then the
+    replay on its table: the layout the issue names, every run complete, and a rerun (the sweep and the race are
+    finished) trains nothing and writes the same table."""
     spec = tmp_path / "tiny.yaml"
     spec.write_text(yaml.safe_dump({
         "study": "tiny", "data": "synthetic", "seed": 0, "splits": {"synthetic_n": 300},
@@ -187,7 +188,7 @@ def test_a_table_recorded_by_the_real_sweep_is_what_the_replay_reads(tmp_path):
     out, results = tmp_path / "curves.json.gz", tmp_path / "results"
     record = [sys.executable, str(ROOT / "benchmarks" / "record_curves.py"), "--data", "synthetic", "--slice", "0",
               "--spec", str(spec), "--configs", "2", "--seeds", "2", "--epochs", "2", "--results", str(results),
-              "--out", str(out), "--device", "cpu"]
+              "--out", str(out), "--device", "cpu", "--race-top", "2", "--race-seeds", "3"]
     # A SIGTERM to the script reaches its run: stopped half-way through the first checkpoint, it exports what is
     # complete (nothing yet) and leaves no run behind; the same command then resumes and finishes.
     log = tmp_path / "checkpoints.jsonl"
@@ -210,10 +211,13 @@ def test_a_table_recorded_by_the_real_sweep_is_what_the_replay_reads(tmp_path):
     assert len(table["configs"]) == 2
     for c in table["configs"]:
         assert isinstance(c["params"]["conv"], list)  # as the spec writes it, not Optuna's JSON string
-        assert [r["seed"] for r in c["runs"]] == [0, 1]
+        assert [r["seed"] for r in c["runs"]] == [0, 1, 2]  # the sweep's 2, the race's third
         assert all(len(r["val_acc"]) == len(r["val_loss"]) == len(r["seconds"]) == 2 for r in c["runs"])
+        assert all(isinstance(v, float) for r in c["runs"] for v in r["val_acc"] + r["seconds"])
+    assert "--race 2 --race-seeds 3 --no-retrain" in done.stdout
     again = subprocess.run(record, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0 and json.loads(gzip.decompress(out.read_bytes()))["configs"] == table["configs"]
+    assert again.returncode == 0  # the same seconds: nothing trained again
+    assert json.loads(gzip.decompress(out.read_bytes()))["configs"] == table["configs"]
     replay = bench("--table", out, "--replays", "3", "--budgets", "2", "--no-write")
     assert "random" in replay.stdout and "race3" in replay.stdout
 
