@@ -33,6 +33,9 @@ run in that order (r runs for repeats r, whose curve is their epoch-by-epoch mea
   pick: its regret is random's at race3's cost.
 - plateau: random search stopped by the tool's plateau rule (`stop: {}`, sweep/plateau.py), no pruning.
 
+Per strategy and budget: epochs spent, q of the pick, regret, P(pick in top 3), regret saved per 100 extra epochs,
+and the pick's mean over the seeds its choice did not look at (free of the winner's curse; where the table has them).
+
 Prints one Markdown table per budget and writes the section "Search strategies on the FER learning-curve table" of
 benchmarks/RESULTS.md (or of --results-md PATH; --no-write only prints). --json PATH keeps every replay's pick.
 """
@@ -197,11 +200,13 @@ def draw(table: Table, rng: np.random.Generator) -> Draw:
 
 @dataclass(frozen=True)
 class Pick:
-    """What a strategy chose (a config's index) and the epochs it trained; `detail` says how (JSON-ready)."""
+    """What a strategy chose (a config's index) and the epochs it trained; `detail` says how (JSON-ready); `unseen`:
+    the chosen config's mean run value over the seeds its choice did not look at (NaN where it looked at all)."""
 
     chosen: int
     epochs: int
     detail: dict
+    unseen: float = math.nan
 
 
 def curve(table: Table, d: Draw, c: int) -> np.ndarray:
@@ -220,6 +225,14 @@ def observed(table: Table, d: Draw, budget: int, repeats: int = 1) -> tuple[list
     seen = searched(d, budget)
     epochs = table.epochs * sum(len(d.runs[c][:repeats]) for c in seen)
     return [(c, float(table.values[c][d.runs[c][:repeats]].mean())) for c in seen], epochs
+
+
+def unseen(table: Table, d: Draw, c: int, looked: int) -> float:
+    """Config c's mean run value over its runs after the first `looked` of the draw (those a strategy chose it by):
+    an estimate of its quality free of the winner's curse (the chosen one's own seeds were lucky, or it would not
+    have been chosen). NaN when no run is left."""
+    rest = d.runs[c][looked:]
+    return float(table.values[c][rest].mean()) if len(rest) else math.nan
 
 
 def best_of(entrants: list[tuple[int, float]]) -> int:
@@ -265,14 +278,16 @@ def tool_search(table: Table, d: Draw, budget: int, pruner: PrunerSpec,
 # ------------------------------------------------------------------------------------------------ strategies
 def random_search(table: Table, d: Draw, budget: int, repeats: int = 1) -> Pick:
     entrants, epochs = observed(table, d, budget, repeats)
-    return Pick(best_of(entrants), epochs, {"evaluated": len(entrants)})
+    c = best_of(entrants)
+    return Pick(c, epochs, {"evaluated": len(entrants)}, unseen(table, d, c, repeats))
 
 
 def pruned_search(table: Table, d: Draw, budget: int, pruner: PrunerSpec) -> Pick:
     done = tool_search(table, d, budget, pruner)
     complete = [(c, v) for c, v, _ in done if v is not None]
     counts = {"complete": len(complete), "pruned": len(done) - len(complete)}
-    return Pick(best_of(complete), sum(e for *_, e in done), counts)
+    c = best_of(complete)
+    return Pick(c, sum(e for *_, e in done), counts, unseen(table, d, c, 1))
 
 
 def tpe_search(table: Table, d: Draw, budget: int) -> Pick:
@@ -294,8 +309,9 @@ def tpe_search(table: Table, d: Draw, budget: int) -> Pick:
         value = MAJORITY if table.diverged[c][run] else float(table.values[c][run])
         study.add_trial(optuna.trial.create_trial(params=table.encoded[c], distributions=table.space, value=value))
         entrants.append((c, value))
-    return Pick(best_of(entrants), table.epochs * len(entrants),
-                {"mean_gap": float(np.mean(gaps)) if gaps else math.nan, "guided": len(gaps)})
+    c = best_of(entrants)
+    return Pick(c, table.epochs * len(entrants), {"mean_gap": float(np.mean(gaps)) if gaps else math.nan,
+                                                  "guided": len(gaps)}, unseen(table, d, c, 1))
 
 
 def nearest(table: Table, point: dict, left: set[int]) -> tuple[int, float]:
@@ -319,25 +335,26 @@ def nearest(table: Table, point: dict, left: set[int]) -> tuple[int, float]:
 def race3(table: Table, d: Draw, budget: int) -> Pick:
     entrants, epochs = observed(table, d, budget)
     winner, extra, board = race(table, d, entrants)
-    return Pick(winner, epochs + extra, {"race": board})
+    return Pick(winner, epochs + extra, {"race": board}, unseen(table, d, winner, RACE_SEEDS))
 
 
 def asha_race(table: Table, d: Draw, budget: int) -> Pick:
     done = tool_search(table, d, budget, PRUNERS["asha4"])
     winner, extra, board = race(table, d, [(c, v) for c, v, _ in done if v is not None])
-    return Pick(winner, sum(e for *_, e in done) + extra, {"race": board})
+    return Pick(winner, sum(e for *_, e in done) + extra, {"race": board}, unseen(table, d, winner, RACE_SEEDS))
 
 
 def winner_more_seeds(table: Table, d: Draw, budget: int) -> Pick:
     entrants, epochs = observed(table, d, budget)
     _, extra, _ = race(table, d, entrants)
-    return Pick(best_of(entrants), epochs + extra, {"extra": extra})
+    c = best_of(entrants)  # the extra seeds are trained after the choice: they are not what it looked at
+    return Pick(c, epochs + extra, {"extra": extra}, unseen(table, d, c, 1))
 
 
 def plateau_search(table: Table, d: Draw, budget: int) -> Pick:
     done = tool_search(table, d, budget, PrunerSpec(type="none"), tool_stop())
-    return Pick(best_of([(c, v) for c, v, _ in done if v is not None]), sum(e for *_, e in done),
-                {"evaluated": len(done)})
+    c = best_of([(c, v) for c, v, _ in done if v is not None])
+    return Pick(c, sum(e for *_, e in done), {"evaluated": len(done)}, unseen(table, d, c, 1))
 
 
 @functools.cache
@@ -408,8 +425,11 @@ def summarize(table: Table, picks: list[Pick], base: list[Pick]) -> dict:
     regret = 100 * table.best - q
     base_regret = 100 * table.best - 100 * table.q[[p.chosen for p in base]]
     top = int((q >= 100 * table.top_floor - 1e-9).sum())
+    unseen = 100 * np.array([p.unseen for p in picks])
+    known = unseen[np.isfinite(unseen)]
     return {"epochs": mean_ci(epochs), "share": epochs.mean() / np.mean([p.epochs for p in base]),
             "q": mean_ci(q), "regret": mean_ci(regret), "top": (top, len(picks), *wilson(top, len(picks))),
+            "unseen": (*(mean_ci(known) if len(known) else (math.nan, math.nan)), len(known), len(picks)),
             "saved": saved_per_100(base_regret - regret, epochs - np.array([p.epochs for p in base]))}
 
 
@@ -420,15 +440,18 @@ def plus_minus(mean: float, half: float, digits: int) -> str:
 
 def markdown(table: Table, picks: dict[str, list[Pick]]) -> list[str]:
     lines = ["| strategy | epochs spent | of random's | q of the pick (%) | regret (pts) | P(pick in top 3) "
-             "| regret saved per 100 epochs |", "|---|---:|---:|---:|---:|---:|---:|"]
+             "| regret saved per 100 epochs | the pick on seeds it was not chosen by (%) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, got in picks.items():
         s = summarize(table, got, picks["random"])
         k, n, lo, hi = s["top"]
         saved = "—" if s["saved"] is None else \
             f"{s['saved'][0]:.2f} [{s['saved'][1]:.2f}, {s['saved'][2]:.2f}]"
+        mean, half, known, of = s["unseen"]
+        fresh = "—" if not known else plus_minus(mean, half, 2) + ("" if known == of else f" ({known} of {of})")
         lines.append(f"| {name} | {plus_minus(*s['epochs'], 0)} | {100 * s['share']:.0f}% | {plus_minus(*s['q'], 2)} "
                      f"| {plus_minus(*s['regret'], 2)} | {100 * k / n:.0f}% [{100 * lo:.0f}, {100 * hi:.0f}] "
-                     f"| {saved} |")
+                     f"| {saved} | {fresh} |")
     return lines
 
 
@@ -474,6 +497,12 @@ def notes(table: Table, picks: dict[int, dict[str, list[Pick]]]) -> list[str]:
             "approximation for means, Wilson for P(top 3), paired bootstrap for regret saved per 100 epochs "
             "(against random on the same draws; shown where a strategy spends more epochs than random). A missing or "
             "NaN epoch of a diverged run counts as 0.25 everywhere; the tool's `dead_after` stop is not replayed.",
+            "- q of the pick averages all the table's seeds of the chosen config, the ones the strategy chose it by "
+            "included: a one-seed search picks the config whose first seed was lucky, and a race or `repeats: 3` "
+            "picks by 3 of the seeds q is made of, so q flatters them (the winner's curse). The last column is the "
+            "pick's mean over the seeds its choice did not look at (after the first one, or the first 3 of a race "
+            "or of repeats3), which is free of it; it exists only for configs with more seeds than the strategy "
+            "looked at (`record_curves.py --race-top`), and says of how many picks it is the mean when not all.",
             "- pruners (the tool's `pruner_for`, a real in-memory Optuna study, val acc reported every epoch, "
             "should_prune after every epoch but the last, the best complete trial wins): "
             + "; ".join(f"{name}: {pruner(p)}" for name, p in PRUNERS.items()) + ".",
@@ -502,6 +531,7 @@ def to_json(table: Table, picks: dict[int, dict[str, list[Pick]]]) -> dict:
     return {"table": {"configs": len(table.curves), "epochs": table.epochs, "best": table.best,
                       "q": table.q.tolist(), "top_floor": table.top_floor},
             "budgets": {str(b): {name: [{"chosen": p.chosen, "epochs": p.epochs, "q": float(table.q[p.chosen]),
+                                         "unseen": None if math.isnan(p.unseen) else p.unseen,
                                          "detail": p.detail} for p in got] for name, got in by.items()}
                         for b, by in picks.items()}}
 

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from itertools import combinations
 from pathlib import Path
 
 import numpy as np
@@ -165,6 +166,36 @@ def test_more_seeds_of_the_winner_change_no_pick(noisy):
     assert [p["epochs"] for p in picks["winner_more_seeds"]] == [p["epochs"] for p in picks["race3"]]
     for name in PRUNED:
         assert all(p["epochs"] <= r["epochs"] for p, r in zip(picks[name], picks["random"]))
+
+
+def test_a_pick_is_also_judged_on_the_seeds_its_choice_did_not_look_at(tmp_path):
+    """With 5 seeds per config, the last column is the chosen config's mean over the seeds after those the strategy
+    chose it by: 4 of them for a one-seed search, 2 after a race to 3 seeds or repeats 3."""
+    configs = write_table(tmp_path / "table.json.gz", 8, 5, noise=0.02, seed=2)
+    bench("--table", tmp_path / "table.json.gz", "--replays", 4, "--budgets", 6, "--no-write",
+          "--json", tmp_path / "picks.json")
+    picks = json.loads((tmp_path / "picks.json").read_text())["budgets"]["6"]
+    values = [np.array([run_value(r) for r in c["runs"]]) for c in configs]
+
+    def means_of(c: int, k: int) -> list[float]:  # every possible mean of k of config c's seeds
+        return [float(np.mean(values[c][list(runs)])) for runs in combinations(range(5), k)]
+
+    for name, left in (("random", 4), ("asha4", 4), ("tpe", 4), ("winner_more_seeds", 4), ("repeats2", 3),
+                       ("repeats3", 2)):
+        for p in picks[name]:
+            assert min(abs(p["unseen"] - m) for m in means_of(p["chosen"], left)) < 1e-12, name
+    for name in ("race3", "asha4+race3"):
+        for p in picks[name]:
+            raced = next(b["runs"] for b in p["detail"]["race"] if b["config"] == p["chosen"])
+            rest = [r for r in range(5) if r not in raced]
+            assert p["unseen"] == pytest.approx(np.mean(values[p["chosen"]][rest]))
+
+
+def test_without_more_seeds_than_looked_at_there_is_nothing_unseen(noisy):
+    picks = noisy["json"]["budgets"]["8"]
+    assert all(p["unseen"] is None for p in picks["repeats3"] + picks["race3"])  # 3 seeds, all looked at
+    assert all(p["unseen"] is not None for p in picks["random"] if p["chosen"] != 0)  # config 0: one seed only
+    assert "| repeats3 |" in noisy["md"] and noisy["md"].count(" | — |\n") >= 2
 
 
 def test_the_section_goes_to_the_given_file_only(noisy):
