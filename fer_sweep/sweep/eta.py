@@ -13,37 +13,68 @@ PROGRESS = "progress"  # user attr of a trial while it trains: [epochs, train se
 RECENT_EPOCHS = 12  # the ETA's speed: at least this many of the latest timed epochs
 FORECAST = "forecast"  # study user attr: {"s_per_epoch": the start-of-run forecast over the space, per worker}
 PRIOR_TRIALS = 3  # the forecast weighs as much as this many timed trials in the ETA's speed
+COST = "cost"  # user attr of a trial: training FLOPs per image of one epoch, all its seeds (the worker counts them)
 
 
-def recent_epoch_seconds(trials: list[FrozenTrial]) -> tuple[int, float]:
-    """(epochs, seconds) of the latest timed epochs: every running trial's progress, then trials that ended
-    (finished, and cut short: interrupted, crashed; their epochs ran), latest end first, until `RECENT_EPOCHS`."""
+def recent_epochs(trials: list[FrozenTrial]) -> list[tuple[int, float, float | None]]:
+    """(epochs, seconds, cost or None) of each trial timed latest: every running trial's progress, then trials that
+    ended (finished, and cut short: interrupted, crashed; their epochs ran), latest end first, until `RECENT_EPOCHS`
+    epochs."""
     def ended_at(t: FrozenTrial) -> tuple[float, int]:
         return (t.datetime_complete.timestamp() if t.datetime_complete else 0.0, t.number)
 
-    now = [(int(p[0]), float(p[1])) for t in trials
+    now = [(int(p[0]), float(p[1]), _cost(t)) for t in trials
            if t.state == TrialState.RUNNING and isinstance(p := t.user_attrs.get(PROGRESS), list)]
-    ended = [(int(t.user_attrs.get("epochs") or 0), float(t.user_attrs.get("train_seconds") or 0))
+    ended = [(int(t.user_attrs.get("epochs") or 0), float(t.user_attrs.get("train_seconds") or 0), _cost(t))
              for t in sorted(trials, key=ended_at, reverse=True)
              if t.state not in (TrialState.RUNNING, TrialState.WAITING)]
-    epochs, seconds = 0, 0.0
-    for i, (e, s) in enumerate(now + ended):
-        if i >= len(now) and epochs >= RECENT_EPOCHS:
+    window: list[tuple[int, float, float | None]] = []
+    for i, (e, s, c) in enumerate(now + ended):
+        if i >= len(now) and sum(w[0] for w in window) >= RECENT_EPOCHS:
             break
         if e > 0 and s > 0:
-            epochs, seconds = epochs + e, seconds + s
-    return epochs, seconds
+            window.append((e, s, c))
+    return window
+
+
+def recent_epoch_seconds(trials: list[FrozenTrial]) -> tuple[int, float]:
+    """(epochs, seconds) of the latest timed epochs (`recent_epochs`)."""
+    window = recent_epochs(trials)
+    return sum(e for e, _, _ in window), sum(s for _, s, _ in window)
+
+
+def _cost(t: FrozenTrial) -> float | None:
+    c = t.user_attrs.get(COST)
+    return float(c) if isinstance(c, (int, float)) and not isinstance(c, bool) and c > 0 else None
+
+
+def measured_speed(trials: list[FrozenTrial]) -> float | None:
+    """Seconds per epoch of the configurations this search meets, measured: the latest timed epochs' seconds per
+    unit of cost (the machine's speed now) x the mean cost of the trials met so far (each once: what an epoch of
+    the space costs). Configurations differ ~4x in cost (conv widths), so the latest trial's seconds alone say as
+    much about which configuration ran last as about the machine. Without every cost known (a study of an older
+    version): the latest epochs' mean. None before any epoch is timed."""
+    window = recent_epochs(trials)
+    epochs, seconds = sum(e for e, _, _ in window), sum(s for _, s, _ in window)
+    if not epochs:
+        return None
+    costs = [c for t in trials if (c := _cost(t)) is not None]
+    if any(c is None for *_, c in window) or not costs:
+        return seconds / epochs
+    work = sum(e * c for e, _, c in window if c is not None)
+    return seconds / work * (sum(costs) / len(costs))
 
 
 def epoch_speed(trials: list[FrozenTrial], forecast: float | None) -> tuple[float | None, int, int]:
-    """(seconds per epoch, epochs timed, trials timed) the ETA uses: the latest timed epochs' mean
-    (`recent_epoch_seconds`: the machine's speed now), pulled towards the start-of-run forecast over the whole space
-    (`forecast`, when `run` stored one) as if it were PRIOR_TRIALS more trials against the trials timed so far (the
-    configurations met: what the forecast stands in for). The configurations of a search differ 3-4x in cost, so
-    the first one or two timed trials alone would make the ETA swing; as trials are timed, the measurement takes
-    over. None before any epoch is timed and without a forecast."""
-    epochs, seconds = recent_epoch_seconds(trials)
-    measured = seconds / epochs if epochs else None
+    """(seconds per epoch, epochs timed, trials timed) the ETA uses: the latest timed epochs' speed
+    (`measured_speed`: the machine's speed now, scaled by cost to the configurations met), pulled towards the
+    start-of-run forecast over the whole space (`forecast`, when `run` stored one) as if it were PRIOR_TRIALS more
+    trials against the trials timed so far (the configurations met: what the forecast stands in for). The
+    configurations of a search differ 3-4x in cost, so the first one or two timed trials alone would make the ETA
+    swing; as trials are timed, the measurement takes over. None before any epoch is timed and without a
+    forecast."""
+    epochs, _ = recent_epoch_seconds(trials)
+    measured = measured_speed(trials)
     timed = sum(1 for t in trials if (t.user_attrs.get("epochs") or (t.user_attrs.get(PROGRESS) or [0])[0]))
     if forecast is None or forecast <= 0:
         return measured, epochs, timed
@@ -60,7 +91,9 @@ def eta(trials: list[FrozenTrial], finished: list[FrozenTrial], target: int, max
     Seconds per epoch are pooled over the most recent timed epochs in the storage (running trials from their
     `progress` first, then trials that ended, finished or cut short, latest first, until `RECENT_EPOCHS` epochs), so
     they are measured on the machines and with the worker count running now, whoever reads them: a study resumed on
-    another machine, or on one less busy, is not timed by its first session. Epochs left: for each ticket not
+    another machine, or on one less busy, is not timed by its first session; where the trials carry their cost
+    (COST, FLOPs), as seconds per unit of cost, times the mean cost of the trials met (`measured_speed`).
+    Epochs left: for each ticket not
     started, `policies.epochs_ahead` (asha/hyperband: to each rung with the chance of being promoted; median/none:
     every epoch), or the mean epochs of the finished trials where that is fewer (early stopping, the median pruner);
     for each running trial, what it may still train. `eta_max_s` counts every epoch of every unfinished trial (no

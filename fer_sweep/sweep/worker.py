@@ -23,10 +23,11 @@ from optuna.trial import TrialState
 from fer_sweep.config import Notice, RunConfig, UserError, first_line
 from fer_sweep.data.splits import Splits
 from fer_sweep.learn.device import is_oom
+from fer_sweep.learn.throughput import train_flops_per_image
 from fer_sweep.sweep import artifacts
 from fer_sweep.sweep.checkpoints import checkpoint_path, load_checkpoint, remove_checkpoint, save_checkpoint
 from fer_sweep.sweep.dbfaults import DB_WAIT_S, StorageDown, is_db_fault, ride_out, study_fault, study_faults
-from fer_sweep.sweep.eta import PROGRESS
+from fer_sweep.sweep.eta import COST, PROGRESS
 from fer_sweep.sweep.optuna_api import Heartbeat, frozen, storage_of, trial_id
 from fer_sweep.sweep.plateau import plateau
 from fer_sweep.sweep.signals import DeadlineReached, between_trials, deadline_alarm, interrupting, past, stopped_line
@@ -165,6 +166,7 @@ def run_trial(w: Worker, trial: optuna.Trial) -> str:
     try:
         with Heartbeat(w.study, trial.number):
             group = Seeds.start(cfgs)
+            _record_cost(w, trial, group)
             _replay(w, trial, group, resumes)
             ctx.fit_seeds(group, runs, on_epoch=on_epoch, should_prune=lambda _: w.patiently(trial.should_prune),
                           resumes=resumes, saves=[_saver(ctx, path, params) for path in paths])
@@ -208,6 +210,16 @@ def run_trial(w: Worker, trial: optuna.Trial) -> str:
         if retry:
             w.patiently(lambda: requeue(w.study, frozen(w.study, trial.number), **{OOM_RETRIES: retries + 1}))
     return outcome_
+
+
+def _record_cost(w: Worker, trial: optuna.Trial, group: Seeds) -> None:
+    """The trial's cost for the ETA (user attr COST): training FLOPs per image of one epoch of all its seeds."""
+    t = group.runs[0]
+    try:
+        cost = train_flops_per_image(t.model, t.cfg.train, w.ctx.train.x.device) * len(group.runs)
+    except Exception:  # noqa: BLE001 - a model the flop counter cannot trace still trains; the ETA times it plainly
+        return
+    w.patiently(lambda: trial.set_user_attr(COST, round(cost)))
 
 
 def _saver(ctx: TrialContext, path: Path | None, params: dict) -> Callable[[dict], None] | None:

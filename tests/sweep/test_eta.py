@@ -75,6 +75,25 @@ def test_eta_is_timed_by_the_latest_epochs_not_a_resumed_study_s_first_session()
     assert eta.recent_epoch_seconds(study.get_trials()) == (14, pytest.approx(4 * 44 + 41 + 9 * 42))
 
 
+def test_eta_scales_the_latest_epochs_by_cost_to_the_configurations_met():
+    """Configurations differ ~4x in cost (conv widths): the latest trial, a cheap one, times the machine (seconds per
+    FLOP), and an epoch of the configurations met costs their mean FLOPs. Without costs on every trial of the window
+    the latest epochs' mean stands (an older study)."""
+    study = optuna.create_study(direction="maximize")
+    for i, (cost, s_per_epoch) in enumerate([(4e8, 160.0), (1e8, 40.0), (4e8, 160.0), (1e8, 40.0)]):
+        study.add_trial(create_trial(value=0.5, params={}, distributions={}, user_attrs={
+            "ticket": i, "epochs": 12, "train_seconds": 12 * s_per_epoch, eta.COST: cost}))
+    trials = study.get_trials()
+    assert eta.measured_speed(trials) == pytest.approx(40.0 / 1e8 * 2.5e8)  # 100 s: not the latest trial's 40
+    b = summary.snapshot(study, 8, 12, PrunerSpec(type="none"), workers=1)["eta_basis"]
+    assert b["s_per_epoch"] == pytest.approx(100.0) and b["timed_epochs"] == 12
+    t = study.ask()  # running, its cost not yet written: the window's cost is unknown, the plain mean stands
+    t.set_user_attr(eta.PROGRESS, [2, 2 * 150.0])
+    assert eta.measured_speed(study.get_trials()) == pytest.approx((300 + 12 * 40) / 14)
+    t.set_user_attr(eta.COST, 4e8)  # a dear one running: 5 trials met (mean 2.8e8), the window 2 dear + 12 cheap
+    assert eta.measured_speed(study.get_trials()) == pytest.approx((300 + 480) / (2 * 4e8 + 12 * 1e8) * 2.8e8)
+
+
 def test_eta_under_asha_rungs_and_its_upper_bound():
     study = study_with(finished=1, running=0, target=30, epochs=15, s_per_epoch=40.0, setup_s=0)
     snap = summary.snapshot(study, 30, 15, ASHA)

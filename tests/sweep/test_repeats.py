@@ -10,8 +10,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 from optuna.trial import TrialState
 
+from fer_sweep.learn.models import model_for
+from fer_sweep.learn.throughput import train_flops_per_image
+from fer_sweep.sweep.eta import COST
+from fer_sweep.sweep.study import load_saved_spec
+from fer_sweep.sweep.trial import trial_config
 from tests.helpers import cli, invoke, journal_study, kill_after_epochs, refused, write_tiny_spec
 
 
@@ -29,6 +35,8 @@ def test_repeats_2_ranks_configurations_by_the_mean_of_their_seeds(tmp_path):
     for t in trials:
         u = t.user_attrs
         assert u["seeds"] == 2 and [r["seed"] for r in u["seed_runs"]] == [5, 6]  # the seed, then seed + 1
+        cfg = trial_config(t.params, load_saved_spec(results / "rep"))[1]  # the ETA's cost: both seeds' FLOPs
+        assert u[COST] == round(2 * train_flops_per_image(model_for(cfg, seed=0), cfg.train, torch.device("cpu")))
         assert _close(u["val_acc_std"], statistics.pstdev(u["seed_values"]))
         assert _close(u["best_val_acc"], statistics.fmean(u["seed_values"]))
         for r, value in zip(u["seed_runs"], u["seed_values"]):
