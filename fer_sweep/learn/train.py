@@ -558,6 +558,23 @@ def _snapshot(model: nn.Module, into: dict[str, torch.Tensor] | None = None) -> 
 
 
 # ---------------------------------------------------------------- throughput
+def eval_seconds_per_image(model: nn.Module, train: DeviceSplit, val: DeviceSplit, cfg: TrainConfig,
+                           images: int) -> float:
+    """Seconds per validation face of `fit`'s validation pass (its TTA, batch size and precision), timed on the first
+    `images` faces of `val` after a warm-up pass over a few of them; the model is left as it was."""
+    if len(val) == 0:
+        return 0.0
+    norm = input_norm(cfg.normalize, train.x)
+    n = min(images, len(val))
+    head = DeviceSplit(val.x[:n], val.y[:n])
+    evaluate_as_trained(model, DeviceSplit(val.x[:32], val.y[:32]), norm, cfg, tta=fit_tta(cfg))  # warm-up
+    sync(val.x.device)
+    t0 = time.perf_counter()
+    evaluate_as_trained(model, head, norm, cfg, tta=fit_tta(cfg))
+    sync(val.x.device)
+    return (time.perf_counter() - t0) / n
+
+
 def train_throughput(model: nn.Module, train: DeviceSplit, cfg: TrainConfig, *, steps: int, warmup: int = 5,
                      norm: Norm | None = None) -> dict:
     """Time `steps` real training steps (after `warmup`), exactly as `fit` runs them.

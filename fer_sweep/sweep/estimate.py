@@ -3,8 +3,11 @@ when `--timeout` is shorter than one trial.
 
 Each configuration's cost is counted exactly (training FLOPs per image, torch's flop counter); the cheapest and the
 dearest are timed for a few real training steps on the device the trials use (the trainer's own step, precision and
-data); the others' seconds per image are interpolated linearly in FLOPs between those two. An epoch is the training
-images plus a validation pass (a forward costs about a third of a training step; flip TTA doubles it). The sweep's
+data) and for a validation pass over a few hundred validation faces (as `fit` validates: its TTA, batch size and
+precision); the others' seconds per image are interpolated linearly in FLOPs between those two. An epoch is the
+training images plus a validation pass. Validation is timed, not assumed a third of a training step: with flip TTA
+and an eager (uncompiled) forward it costs more than a training step per image on a CPU (measured 1.2-1.6x), which is
+most of an epoch when a small slice trains and all of PublicTest validates. The sweep's
 likely time counts, per trial left, the epochs the pruner lets a trial train on average (policies.epochs_ahead,
 the same as the ETA); the worst case every epoch of every trial. It rests on a few steps, not on whole epochs, so it
 misses data loading and set-up; the ETA replaces it once epochs are timed."""
@@ -18,15 +21,16 @@ from fer_sweep.config import RunConfig
 from fer_sweep.learn.device import DeviceSplit
 from fer_sweep.learn.models import model_for
 from fer_sweep.learn.throughput import train_flops_per_image
-from fer_sweep.learn.train import train_throughput
+from fer_sweep.learn.train import eval_seconds_per_image, train_throughput
 from fer_sweep.sweep.policies import epochs_ahead
 from fer_sweep.sweep.space import sample_configs, to_run_config
 from fer_sweep.sweep.spec import SweepSpec
 
 STEPS, WARMUP = 4, 2  # timed training steps per measured configuration, after warm-up steps
+EVAL_IMAGES = 512  # validation faces timed per measured configuration
 
 
-def estimate(spec: SweepSpec, train: DeviceSplit, n_val: int, trials_left: int, devices: int = 1,
+def estimate(spec: SweepSpec, train: DeviceSplit, val: DeviceSplit, trials_left: int, devices: int = 1,
              steps: int = STEPS) -> Optional[dict[str, Any]]:
     """{s_per_epoch (of the first configuration's trial: all its seeds, spec `repeats`), s_per_epoch_mean (over the
     configurations: the ETA's prior), s_per_epoch_min, s_per_epoch_max, trial_s (the first configuration's whole
@@ -47,19 +51,21 @@ def estimate(spec: SweepSpec, train: DeviceSplit, n_val: int, trials_left: int, 
 
     flops = [flops_of(c) for c in configs]
     cheap, dear = flops.index(min(flops)), flops.index(max(flops))
-    s_per_image = {}
+    s_per_image, s_per_val_image = {}, {}
     for i in dict.fromkeys((cheap, dear)):
-        timed = train_throughput(model_for(configs[i], seed=0), train, configs[i].train, steps=steps, warmup=WARMUP)
+        model = model_for(configs[i], seed=0)
+        timed = train_throughput(model, train, configs[i].train, steps=steps, warmup=WARMUP)
         s_per_image[i] = 1.0 / timed["train_img_per_s"]
+        s_per_val_image[i] = eval_seconds_per_image(model, train, val, configs[i].train, EVAL_IMAGES)
 
-    def epoch_s(i: int) -> float:
+    def between(per: dict[int, float], i: int) -> float:
         if flops[dear] == flops[cheap]:
-            per = s_per_image[cheap]
-        else:
-            share = (flops[i] - flops[cheap]) / (flops[dear] - flops[cheap])
-            per = s_per_image[cheap] + share * (s_per_image[dear] - s_per_image[cheap])
-        evals = 2 if configs[i].train.tta else 1
-        return per * (len(train) + n_val * evals / 3) * spec.repeats  # a trial's epoch trains each of its seeds
+            return per[cheap]
+        share = (flops[i] - flops[cheap]) / (flops[dear] - flops[cheap])
+        return per[cheap] + share * (per[dear] - per[cheap])
+
+    def epoch_s(i: int) -> float:  # a trial's epoch trains and validates each of its seeds
+        return (between(s_per_image, i) * len(train) + between(s_per_val_image, i) * len(val)) * spec.repeats
 
     per_epoch = [epoch_s(i) for i in range(len(configs))]
     budgets = [c.train.epochs for c in configs]

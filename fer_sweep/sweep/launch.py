@@ -119,15 +119,17 @@ def run_sweep(plan: LaunchPlan, *, on_update: Callable[[dict], None] | None = No
             snap = snapshot(study, spec.trials, max_epochs, spec.pruner, k)
         left = spec.trials - snap["finished"] - len(snap["running"])
         assert splits.train.y is not None  # a sweep's data is labelled (load_data)
+        assert splits.val.y is not None
         train = to_device(splits.train.x, splits.train.y, device)  # (the workers hold their own copies)
-        snap["estimate"] = forecast = estimate(spec, train, len(splits.val.x), left, devices=len(gpus or []) or 1)
+        val = to_device(splits.val.x, splits.val.y, device)
+        snap["estimate"] = forecast = estimate(spec, train, val, left, devices=len(gpus or []) or 1)
         if forecast:  # the ETA's prior, per worker: CPU workers share the cores, GPU workers split over the GPUs
             shared = max(k / max(len(gpus or []), 1), 1.0)
             with study_faults():
                 study.set_user_attr(FORECAST, {"s_per_epoch": round(forecast["s_per_epoch_mean"] * shared, 3),
                                                "host": socket.gethostname()})
         snap["timeout_left_s"] = None if plan.deadline is None else max(plan.deadline - time.time(), 0.0)
-        del train
+        del train, val
         on_start(snap)
     ours = (socket.gethostname(), {os.getpid()})  # this run's workers (their pids join when they start)
     last = [0.0]

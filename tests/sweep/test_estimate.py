@@ -4,7 +4,7 @@ every configuration costed between them, the sweep's likely and worst-case time;
 
 from __future__ import annotations
 
-from fer_sweep.learn.device import to_device
+from fer_sweep.learn.device import DeviceSplit, to_device
 from fer_sweep.sweep.estimate import estimate
 from fer_sweep.sweep.spec import load_spec
 from fer_sweep.sweep.trial import load_data
@@ -16,15 +16,20 @@ def test_the_forecast_spans_the_space_and_the_pruner_shortens_the_likely_time(tm
                                train={"epochs": 9, "patience": 0, "batch_size": 32}))
     splits = load_data(spec)
     train = to_device(splits.train.x, splits.train.y, "cpu")
-    e = estimate(spec, train, len(splits.val.x), 6)
+    val = to_device(splits.val.x, splits.val.y, "cpu")
+    e = estimate(spec, train, val, 6)
     assert e is not None and e["trials_left"] == 6 and e["steps"] >= 1
     assert 0 < e["s_per_epoch_min"] <= e["s_per_epoch"] <= e["s_per_epoch_max"]
     assert abs(e["trial_s"] - 9 * e["s_per_epoch"]) < 0.1
     assert 6 * 9 * e["s_per_epoch_min"] - 0.1 <= e["worst_s"] <= 6 * 9 * e["s_per_epoch_max"] + 0.1
     assert e["likely_s"] < e["worst_s"] / 2  # asha: most trials stop at an early rung
-    assert estimate(spec, train, len(splits.val.x), 0) is None  # nothing left to forecast
-    halved = estimate(spec, train, len(splits.val.x), 6, devices=2)
+    assert estimate(spec, train, val, 0) is None  # nothing left to forecast
+    halved = estimate(spec, train, val, 6, devices=2)
     assert halved is not None and halved["devices"] == 2
+    # validation is timed, not assumed: 20x the validation faces make an epoch dearer by far more than timing noise
+    many = DeviceSplit(val.x.repeat(20, 1, 1), val.y.repeat(20))
+    dearer = estimate(spec, train, many, 6)
+    assert dearer is not None and dearer["s_per_epoch_min"] > 3 * e["s_per_epoch_min"], (dearer, e, len(train))
 
 
 def test_run_forecasts_its_time_and_warns_when_the_timeout_is_shorter_than_a_trial(tmp_path):
