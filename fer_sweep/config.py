@@ -136,7 +136,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the training forward/backward (eval runs the eager module)
     deterministic: bool = False  # deterministic kernels (CUDA: slower), so a rerun reproduces a trial exactly
     seed: int = 0
-    eval_batch_size: int = 1024
+    eval_batch_size: int | None = None  # None: the device's (device.eval_batch_size: 128 on a CPU, else 1024)
 
 
 @dataclass(frozen=True)

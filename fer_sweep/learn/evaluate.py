@@ -15,7 +15,7 @@ from torch import nn
 
 from fer_sweep.config import EMOTIONS, IMAGE_SIZE, NUM_CLASSES, UserError, tta_mode
 from fer_sweep.learn.augment import Norm, eval_views, normalize_batch
-from fer_sweep.learn.device import DeviceSplit, accumulator_dtype
+from fer_sweep.learn.device import DeviceSplit, accumulator_dtype, eval_batch_size
 from fer_sweep.learn.precision import autocast, resolve_amp
 
 
@@ -24,12 +24,12 @@ def model_input_size(model: nn.Module) -> int:
     return int(getattr(getattr(model, "_orig_mod", model), "input_size", IMAGE_SIZE))
 
 
-def _log_probs(model: nn.Module, x_u8: torch.Tensor, norm: Norm, batch_size: int, tta, tta_shift_px: int,
+def _log_probs(model: nn.Module, x_u8: torch.Tensor, norm: Norm, batch_size: int | None, tta, tta_shift_px: int,
                amp) -> Iterator[tuple[int, torch.Tensor]]:
     """(start, (B, 7) float32 log-probabilities) per batch; with TTA, of the mean of the views' probabilities
     (`augment.eval_views`: the face or its centre crop, its mirror and shifted copies, or ten crops)."""
     dtype = resolve_amp(amp, x_u8.device)
-    mode, size = tta_mode(tta), model_input_size(model)
+    mode, size, batch_size = tta_mode(tta), model_input_size(model), eval_batch_size(x_u8.device, batch_size)
     for start in range(0, x_u8.shape[0], batch_size):
         x = normalize_batch(x_u8[start:start + batch_size], norm)
         with autocast(x.device, dtype):
@@ -38,7 +38,7 @@ def _log_probs(model: nn.Module, x_u8: torch.Tensor, norm: Norm, batch_size: int
         yield start, logp
 
 
-def predict_proba(model: nn.Module, x: torch.Tensor, norm: Norm, *, batch_size: int = 1024,
+def predict_proba(model: nn.Module, x: torch.Tensor, norm: Norm, *, batch_size: int | None = None,
                   tta=False, tta_shift_px: int = 0, amp="auto") -> torch.Tensor:
     """(N, 7) float32 class probabilities for (N, 48, 48) uint8 faces, on their device. `tta` is the record's value
     (False/True/"none"/"flip"/"tencrop"); a crop model gets its crops. `amp` is the precision policy the model was
@@ -53,7 +53,7 @@ def predict_proba(model: nn.Module, x: torch.Tensor, norm: Norm, *, batch_size: 
     return torch.cat(parts) if parts else torch.zeros(0, NUM_CLASSES, device=x.device)
 
 
-def evaluate(model: nn.Module, split: DeviceSplit, norm: Norm, *, batch_size: int = 1024, tta=False,
+def evaluate(model: nn.Module, split: DeviceSplit, norm: Norm, *, batch_size: int | None = None, tta=False,
              tta_shift_px: int = 0, label_smoothing: float = 0.0, amp="auto") -> dict:
     """Loss, accuracy, macro-F1, per-class precision/recall/F1/support and the 7x7 confusion
     (rows = true class, columns = predicted). Macro-F1 averages the classes that occur in the labels

@@ -79,7 +79,7 @@ def _check_train(cfg: TrainConfig) -> None:
                                ("schedule", cfg.schedule, SCHEDULES), ("normalize", cfg.normalize, NORMALIZATIONS)):
         if value not in known:
             raise UserError(f"unknown {name} {value!r} (known: {', '.join(known)})")
-    if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.eval_batch_size < 1:
+    if cfg.epochs < 1 or cfg.batch_size < 1 or (cfg.eval_batch_size is not None and cfg.eval_batch_size < 1):
         raise UserError("epochs, batch_size and eval_batch_size must be >= 1")
     if cfg.lr <= 0:
         raise UserError(f"lr must be > 0, got {cfg.lr}")
@@ -319,16 +319,21 @@ BUDGET_FREE_SCHEDULES = ("constant", "plateau")  # the lr of an epoch does not d
 
 def run_identity(cfg: TrainConfig) -> dict[str, Any]:
     """What a resumed run must share with the one that saved its state: every setting, except the epoch budget where
-    the schedule does not stretch with it (a longer run then goes on where a shorter one ended)."""
+    the schedule does not stretch with it (a longer run then goes on where a shorter one ended), and the evaluation
+    batch size, which changes no weight (a run saved at another one, or by a version with another default, resumes)."""
     identity = dataclasses.asdict(cfg)
+    identity.pop("eval_batch_size")
     if cfg.schedule in BUDGET_FREE_SCHEDULES:
         identity.pop("epochs")
     return identity
 
 
 def check_resumable(state: Mapping[str, Any], cfg: TrainConfig) -> None:
-    """UserError unless `state` (TrainState.state_dict()) was saved by a run of `cfg` (run_identity)."""
-    if state.get("version") != STATE_VERSION or state.get("run") != run_identity(cfg):
+    """UserError unless `state` (TrainState.state_dict()) was saved by a run of `cfg` (run_identity; the evaluation
+    batch size that checkpoints of earlier versions recorded is not compared)."""
+    saved = dict(state.get("run") or {})
+    saved.pop("eval_batch_size", None)
+    if state.get("version") != STATE_VERSION or saved != run_identity(cfg):
         raise UserError("checkpoint: saved by another configuration or another version of fer-sweep; it cannot be "
                         "resumed (train from epoch 0)")
 

@@ -51,7 +51,9 @@ BOUNDS = {"dropout": (0, 1, False), "stage_dropout": (0, 1, False), "fc_units": 
           "plateau_factor": (1e-6, 1, False), "plateau_patience": (0, None, True)}
 INTERNAL_FIELDS = ("lr_plan",)  # TrainConfig fields that `best` sets, never a spec
 MODEL_FIELDS = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
-TRAIN_FIELDS = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.name not in INTERNAL_FIELDS}
+UNSET_AS = {"eval_batch_size": 1024}  # a field whose default None means "the device's", checked as this type
+TRAIN_FIELDS = {f.name: UNSET_AS.get(f.name, f.default) for f in dataclasses.fields(TrainConfig)
+                if f.name not in INTERNAL_FIELDS}  # each setting's type exemplar (check_value)
 
 
 class SpecError(UserError):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from fer_sweep.config import UserError
-from fer_sweep.learn.device import DeviceSplit, accumulator_dtype, is_oom, pick_device, to_device
+from fer_sweep.learn.device import DeviceSplit, accumulator_dtype, eval_batch_size, is_oom, pick_device, to_device
 from fer_sweep.learn.train import input_norm
 
 CPU, MPS = torch.device("cpu"), torch.device("mps")
@@ -58,3 +58,9 @@ def test_mps_accumulates_in_float32():
 ])
 def test_is_oom(error, oom):
     assert is_oom(error) is oom
+
+
+def test_the_evaluation_batch_is_the_spec_s_else_the_device_s():
+    assert eval_batch_size(torch.device("cpu")) == 128  # activations in cache (benchmarks/bench_eval.py)
+    assert eval_batch_size(torch.device("cuda")) == eval_batch_size(torch.device("mps")) == 1024
+    assert eval_batch_size(torch.device("cpu"), 2048) == 2048 and eval_batch_size(torch.device("cuda"), 64) == 64

@@ -404,3 +404,21 @@ def test_a_resume_from_another_configuration_is_refused():
     with pytest.raises(UserError, match="checkpoint"):
         fit(build_model(TINY, seed=0), data, data, TrainConfig(epochs=3, batch_size=16, optimizer="sgd"),
             resume=saved["s"])
+
+
+def test_the_evaluation_batch_size_is_no_part_of_what_a_resume_must_share():
+    """It changes no weight: a state saved at eval batch 1024 (the default before it became the device's) resumes
+    at the device's, and the run ends as the one never stopped."""
+    data = random_device_split(48, seed=23)
+    old = TrainConfig(epochs=3, batch_size=16, patience=0, eval_batch_size=1024)
+    saved = {}
+    run = fit(build_model(TINY, seed=0), data, data, old, checkpoint=lambda s, _: saved.setdefault("s", s.state_dict()))
+    next(run)
+    run.close()
+    assert "eval_batch_size" not in saved["s"]["run"]
+    saved["s"]["run"]["eval_batch_size"] = 1024  # as an earlier version recorded it
+    resumed = list(fit(build_model(TINY, seed=0), data, data, TrainConfig(epochs=3, batch_size=16, patience=0),
+                       resume=saved["s"]))
+    whole = list(fit(build_model(TINY, seed=0), data, data, TrainConfig(epochs=3, batch_size=16, patience=0)))
+    assert [r.epoch for r in resumed] == [2, 3]
+    assert [r.metrics["val/acc"] for r in resumed] == [r.metrics["val/acc"] for r in whole[1:]]

@@ -32,7 +32,7 @@ def member_proba(m: Member, x: torch.Tensor, *, tta: Optional[bool] = None,
     views = own if tta is None else (False if not tta else (own if tta_mode(own) != "none" else True))
     return predict_proba(m.model, x, tuple(m.config["norm"]), tta=views,
                          tta_shift_px=int(t.get("tta_shift_px", 0)), amp=t.get("amp", "auto"),
-                         batch_size=batch_size or int(t.get("eval_batch_size", 1024)))
+                         batch_size=batch_size or t.get("eval_batch_size"))  # None: the device's
 
 
 def combine(probas: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
