@@ -26,10 +26,11 @@ def test_the_forecast_spans_the_space_and_the_pruner_shortens_the_likely_time(tm
     assert estimate(spec, train, val, 0) is None  # nothing left to forecast
     halved = estimate(spec, train, val, 6, devices=2)
     assert halved is not None and halved["devices"] == 2
-    # validation is timed, not assumed: 20x the validation faces make an epoch dearer by far more than timing noise
-    many = DeviceSplit(val.x.repeat(20, 1, 1), val.y.repeat(20))
+    # validation is timed, not assumed: 50x the validation faces (~8x an epoch's work at a validation face costing half
+    # a training one) must make an epoch dearer by far more than timing noise
+    many = DeviceSplit(val.x.repeat(50, 1, 1), val.y.repeat(50))
     dearer = estimate(spec, train, many, 6)
-    assert dearer is not None and dearer["s_per_epoch_min"] > 3 * e["s_per_epoch_min"], (dearer, e, len(train))
+    assert dearer is not None and dearer["s_per_epoch_min"] > 2 * e["s_per_epoch_min"], (dearer, e, len(train))
 
 
 def test_run_forecasts_its_time_and_warns_when_the_timeout_is_shorter_than_a_trial(tmp_path):
