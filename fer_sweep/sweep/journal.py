@@ -30,6 +30,7 @@ from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 
 from fer_sweep.config import Notice
 from fer_sweep.files import atomic_path, naming
+from fer_sweep.sweep.signals import uninterrupted
 
 RECORD_START = b'{"op_code":'  # every record Optuna writes starts so (json.dumps with compact separators)
 TORN_SUFFIX = ".torn"
@@ -44,12 +45,14 @@ _TRIAL_ID = re.compile(rb'"trial_id":\s*(\d+)')
 
 @contextlib.contextmanager
 def _locked(lock) -> Iterator[None]:
-    """Hold the journal's lock (Optuna's own lock file, what every writer of the journal takes)."""
-    lock.acquire()
-    try:
-        yield
-    finally:
-        lock.release()
+    """Hold the journal's lock (Optuna's own lock file, what every writer of the journal takes); a Ctrl-C or SIGTERM
+    meanwhile is raised once it is released (signals.uninterrupted), so it never leaves the lock behind."""
+    with uninterrupted():
+        lock.acquire()
+        try:
+            yield
+        finally:
+            lock.release()
 
 
 @dataclass

@@ -34,7 +34,7 @@ def interrupting(*signums: int) -> Iterator[None]:
     def handler(signum, frame):
         for s in signums:
             signal.signal(s, signal.SIG_IGN)
-        raise Terminated("SIGTERM") if signum == signal.SIGTERM else KeyboardInterrupt()
+        _interrupt(Terminated("SIGTERM") if signum == signal.SIGTERM else KeyboardInterrupt())
 
     previous = {s: signal.signal(s, handler) for s in signums}
     try:
@@ -42,6 +42,38 @@ def interrupting(*signums: int) -> Iterator[None]:
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+# Main-thread sections that an interrupt must not cut (`uninterrupted`): their depth, and the interrupt held back
+_held = 0
+_pending: list[KeyboardInterrupt] = []
+
+
+def _interrupt(e: KeyboardInterrupt) -> None:
+    """Raise `e` in the main thread now, or, inside an `uninterrupted` section, as soon as the section ends."""
+    if _held:
+        _pending[:] = _pending or [e]
+        return
+    raise e
+
+
+@contextlib.contextmanager
+def uninterrupted() -> Iterator[None]:
+    """A main-thread section that Ctrl-C, SIGTERM and `--timeout`'s deadline do not cut: one that arrives inside is
+    raised as the section ends. For the journal's lock: an interrupt landing between Optuna's lock calls (its
+    release renames the lock aside, then deletes it) leaves a lock behind or raises a misleading FileNotFoundError
+    in place of the interrupt. Other threads run their sections as they are (interrupts only land in the main one)."""
+    global _held
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _held += 1
+    try:
+        yield
+    finally:
+        _held -= 1
+        if not _held and _pending:
+            raise _pending.pop()
 
 
 def stopped_line(e: KeyboardInterrupt) -> str:
@@ -93,7 +125,7 @@ def deadline_alarm(deadline: float | None, interruptible: Callable[[FrameType | 
         return
 
     def handler(signum, frame):
-        if interruptible(frame):
+        if interruptible(frame) and not _held:
             raise DeadlineReached(f"deadline (--timeout) reached at {time.strftime('%H:%M:%S')}")
         signal.setitimer(signal.ITIMER_REAL, retry_s)
 

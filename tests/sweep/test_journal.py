@@ -8,8 +8,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import warnings
+
+import pytest
 
 from fer_sweep.config import Notice
 from fer_sweep.sweep import journal
@@ -55,3 +58,21 @@ def test_the_write_delay_hook_pauses_an_append_and_changes_nothing_written(tmp_p
     backend.append_logs([RECORD, {**RECORD, "worker_id": "v"}])
     assert time.monotonic() - started >= 0.2
     assert backend.all_records() == [RECORD, {**RECORD, "worker_id": "v"}]
+
+
+def test_a_sigterm_while_the_lock_is_held_lands_after_the_append_and_leaves_no_lock(tmp_path, monkeypatch):
+    # An interrupt inside Optuna's lock calls left the lock behind, or surfaced as a FileNotFoundError on the lock's
+    # `.rename` file in place of the interrupt (a worker then failed its trial as "cannot write", not "SIGTERM").
+    from fer_sweep.sweep.signals import Terminated, interrupting
+
+    monkeypatch.setattr(journal, "write_delay_s", 0.3)
+    path = tmp_path / "journal.log"
+    backend = HealingJournal(str(path))
+    with interrupting(signal.SIGTERM):
+        timer = threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGTERM))  # mid-append, the lock held
+        timer.start()
+        with pytest.raises(Terminated):
+            backend.append_logs([RECORD, {**RECORD, "worker_id": "v"}])
+        timer.join()
+    assert HealingJournal(str(path)).all_records() == [RECORD, {**RECORD, "worker_id": "v"}]
+    assert not os.path.lexists(f"{path}.lock") and not list(tmp_path.glob("*.rename"))

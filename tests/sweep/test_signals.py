@@ -58,3 +58,27 @@ def test_sigterm_to_a_multi_worker_run_requeues_every_running_trial(tmp_path):
     for number, t in cut.items():
         redone = [f for f in finished if f.user_attrs["ticket"] == t.user_attrs["ticket"]]
         assert redone[0].params == t.params and redone[0].number > number
+
+
+def test_an_interrupt_inside_an_uninterrupted_section_lands_as_the_section_ends():
+    import os
+
+    from fer_sweep.sweep.signals import Terminated, deadline_alarm, interrupting, uninterrupted
+
+    done = []
+    with interrupting(signal.SIGTERM), pytest.raises(Terminated):
+        with uninterrupted():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)  # the handler has run by now, and held the interrupt back
+            with uninterrupted():  # nested: it lands as the outermost ends
+                done.append("inner")
+            done.append("outer")
+        done.append("after")  # never: the interrupt is raised as the section ends
+    assert done == ["inner", "outer"]
+    with pytest.raises(KeyboardInterrupt) as raised:  # the deadline too waits for the section to end (retried)
+        with deadline_alarm(time.time() + 0.05, retry_s=0.02):
+            with uninterrupted():
+                time.sleep(0.2)
+                done.append("section")
+            time.sleep(5)
+    assert done[-1] == "section" and "deadline" in str(raised.value)
