@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -258,3 +259,45 @@ def _cmdline(proc: Path) -> str:
         return (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:  # the process ended while we looked
         return ""
+
+
+def test_a_recording_whose_folder_is_gone_goes_on_from_its_table(tmp_path):
+    """The results folder of a recording lost (another machine): the same command with more --configs imports the
+    table's configurations (not trained again: their curves stay as they were), records the configurations the
+    sweep draws next, and the race runs on both; a table of other epochs is refused with one line, exit 2."""
+    from fer_sweep.sweep.space import sample_configs
+    from fer_sweep.sweep.spec import parse_spec
+
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(yaml.safe_dump({
+        "study": "tiny", "data": "synthetic", "seed": 0, "splits": {"synthetic_n": 300},
+        "model": {"arch": "cnn", "fc_units": 8}, "train": {"batch_size": 32},
+        "space": {"conv": {"choices": [[[4, 3], [8, 3]], [[8, 3], [8, 3]]]}, "lr": {"choices": [0.001, 0.01, 0.1]}}}))
+    out, results = tmp_path / "curves.json.gz", tmp_path / "results"
+
+    def record(configs: int, *more: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(ROOT / "benchmarks" / "record_curves.py"), "--data", "synthetic",
+                               "--slice", "0", "--spec", str(spec), "--configs", str(configs), "--seeds", "2",
+                               "--epochs", "2", "--results", str(results), "--out", str(out), "--device", "cpu", *more],
+                              cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+    first = record(2)
+    assert first.returncode == 0, first.stdout + first.stderr
+    before = json.loads(gzip.decompress(out.read_bytes()))
+    shutil.rmtree(results)
+    went_on = record(4, "--race-top", "2", "--race-seeds", "3")
+    assert went_on.returncode == 0, went_on.stdout + went_on.stderr
+    assert "going on from its 2 configurations" in went_on.stdout
+    after = json.loads(gzip.decompress(out.read_bytes()))
+    assert len(after["configs"]) == 4
+    drawn = sample_configs(parse_spec({**after["meta"]["spec"], "trials": 4}, "spec", check_data=False), 4)
+    assert [c["params"] for c in after["configs"]] == [
+        {k: json.loads(v) if isinstance(v, str) and v.startswith("[") else v for k, v in p.items()} for p in drawn]
+    for old, new in zip(before["configs"], after["configs"]):  # the same seconds: imported, not trained again
+        assert new["runs"][:2] == old["runs"] and new["recorded"]["date"] == before["meta"]["date"]
+    raced = sorted(after["configs"], key=lambda c: -sum(max(r["val_acc"]) for r in c["runs"][:2]))[:2]
+    assert all([r["seed"] for r in c["runs"]] == [0, 1, 2] for c in raced)  # the race's third seed, imported or not
+    shutil.rmtree(results)
+    other = record(4, "--epochs", "3")
+    assert other.returncode == 2 and other.stderr.count("\n") == 1 and "epochs" in other.stderr, other.stderr
+    assert json.loads(gzip.decompress(out.read_bytes())) == after and not (results / "fer-curves").exists()
