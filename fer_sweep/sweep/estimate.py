@@ -6,8 +6,10 @@ dearest are timed for a few real training steps on the device the trials use (th
 data) and for a validation pass over a few hundred validation faces (as `fit` validates: its TTA, batch size and
 precision); the others' seconds per image are interpolated linearly in FLOPs between those two. An epoch is the
 training images plus a validation pass. Validation is timed, not assumed a third of a training step: with flip TTA
-and an eager (uncompiled) forward it costs more than a training step per image on a CPU (measured 1.2-1.6x), which is
-most of an epoch when a small slice trains and all of PublicTest validates. The sweep's
+and an eager (uncompiled) forward it cost 1.2-2.2x a training step per image on a CPU at eval batch 1024, ~0.5x at the
+CPU's 128 (benchmarks/RESULTS.md), a large share of an epoch when a small slice trains and all of PublicTest
+validates. The configurations costed are those left to run (random search fixed them as it enqueued them), not the
+seeded search's first ones: a resumed or warm-started study has other ones left. The sweep's
 likely time counts, per trial left, the epochs the pruner lets a trial train on average (policies.epochs_ahead,
 the same as the ETA); the worst case every epoch of every trial. It rests on a few steps, not on whole epochs, so it
 misses data loading and set-up; the ETA replaces it once epochs are timed."""
@@ -15,7 +17,7 @@ misses data loading and set-up; the ETA replaces it once epochs are timed."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 from fer_sweep.config import RunConfig
 from fer_sweep.learn.device import DeviceSplit
@@ -23,23 +25,24 @@ from fer_sweep.learn.models import model_for
 from fer_sweep.learn.throughput import train_flops_per_image
 from fer_sweep.learn.train import eval_seconds_per_image, train_throughput
 from fer_sweep.sweep.policies import epochs_ahead
-from fer_sweep.sweep.space import sample_configs, to_run_config
+from fer_sweep.sweep.space import to_run_config
 from fer_sweep.sweep.spec import SweepSpec
 
 STEPS, WARMUP = 4, 2  # timed training steps per measured configuration, after warm-up steps
 EVAL_IMAGES = 512  # validation faces timed per measured configuration
 
 
-def estimate(spec: SweepSpec, train: DeviceSplit, val: DeviceSplit, trials_left: int, devices: int = 1,
-             steps: int = STEPS) -> Optional[dict[str, Any]]:
+def estimate(spec: SweepSpec, train: DeviceSplit, val: DeviceSplit, left: Sequence[Mapping[str, Any]],
+             devices: int = 1, steps: int = STEPS) -> Optional[dict[str, Any]]:
     """{s_per_epoch (of the first configuration's trial: all its seeds, spec `repeats`), s_per_epoch_mean (over the
     configurations: the ETA's prior), s_per_epoch_min, s_per_epoch_max, trial_s (the first configuration's whole
-    trial), likely_s, worst_s, trials_left, devices, steps} for the configurations the search draws (the first
-    `trials_left` of the seeded random search; a TPE search is costed on the same draws), or None when no trial is
-    left. `devices`: GPUs the trials are spread over (CPU workers share the cores: 1)."""
-    if trials_left <= 0:
+    trial), likely_s, worst_s, trials_left, devices, steps, costs (each configuration's training FLOPs per image of
+    an epoch, all its seeds: the unit of the workers' COST)} for the configurations `left` (their params, in the
+    order they run: `study.tickets_left`), or None when none is left. `devices`: GPUs the trials are spread over (CPU
+    workers share the cores: 1)."""
+    if not left:
         return None
-    configs = [to_run_config(p, spec) for p in sample_configs(spec, trials_left)]
+    configs = [to_run_config(p, spec) for p in left]
     device = train.x.device
     counted: dict[str, float] = {}  # configurations that differ only in what costs no FLOPs are counted once
 
@@ -75,5 +78,5 @@ def estimate(spec: SweepSpec, train: DeviceSplit, val: DeviceSplit, trials_left:
     return {"s_per_epoch": round(per_epoch[0], 4), "s_per_epoch_mean": round(sum(per_epoch) / len(per_epoch), 4),
             "s_per_epoch_min": round(min(per_epoch), 4),
             "s_per_epoch_max": round(max(per_epoch), 4), "trial_s": round(per_epoch[0] * budgets[0], 1),
-            "likely_s": round(likely / k, 1), "worst_s": round(worst / k, 1), "trials_left": trials_left,
-            "devices": k, "steps": steps}
+            "likely_s": round(likely / k, 1), "worst_s": round(worst / k, 1), "trials_left": len(configs),
+            "devices": k, "steps": steps, "costs": [round(f * spec.repeats) for f in flops]}

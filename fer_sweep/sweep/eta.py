@@ -14,6 +14,7 @@ RECENT_EPOCHS = 12  # the ETA's speed: at least this many of the latest timed ep
 FORECAST = "forecast"  # study user attr: {"s_per_epoch": the start-of-run forecast over the space, per worker}
 PRIOR_TRIALS = 3  # the forecast weighs as much as this many timed trials in the ETA's speed
 COST = "cost"  # user attr of a trial: training FLOPs per image of one epoch, all its seeds (the worker counts them)
+TICKET_COSTS = "ticket_costs"  # in FORECAST: {ticket: COST} of the configurations left when `run` started
 
 
 def recent_epochs(trials: list[FrozenTrial]) -> list[tuple[int, float, float | None]]:
@@ -48,24 +49,26 @@ def _cost(t: FrozenTrial) -> float | None:
     return float(c) if isinstance(c, (int, float)) and not isinstance(c, bool) and c > 0 else None
 
 
-def measured_speed(trials: list[FrozenTrial]) -> float | None:
-    """Seconds per epoch of the configurations this search meets, measured: the latest timed epochs' seconds per
-    unit of cost (the machine's speed now) x the mean cost of the trials met so far (each once: what an epoch of
-    the space costs). Configurations differ ~4x in cost (conv widths), so the latest trial's seconds alone say as
-    much about which configuration ran last as about the machine. Without every cost known (a study of an older
+def measured_speed(trials: list[FrozenTrial], costs_left: list[float] | None = None) -> float | None:
+    """Seconds per epoch of the configurations left, measured: the latest timed epochs' seconds per unit of cost
+    (the machine's speed now) x the mean cost of the trials left (`costs_left`, where each is known: random search
+    fixed them as it enqueued them), else of the trials met so far (each once: what an epoch of the space costs).
+    Configurations differ ~4x in cost (conv widths), so the latest trial's seconds alone say as much about which
+    configuration ran last as about the machine. Without every cost of the window known (a study of an older
     version): the latest epochs' mean. None before any epoch is timed."""
     window = recent_epochs(trials)
     epochs, seconds = sum(e for e, _, _ in window), sum(s for _, s, _ in window)
     if not epochs:
         return None
-    costs = [c for t in trials if (c := _cost(t)) is not None]
+    costs = costs_left or [c for t in trials if (c := _cost(t)) is not None]
     if any(c is None for *_, c in window) or not costs:
         return seconds / epochs
     work = sum(e * c for e, _, c in window if c is not None)
     return seconds / work * (sum(costs) / len(costs))
 
 
-def epoch_speed(trials: list[FrozenTrial], forecast: float | None) -> tuple[float | None, int, int]:
+def epoch_speed(trials: list[FrozenTrial], forecast: float | None,
+                costs_left: list[float] | None = None) -> tuple[float | None, int, int]:
     """(seconds per epoch, epochs timed, trials timed) the ETA uses: the latest timed epochs' speed
     (`measured_speed`: the machine's speed now, scaled by cost to the configurations met), pulled towards the
     start-of-run forecast over the whole space (`forecast`, when `run` stored one) as if it were PRIOR_TRIALS more
@@ -74,7 +77,7 @@ def epoch_speed(trials: list[FrozenTrial], forecast: float | None) -> tuple[floa
     swing; as trials are timed, the measurement takes over. None before any epoch is timed and without a
     forecast."""
     epochs, _ = recent_epoch_seconds(trials)
-    measured = measured_speed(trials)
+    measured = measured_speed(trials, costs_left)
     timed = sum(1 for t in trials if (t.user_attrs.get("epochs") or (t.user_attrs.get(PROGRESS) or [0])[0]))
     if forecast is None or forecast <= 0:
         return measured, epochs, timed
@@ -84,7 +87,7 @@ def epoch_speed(trials: list[FrozenTrial], forecast: float | None) -> tuple[floa
 
 
 def eta(trials: list[FrozenTrial], finished: list[FrozenTrial], target: int, max_epochs: int, pruner: PrunerSpec,
-        workers: int = 1, forecast: float | None = None) -> dict[str, Any]:
+        workers: int = 1, forecast: float | None = None, costs_left: list[float] | None = None) -> dict[str, Any]:
     """The projected time to finish the study: epochs still possible under the pruner's rungs x measured seconds
     per epoch (plus each trial's set-up), divided among the workers.
 
@@ -92,7 +95,8 @@ def eta(trials: list[FrozenTrial], finished: list[FrozenTrial], target: int, max
     `progress` first, then trials that ended, finished or cut short, latest first, until `RECENT_EPOCHS` epochs), so
     they are measured on the machines and with the worker count running now, whoever reads them: a study resumed on
     another machine, or on one less busy, is not timed by its first session; where the trials carry their cost
-    (COST, FLOPs), as seconds per unit of cost, times the mean cost of the trials met (`measured_speed`).
+    (COST, FLOPs), as seconds per unit of cost, times the mean cost of the trials left (`costs_left`: each
+    unfinished ticket's, when all are known) or else of the trials met (`measured_speed`).
     Epochs left: for each ticket not
     started, `policies.epochs_ahead` (asha/hyperband: to each rung with the chance of being promoted; median/none:
     every epoch), or the mean epochs of the finished trials where that is fewer (early stopping, the median pruner);
@@ -102,7 +106,7 @@ def eta(trials: list[FrozenTrial], finished: list[FrozenTrial], target: int, max
     then sets the speed, and weighs as PRIOR_TRIALS trials once epochs are timed (`epoch_speed`). `finished`: the
     trials of `trials` that reached a verdict (`summary.is_finished`)."""
     running = [t for t in trials if t.state == TrialState.RUNNING]
-    spe, epochs_timed, trials_timed = epoch_speed(trials, forecast)
+    spe, epochs_timed, trials_timed = epoch_speed(trials, forecast, costs_left)
     fresh = max(target - len(finished) - len(running), 0)
     done = [min(len(t.intermediate_values), max_epochs) for t in running]
     per_trial = epochs_ahead(pruner, max_epochs)

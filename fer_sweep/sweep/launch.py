@@ -19,12 +19,12 @@ from fer_sweep.learn.device import pick_device, to_device
 from fer_sweep.sweep.checkpoints import remove_finished
 from fer_sweep.sweep.dbfaults import DB_WAIT_S, study_fault, study_faults
 from fer_sweep.sweep.estimate import estimate
-from fer_sweep.sweep.eta import FORECAST
+from fer_sweep.sweep.eta import FORECAST, TICKET_COSTS
 from fer_sweep.sweep.plateau import plateau
 from fer_sweep.sweep.signals import past
 from fer_sweep.sweep.spec import SweepSpec
 from fer_sweep.sweep.store import study_dir
-from fer_sweep.sweep.study import prepare_study, reap
+from fer_sweep.sweep.study import prepare_study, reap, tickets_left
 from fer_sweep.sweep.summary import TICKET, is_finished, snapshot, status, write_trials_csv
 from fer_sweep.sweep.trial import load_data
 from fer_sweep.sweep.warmstart import Source, import_trials
@@ -122,12 +122,14 @@ def run_sweep(plan: LaunchPlan, *, on_update: Callable[[dict], None] | None = No
         assert splits.val.y is not None
         train = to_device(splits.train.x, splits.train.y, device)  # (the workers hold their own copies)
         val = to_device(splits.val.x, splits.val.y, device)
-        snap["estimate"] = forecast = estimate(spec, train, val, left, devices=len(gpus or []) or 1)
+        tickets = tickets_left(study, spec)[:max(left, 0)]
+        snap["estimate"] = forecast = estimate(spec, train, val, [p for _, p in tickets], devices=len(gpus or []) or 1)
         if forecast:  # the ETA's prior, per worker: CPU workers share the cores, GPU workers split over the GPUs
             shared = max(k / max(len(gpus or []), 1), 1.0)
+            costs = {str(n): c for (n, _), c in zip(tickets, forecast["costs"]) if n is not None}
             with study_faults():
                 study.set_user_attr(FORECAST, {"s_per_epoch": round(forecast["s_per_epoch_mean"] * shared, 3),
-                                               "host": socket.gethostname()})
+                                               "host": socket.gethostname(), TICKET_COSTS: costs})
         snap["timeout_left_s"] = None if plan.deadline is None else max(plan.deadline - time.time(), 0.0)
         del train, val
         on_start(snap)

@@ -92,6 +92,26 @@ def ensure_tickets(study: optuna.Study, spec: SweepSpec) -> int:
     return len(missing)
 
 
+def tickets_left(study: optuna.Study, spec: SweepSpec) -> list[tuple[int | None, dict[str, Any]]]:
+    """(ticket, configuration) of each waiting ticket, re-queued ones first (as workers take them), then by ticket:
+    random search fixes a ticket's configuration as it enqueues it (`ensure_tickets`), so these are the trials left.
+    A ticket without one (TPE draws as it goes) stands as the seeded random draw of its index, with no ticket (what
+    the forecast costs it as: TPE starts with those draws)."""
+    waiting = [t for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+               if isinstance(t.user_attrs.get(TICKET), int) and t.user_attrs[TICKET] < spec.trials]
+    waiting.sort(key=lambda t: ("retry_of" not in t.user_attrs, t.user_attrs[TICKET]))
+    drawn: list[dict[str, Any]] = []
+    left: list[tuple[int | None, dict[str, Any]]] = []
+    for t in waiting:
+        fixed = fixed_params(t)
+        if fixed:
+            left.append((t.user_attrs[TICKET], dict(fixed)))
+        else:
+            drawn = drawn or sample_configs(spec, spec.trials)
+            left.append((None, drawn[t.user_attrs[TICKET]]))
+    return left
+
+
 def requeue(study: optuna.Study, failed: FrozenTrial, **attrs: Any) -> None:
     """Enqueue a dead worker's trial again with the same configuration (also Optuna's stale-trial callback);
     `attrs` are extra user attrs of the new ticket."""

@@ -11,7 +11,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from fer_sweep.files import write_atomic
-from fer_sweep.sweep.eta import FORECAST, PROGRESS, eta
+from fer_sweep.sweep.eta import COST, FORECAST, PROGRESS, TICKET_COSTS, eta
 from fer_sweep.sweep.importances import importance_basis, importances
 from fer_sweep.sweep.plateau import plateau
 from fer_sweep.sweep.spec import PrunerSpec, StopSpec
@@ -115,9 +115,23 @@ def snapshot(study: optuna.Study, target: int, max_epochs: int, pruner: PrunerSp
             "running": running, "recent": recent,
             "best": None if best is None else {"number": best.number, "val_acc": _round(best.value),
                                                "epochs": best.user_attrs.get("epochs"), "params": best.params}}
-    forecast = (study.user_attrs.get(FORECAST) or {}).get("s_per_epoch")  # `run`'s, timed on its machine
-    snap.update(eta(trials, finished, target, max_epochs, pruner or PrunerSpec(type="none"), workers, forecast))
+    forecast = study.user_attrs.get(FORECAST) or {}  # `run`'s, timed on its machine
+    snap.update(eta(trials, finished, target, max_epochs, pruner or PrunerSpec(type="none"), workers,
+                    forecast.get("s_per_epoch"), costs_left(trials, forecast.get(TICKET_COSTS) or {})))
     return snap
+
+
+def costs_left(trials: list[FrozenTrial], ticket_costs: Mapping[str, float]) -> list[float] | None:
+    """The cost (eta.COST) of every ticket not finished: a running trial's own, a waiting one's as `run` costed it at
+    its start (`ticket_costs`); None when one is unknown (TPE's tickets, a study `run` started before these existed)."""
+    costs = []
+    for t in trials:
+        if t.state in (TrialState.WAITING, TrialState.RUNNING):
+            c = t.user_attrs.get(COST) or ticket_costs.get(str(t.user_attrs.get(TICKET)))
+            if not isinstance(c, (int, float)) or c <= 0:
+                return None
+            costs.append(float(c))
+    return costs or None
 
 
 def _is_ours(t: FrozenTrial, ours: tuple[str, Collection[int]] | None) -> bool:

@@ -201,3 +201,24 @@ def test_the_start_of_run_forecast_steadies_the_eta_until_trials_are_timed():
     b = summary.snapshot(many, 20, 12)["eta_basis"]
     assert b["timed_epochs"] == 12 and b["timed_trials"] == 12  # the prior fades with every configuration timed
     assert b["s_per_epoch"] == pytest.approx((3 * 20 + 12 * 80) / 15)
+
+
+def test_eta_scales_by_the_cost_of_the_configurations_left_when_run_costed_them():
+    """Random search fixes each ticket's configuration: `run` costs those left (FORECAST's ticket costs), and the
+    ETA's speed is the machine's seconds per FLOP x the mean cost of the tickets not finished, not of the trials met
+    (a resumed recording had met mostly cheap configurations and had mostly dear ones left: its ETA said 1 h 37 min
+    for ~2 h 35 min)."""
+    study = optuna.create_study(direction="maximize")
+    for i in range(4):  # four cheap ones met, each 40 s an epoch
+        study.add_trial(create_trial(value=0.5, params={}, distributions={}, user_attrs={
+            "ticket": i, "epochs": 12, "train_seconds": 12 * 40.0, eta.COST: 1e8}))
+    for i in range(4, 8):
+        study.enqueue_trial({}, user_attrs={"ticket": i})
+    study.set_user_attr(eta.FORECAST, {"s_per_epoch": 100.0, eta.TICKET_COSTS: {str(i): 4e8 for i in range(4, 8)}})
+    b = summary.snapshot(study, 8, 12, PrunerSpec(type="none"))["eta_basis"]
+    assert b["s_per_epoch"] == pytest.approx((3 * 100.0 + 4 * 160.0) / 7, abs=1e-3)  # measured: 40 s x 4, the dear ones left
+    assert eta.measured_speed(study.get_trials()) == pytest.approx(40.0)  # (unknown costs left: the trials met)
+    t = study.ask()  # one starts: its own cost now, the others' as `run` costed them
+    t.set_user_attr(eta.COST, 2e8)
+    assert summary.costs_left(study.get_trials(), {str(i): 4e8 for i in range(4, 8)}) == [2e8, 4e8, 4e8, 4e8]
+    assert summary.costs_left(study.get_trials(), {"5": 4e8}) is None  # one unknown: the mean of those met stands
