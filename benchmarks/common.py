@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import platform
 import re
+import signal
+import subprocess
 from pathlib import Path
+from typing import Any
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
+AMP_OF = {"fp32": "off", "bfloat16": "bf16"}  # a recorded `precision` as the spec's `amp` that trains in it
+
+
+def plain_params(params: dict[str, Any]) -> dict[str, Any]:
+    """A trial's params as the spec writes them (Optuna stores list choices, such as conv, as JSON strings)."""
+    return {k: json.loads(v) if isinstance(v, str) and v.startswith("[") else v for k, v in params.items()}
 
 
 def machine() -> str:
@@ -78,6 +88,18 @@ def write_icml_slice(source: str, out: Path, n_train: int, n_val: int, seed: int
     return {"train": len(train), "val": len(val)}
 
 
+def training_slice(data: str, folder: Path, n: int) -> str:
+    """The FER2013 file a benchmark trains on: `data` itself (n 0), else a stratified slice of n of its Training rows
+    (seed 0) with every validation row, written once to `folder` and shared by the runs that name the same n."""
+    if not n:
+        return data
+    path = Path(folder) / f"fer2013-slice-{n}.csv.gz"
+    if not path.is_file():
+        counts = write_icml_slice(data, path, n, 10**9)
+        print(f"slice: {counts['train']} Training rows (stratified, seed 0), {counts['val']} validation rows")
+    return str(path)
+
+
 def _stratified(y, pool, n: int, rng):
     """n rows of pool, each class in proportion (largest remainder), drawn at random; sorted."""
     import numpy as np
@@ -89,3 +111,20 @@ def _stratified(y, pool, n: int, rng):
     take[np.argsort(-(shares - take))[: n - take.sum()]] += 1
     picked = [rng.choice(pool[y[pool] == c], size=k, replace=False) for c, k in zip(classes, take)]
     return np.sort(np.concatenate(picked))
+
+
+def run_forwarding_sigterm(cmd: list[str]) -> int:
+    """Run a `fer-sweep` command; a SIGTERM to this script reaches it too (it stops after its current step and resumes
+    next time).
+
+    Ctrl-C needs no forwarding: the terminal sends SIGINT to the whole process group, so this script ignores it and
+    waits for the run to stop cleanly."""
+    proc = subprocess.Popen(cmd)
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    signal.signal(signal.SIGTERM, lambda signum, _frame: proc.send_signal(signum))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return proc.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

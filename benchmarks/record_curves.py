@@ -27,8 +27,6 @@ import argparse
 import datetime as dt
 import gzip
 import json
-import signal
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -36,7 +34,7 @@ from typing import Any
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import default_data, machine, write_icml_slice
+from benchmarks.common import AMP_OF, default_data, machine, plain_params, run_forwarding_sigterm, training_slice
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLE = ROOT / "benchmarks" / "data" / "fer-curves.json.gz"
@@ -71,7 +69,7 @@ def export(results: Path, meta: dict[str, Any], out: Path) -> dict[str, Any]:
         if is_finished(t) and runs:  # (not an attempt cut short and re-queued: its curves are partial)
             seeds = {r["seed"] for r in runs}
             runs = [*runs, *(r for r in raced.get(t.number, []) if r["seed"] not in seeds)]
-            configs.append({"params": {k: _plain(v) for k, v in t.params.items()}, "trial": t.number,
+            configs.append({"params": plain_params(t.params), "trial": t.number,
                             RECORDED: recorded(t.user_attrs, meta),
                             "runs": [{"seed": r["seed"], **{k: [_num(v) for v in r[k]] for k in CURVE_KEYS}}
                                      for r in runs]})
@@ -82,7 +80,6 @@ def export(results: Path, meta: dict[str, Any], out: Path) -> dict[str, Any]:
     return table
 
 
-AMP_OF = {"fp32": "off", "bfloat16": "bf16"}  # a table's `precision` as the spec's `amp` that trains in it
 SAME_TABLE = ("data", "slice", "seeds", "epochs")  # meta a continued table must share (and the spec, below)
 
 
@@ -140,7 +137,7 @@ def import_table(study, spec, table: dict[str, Any], name: str) -> int:
     dists = distributions(spec)
     choices = {p.name: p.choices for p in spec.space if p.choices}
     for c in table["configs"]:
-        params = {k: next(x for x in choices[k] if _plain(x) == v) if k in choices else v
+        params = {k: next(x for x in choices[k] if plain_params({k: x})[k] == v) if k in choices else v
                   for k, v in c["params"].items()}
         runs = c["runs"]
         best = [max((a for a in r["val_acc"] if a is not None), default=0.0) for r in runs]
@@ -198,13 +195,6 @@ def race_runs(folder: Path) -> dict[int, list[dict[str, Any]]]:
     return {n: sorted(runs, key=lambda r: r["seed"]) for n, runs in got.items()}
 
 
-def _plain(value: Any) -> Any:
-    """A param as the spec writes it (Optuna stores list choices as JSON strings)."""
-    if isinstance(value, str) and value.startswith("["):
-        return json.loads(value)
-    return value
-
-
 def _num(value: Any) -> Any:
     return None if value is None else round(float(value), 5)
 
@@ -227,12 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     args.results.mkdir(parents=True, exist_ok=True)
-    data = args.data
-    if args.slice:
-        data = str(args.results / f"fer2013-slice-{args.slice}.csv.gz")
-        if not Path(data).is_file():
-            counts = write_icml_slice(args.data, Path(data), args.slice, 10**9)
-            print(f"slice: {counts['train']} Training rows (stratified, seed 0), {counts['val']} validation rows")
+    data = training_slice(args.data, args.results, args.slice)
     spec = table_spec(yaml.safe_load(Path(args.spec).read_text()), data, args.configs, args.seeds, args.epochs)
     meta = {"data": Path(args.data).name, "slice": (f"{args.slice} Training rows, stratified (seed 0); PublicTest "
                                                     "validates" if args.slice else "all Training rows; PublicTest "
@@ -254,13 +239,13 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [sys.executable, "-m", "fer_sweep", "run", str(spec_path), "--results", str(args.results),
                "--device", args.device, "--wandb", "disabled"]
         print(" ".join(cmd), flush=True)
-        code = _run_forwarding_sigterm(cmd)
+        code = run_forwarding_sigterm(cmd)
         if code == 0 and args.race_top:  # the sweep is done: its best configurations get seeds no search trains
             race = [sys.executable, "-m", "fer_sweep", "best", "--results", str(args.results), "--study", STUDY,
                     "--race", str(args.race_top), "--race-seeds", str(args.race_seeds), "--no-retrain",
                     "--device", args.device, "--wandb", "disabled"]
             print(" ".join(race), flush=True)
-            code = _run_forwarding_sigterm(race)
+            code = run_forwarding_sigterm(race)
         if code not in (0, 130, 143):  # (Ctrl-C, SIGTERM: what is complete is exported; the same command resumes)
             return code
     meta = {**meta, "machine": machine(), "precision": _precision(spec, args.device),
@@ -270,22 +255,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.out}: {len(table['configs'])} of {args.configs} configurations, {runs} runs "
           f"({args.out.stat().st_size / 1024:.0f} KB)")
     return code
-
-
-def _run_forwarding_sigterm(cmd: list[str]) -> int:
-    """Run the sweep; a SIGTERM to this script reaches it too (it stops after its current step and resumes next time).
-
-    Ctrl-C needs no forwarding: the terminal sends SIGINT to the whole process group, so this script ignores it and
-    waits for the run to stop cleanly."""
-    proc = subprocess.Popen(cmd)
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-    signal.signal(signal.SIGTERM, lambda signum, _frame: proc.send_signal(signum))
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        return proc.wait()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def _precision(spec: dict, device: str) -> str:

@@ -301,3 +301,31 @@ def test_a_recording_whose_folder_is_gone_goes_on_from_its_table(tmp_path):
     other = record(4, "--epochs", "3")
     assert other.returncode == 2 and other.stderr.count("\n") == 1 and "epochs" in other.stderr, other.stderr
     assert json.loads(gzip.decompress(out.read_bytes())) == after and not (results / "fer-curves").exists()
+
+
+def test_a_real_race_beside_the_table_finds_its_configurations_there(tmp_path):
+    """benchmarks/race_real.py on a tiny table: the sweep as its spec ships it (one seed, its pruner), the real `best
+    --race 2 --race-seeds 3`, each raced configuration found in the table with its rank, and the sweep's seed-0 curve
+    beside the table's seed 0 (the same data, splits, seed and precision)."""
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(yaml.safe_dump({
+        "study": "tiny", "data": "synthetic", "seed": 0, "trials": 3, "splits": {"synthetic_n": 300},
+        "pruner": {"type": "none"},  # (all three complete: a race needs two; the shipped spec's ASHA leaves many)
+        "model": {"arch": "cnn", "fc_units": 8}, "train": {"batch_size": 32, "epochs": 2, "patience": 5},
+        "space": {"conv": {"choices": [[[4, 3], [8, 3]], [[8, 3], [8, 3]]]}, "lr": {"choices": [0.001, 0.01, 0.1]}}}))
+    out = tmp_path / "curves.json.gz"
+    recorded = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "record_curves.py"), "--data", "synthetic",
+                               "--slice", "0", "--spec", str(spec), "--configs", "3", "--seeds", "2", "--epochs", "2",
+                               "--results", str(tmp_path / "curves"), "--out", str(out), "--device", "cpu"],
+                              cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert recorded.returncode == 0, recorded.stdout + recorded.stderr
+    raced = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "race_real.py"), "--data", "synthetic",
+                            "--spec", str(spec), "--table", str(out), "--race", "2", "--race-seeds", "3",
+                            "--results", str(tmp_path / "race"), "--device", "cpu", "--no-write"],
+                           cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert raced.returncode == 0, raced.stdout + raced.stderr
+    rows = [line for line in raced.stdout.splitlines() if line.startswith("| 1 |") or line.startswith("| 2 |")]
+    assert len(rows) == 2 and all(" of 3 |" in row and "(2 seeds)" in row for row in rows), raced.stdout
+    assert "The race's winner (trial " in raced.stdout and "is the table's" in raced.stdout
+    # seed 0 trained alone (the sweep) and in step with seed 1 (the table's `repeats: 2`): the same curve, exactly
+    assert all("2 epochs, largest gap 0.00 pts" in row for row in rows), rows

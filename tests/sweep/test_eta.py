@@ -216,7 +216,8 @@ def test_eta_scales_by_the_cost_of_the_configurations_left_when_run_costed_them(
         study.enqueue_trial({}, user_attrs={"ticket": i})
     study.set_user_attr(eta.FORECAST, {"s_per_epoch": 100.0, eta.TICKET_COSTS: {str(i): 4e8 for i in range(4, 8)}})
     b = summary.snapshot(study, 8, 12, PrunerSpec(type="none"))["eta_basis"]
-    assert b["s_per_epoch"] == pytest.approx((3 * 100.0 + 4 * 160.0) / 7, abs=1e-3)  # measured: 40 s x 4, the dear ones left
+    # measured: 40 s an epoch x 4, the dear ones left
+    assert b["s_per_epoch"] == pytest.approx((3 * 100.0 + 4 * 160.0) / 7, abs=1e-3)
     assert eta.measured_speed(study.get_trials()) == pytest.approx(40.0)  # (unknown costs left: the trials met)
     t = study.ask()  # one starts: its own cost now, the others' as `run` costed them
     t.set_user_attr(eta.COST, 2e8)
