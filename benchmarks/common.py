@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import os
 import platform
 import re
@@ -14,6 +15,14 @@ from typing import Any
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 AMP_OF = {"fp32": "off", "bfloat16": "bf16"}  # a recorded `precision` as the spec's `amp` that trains in it
+MAJORITY = 0.25  # FER2013's majority-class rate: what a run with no finite epoch (diverged, or none yet) is worth
+
+
+def run_value(val_acc: Any) -> float:
+    """A recorded run's value as the tool values a trial: its best epoch's validation accuracy (the tool keeps that
+    epoch's model). Missing (None) and NaN epochs are skipped; a run without a finite epoch is worth MAJORITY."""
+    finite = [float(a) for a in val_acc if a is not None and math.isfinite(a)]
+    return max(finite, default=MAJORITY)
 
 
 def plain_params(params: dict[str, Any]) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from benchmarks.common import (
     machine,
     plain_params,
     run_forwarding_sigterm,
+    run_value,
     training_slice,
     write_section,
 )
@@ -60,7 +61,7 @@ def table_means(table: dict[str, Any]) -> list[tuple[dict[str, Any], float, int]
     """(params, mean over every seed of its best validation accuracy, seeds) of each configuration, best first."""
     rows = []
     for c in table["configs"]:
-        best = [max((a for a in r["val_acc"] if a is not None), default=0.0) for r in c["runs"]]
+        best = [run_value(r["val_acc"]) for r in c["runs"]]
         rows.append((c["params"], statistics.fmean(best), len(best)))
     return sorted(rows, key=lambda r: -r[1])
 

@@ -34,7 +34,15 @@ from typing import Any
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import AMP_OF, default_data, machine, plain_params, run_forwarding_sigterm, training_slice
+from benchmarks.common import (
+    AMP_OF,
+    default_data,
+    machine,
+    plain_params,
+    run_forwarding_sigterm,
+    run_value,
+    training_slice,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLE = ROOT / "benchmarks" / "data" / "fer-curves.json.gz"
@@ -140,7 +148,7 @@ def import_table(study, spec, table: dict[str, Any], name: str) -> int:
         params = {k: next(x for x in choices[k] if plain_params({k: x})[k] == v) if k in choices else v
                   for k, v in c["params"].items()}
         runs = c["runs"]
-        best = [max((a for a in r["val_acc"] if a is not None), default=0.0) for r in runs]
+        best = [run_value(r["val_acc"]) for r in runs]
         epochs = min(len(r["val_acc"]) for r in runs)
         mean = [statistics.fmean(r["val_acc"][e] or 0.0 for r in runs) for e in range(epochs)]
         attrs = {OUTCOME: "complete", IMPORTED_FROM: f"{name}#{c['trial']}", "seeds": len(runs),
@@ -160,10 +168,10 @@ def continued(spec: dict[str, Any], imported: int, amp: Any) -> dict[str, Any]:
 
 
 def continue_from(table_path: Path, results: Path, spec: dict[str, Any],
-                  meta: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+                  meta: dict[str, Any]) -> tuple[dict[str, Any], str]:
     """Start the recording's study from the table at `table_path` (the folder that recorded it is gone); returns the
-    recording's spec and the table's meta. A table of other data, slice, seeds, epochs or spec is refused: one line,
-    exit code 2, nothing written."""
+    recording's spec and the table's precision. A table of other data, slice, seeds, epochs or spec is refused: one
+    line, exit code 2, nothing written."""
     from fer_sweep.sweep.spec import parse_spec
     from fer_sweep.sweep.study import prepare_study
 
@@ -177,7 +185,7 @@ def continue_from(table_path: Path, results: Path, spec: dict[str, Any],
     parsed = parse_spec(spec, str(table_path), check_data=False)
     prepare_study(parsed, results, None, before_tickets=lambda study: import_table(study, parsed, table,
                                                                                    table_path.name))
-    return spec, table["meta"]
+    return spec, str(table["meta"].get("precision"))
 
 
 def race_runs(folder: Path) -> dict[int, list[dict[str, Any]]]:
@@ -224,9 +232,9 @@ def main(argv: list[str] | None = None) -> int:
                                                     "validates"), "seeds": args.seeds, "epochs": args.epochs}
     imported = imported_count(args.results)
     if imported is None and args.out.is_file() and not args.export_only:  # the folder is gone, the table is not
-        spec, earlier = continue_from(args.out, args.results, spec, meta)
+        spec, precision = continue_from(args.out, args.results, spec, meta)
         print(f"{args.out}: going on from its {args.configs - spec['trials']} configurations, in their precision "
-              f"({earlier.get('precision')})", flush=True)
+              f"({precision})", flush=True)
     elif imported:
         saved = yaml.safe_load((args.results / STUDY / "spec.yaml").read_text())
         spec = continued(spec, imported, saved["train"].get("amp", "auto"))
