@@ -31,7 +31,8 @@ run in that order (r runs for repeats r, whose curve is their epoch-by-epoch mea
   the best mean of 3 run values wins. asha4+race3: the same race among asha4's top 3 complete trials.
 - winner_more_seeds: random search, plus race3's extra epochs spent on more seeds of the winner, which changes no
   pick: its regret is random's at race3's cost.
-- plateau: random search stopped by the tool's plateau rule (`stop: {}`, sweep/plateau.py), no pruning.
+- plateau5, plateau10, plateau15: random search stopped by the tool's plateau rule (`stop: {patience: N}`,
+  sweep/plateau.py), no pruning.
 
 Per strategy and budget: epochs spent, q of the pick, regret, P(pick in top 3), regret saved per 100 extra epochs,
 and the pick's mean over the seeds its choice did not look at (free of the winner's curse; where the table has them).
@@ -66,7 +67,7 @@ from optuna.trial import TrialState
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import RESULTS, cpu_name, write_section
+from benchmarks.common import MAJORITY, RESULTS, cpu_name, run_value, write_section
 from fer_sweep.sweep.plateau import plateau
 from fer_sweep.sweep.policies import pruner_for
 from fer_sweep.sweep.space import distributions
@@ -76,9 +77,9 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 TITLE = "Search strategies on the FER learning-curve table"
 TABLE = ROOT / "benchmarks" / "data" / "fer-curves.json.gz"
-MAJORITY = 0.25  # FER2013's majority-class rate: what a missing or NaN epoch counts as
 TOP = 3  # "in the top 3": q at least the table's third best
 RACE_SIZE, RACE_SEEDS = 3, 3  # race3: the top 3 configs, each to 3 seeds
+PLATEAU_PATIENCES = (5, 10, 15)  # plateauN: the tool's `stop: {patience: N}`
 TPE_STARTUP = inspect.signature(optuna.samplers.TPESampler).parameters["n_startup_trials"].default  # random ones
 FEW = 6  # a parameter of the fallback space with more distinct numbers than this is a range, else categorical
 PRUNERS = {"median": PrunerSpec(type="median"), "hyperband": PrunerSpec(type="hyperband"),
@@ -103,7 +104,7 @@ class Table:
     q: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
-        self.values = [c.max(axis=1) for c in self.curves]
+        self.values = [np.array([run_value(run) for run in c]) for c in self.curves]
         self.q = np.array([v.mean() for v in self.values])
 
     @property
@@ -351,16 +352,17 @@ def winner_more_seeds(table: Table, d: Draw, budget: int) -> Pick:
     return Pick(c, epochs + extra, {"extra": extra}, unseen(table, d, c, 1))
 
 
-def plateau_search(table: Table, d: Draw, budget: int) -> Pick:
-    done = tool_search(table, d, budget, PrunerSpec(type="none"), tool_stop())
+def plateau_search(table: Table, d: Draw, budget: int, patience: int) -> Pick:
+    done = tool_search(table, d, budget, PrunerSpec(type="none"), tool_stop(patience))
     c = best_of([(c, v) for c, v, _ in done if v is not None])
     return Pick(c, sum(e for *_, e in done), {"evaluated": len(done)}, unseen(table, d, c, 1))
 
 
 @functools.cache
-def tool_stop() -> StopSpec:
-    """The StopSpec the tool makes of a spec's `stop: {}`."""
-    stop = parse_spec({"study": "stop", "data": "synthetic", "stop": {}}, "stop: {}",
+def tool_stop(patience: int | None = None) -> StopSpec:
+    """The StopSpec the tool makes of a spec's `stop: {}` (its defaults), or of `stop: {patience: N}`."""
+    given = {} if patience is None else {"patience": patience}
+    stop = parse_spec({"study": "stop", "data": "synthetic", "stop": given}, f"stop: {given}",
                       check_data=False).stop
     assert stop is not None
     return stop
@@ -375,8 +377,9 @@ STRATEGIES: dict[str, Callable[[Table, Draw, int], Pick]] = {
     "race3": race3,
     "winner_more_seeds": winner_more_seeds,
     "asha4+race3": asha_race,
-    "plateau": plateau_search,
+    **{f"plateau{n}": functools.partial(plateau_search, patience=n) for n in PLATEAU_PATIENCES},
 }
+BASES = {"asha4+race3": "asha4"}  # what a strategy adds epochs to (regret saved per 100 epochs); else random
 
 
 def replay(table: Table, replays: int, seed: int, budgets: list[int]) -> dict[int, dict[str, list[Pick]]]:
@@ -417,9 +420,18 @@ def saved_per_100(regret_gain: np.ndarray, extra_epochs: np.ndarray) -> tuple[fl
     return 100 * regret_gain.mean() / extra_epochs.mean(), float(lo), float(hi)
 
 
+def paired_diff(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
+    """Mean of x - y over paired replays with its 95% paired-bootstrap interval."""
+    d = x - y
+    idx = np.random.default_rng(0).integers(0, len(d), (2000, len(d)))
+    lo, hi = np.percentile(d[idx].mean(axis=1), [2.5, 97.5])
+    return float(d.mean()), float(lo), float(hi)
+
+
 def summarize(table: Table, picks: list[Pick], base: list[Pick]) -> dict:
     """Over the replays: epochs, q of the pick and regret (points), P(top 3), and regret saved per 100 epochs
-    against `base` (random search on the same draws)."""
+    against `base` (the strategy it adds epochs to, on the same draws: random search, or asha4 for a race after it);
+    `share`: epochs as a share of random search's, which `random` is the first of `picks`' callers to pass."""
     epochs = np.array([p.epochs for p in picks], dtype=float)
     q = 100 * table.q[[p.chosen for p in picks]]
     regret = 100 * table.best - q
@@ -427,10 +439,14 @@ def summarize(table: Table, picks: list[Pick], base: list[Pick]) -> dict:
     top = int((q >= 100 * table.top_floor - 1e-9).sum())
     unseen = 100 * np.array([p.unseen for p in picks])
     known = unseen[np.isfinite(unseen)]
-    return {"epochs": mean_ci(epochs), "share": epochs.mean() / np.mean([p.epochs for p in base]),
+    return {"epochs": mean_ci(epochs), "vs_random": regret,
             "q": mean_ci(q), "regret": mean_ci(regret), "top": (top, len(picks), *wilson(top, len(picks))),
             "unseen": (*(mean_ci(known) if len(known) else (math.nan, math.nan)), len(known), len(picks)),
             "saved": saved_per_100(base_regret - regret, epochs - np.array([p.epochs for p in base]))}
+
+
+def share_of_random(picks: list[Pick], random: list[Pick]) -> float:
+    return float(np.mean([p.epochs for p in picks]) / np.mean([p.epochs for p in random]))
 
 
 # ------------------------------------------------------------------------------------------------ the report
@@ -440,18 +456,25 @@ def plus_minus(mean: float, half: float, digits: int) -> str:
 
 def markdown(table: Table, picks: dict[str, list[Pick]]) -> list[str]:
     lines = ["| strategy | epochs spent | of random's | q of the pick (%) | regret (pts) | P(pick in top 3) "
-             "| regret saved per 100 epochs | the pick on seeds it was not chosen by (%) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "| regret vs random's (pts, paired) | regret saved per 100 extra epochs "
+             "| the pick on seeds it was not chosen by (%) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    random_regret = 100 * table.best - 100 * table.q[[p.chosen for p in picks["random"]]]
     for name, got in picks.items():
-        s = summarize(table, got, picks["random"])
+        base = BASES.get(name, "random")
+        s = summarize(table, got, picks[base])
         k, n, lo, hi = s["top"]
         saved = "—" if s["saved"] is None else \
-            f"{s['saved'][0]:.2f} [{s['saved'][1]:.2f}, {s['saved'][2]:.2f}]"
+            f"{s['saved'][0]:.2f} [{s['saved'][1]:.2f}, {s['saved'][2]:.2f}]" + ("" if base == "random" else
+                                                                                 f" (vs {base})")
         mean, half, known, of = s["unseen"]
         fresh = "—" if not known else plus_minus(mean, half, 2) + ("" if known == of else f" ({known} of {of})")
-        lines.append(f"| {name} | {plus_minus(*s['epochs'], 0)} | {100 * s['share']:.0f}% | {plus_minus(*s['q'], 2)} "
+        share = share_of_random(got, picks["random"])
+        diff = "—" if name == "random" else "{:+.2f} [{:+.2f}, {:+.2f}]".format(*paired_diff(s["vs_random"],
+                                                                                            random_regret))
+        lines.append(f"| {name} | {plus_minus(*s['epochs'], 0)} | {100 * share:.0f}% | {plus_minus(*s['q'], 2)} "
                      f"| {plus_minus(*s['regret'], 2)} | {100 * k / n:.0f}% [{100 * lo:.0f}, {100 * hi:.0f}] "
-                     f"| {saved} | {fresh} |")
+                     f"| {diff} | {saved} | {fresh} |")
     return lines
 
 
@@ -494,8 +517,9 @@ def notes(table: Table, picks: dict[int, dict[str, list[Pick]]]) -> list[str]:
     stop = tool_stop()
     return ["Each replay draws the order the configs are met in and each config's order of seeds once; every "
             "strategy and budget of the replay uses that draw (common random numbers). Intervals are 95%: normal "
-            "approximation for means, Wilson for P(top 3), paired bootstrap for regret saved per 100 epochs "
-            "(against random on the same draws; shown where a strategy spends more epochs than random). A missing or "
+            "approximation for means, Wilson for P(top 3), paired bootstrap for the regret against random's and for "
+            "regret saved per 100 epochs (on the same draws; shown where a strategy spends more epochs than its "
+            "base). A missing or "
             "NaN epoch of a diverged run counts as 0.25 everywhere; the tool's `dead_after` stop is not replayed.",
             "- q of the pick averages all the table's seeds of the chosen config, the ones the strategy chose it by "
             "included: a one-seed search picks the config whose first seed was lucky, and a race or `repeats: 3` "
@@ -517,8 +541,13 @@ def notes(table: Table, picks: dict[int, dict[str, list[Pick]]]) -> list[str]:
             "race3: the top 3 of the random search by observed value trained to 3 seeds each, the best mean of 3 "
             "run values wins; asha4+race3: the same among asha4's top 3 complete trials. winner_more_seeds: race3's "
             "extra epochs spent on the random search's winner, whose pick they cannot change.",
-            f"- plateau: random search stopped by the tool's `stop: {{}}` (patience {stop.patience}, min_delta "
-            f"{stop.min_delta:g}), checked before each trial starts; no pruning."]
+            f"- plateauN: random search stopped by the tool's `stop: {{patience: N}}` (min_delta {stop.min_delta:g}; "
+            f"`stop: {{}}` is patience {stop.patience}), checked before each trial starts; no pruning.",
+            "- regret saved per 100 extra epochs: against random search on the same draws, or against the strategy "
+            "named (a race after asha4 against asha4 alone).",
+            "- the last column exists only for picks with more seeds in the table than the strategy looked at: for "
+            "race3, asha4+race3 and repeats3 only the configs the table's own race gave extra seeds (its best by the "
+            "mean of 3), so where it covers fewer than all picks it is the mean of the better ones."]
 
 
 def replayed_on(replays: int, seed: int, seconds: float) -> str:

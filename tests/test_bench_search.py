@@ -27,7 +27,7 @@ from tests.support.slow_checkpoints import checkpoint_events, slow_checkpoints_e
 BENCH = ROOT / "benchmarks" / "bench_search.py"
 REPORT = ROOT / "benchmarks" / "RESULTS.md"
 STRATEGIES = ("random", "median", "hyperband", "asha3", "asha4", "tpe", "repeats2", "repeats3", "race3",
-              "winner_more_seeds", "asha4+race3", "plateau")
+              "winner_more_seeds", "asha4+race3", "plateau5", "plateau10", "plateau15")
 PRUNED = ("median", "hyperband", "asha3", "asha4")
 EPOCHS = 6
 
@@ -89,7 +89,7 @@ def test_without_noise_a_search_of_the_whole_table_finds_the_best(clean):
     assert "12 configs x 3 seeds x 6 epochs" in out and "the table spec's space" in out
     for name in STRATEGIES:
         assert f"| {name} |" in out
-        if name != "plateau":  # the plateau rule may stop before the best is met
+        if not name.startswith("plateau"):  # the plateau rule may stop before the best is met
             assert [p["chosen"] for p in got["budgets"]["12"][name]] == [best] * 5, name
     assert "| random | 72 ± 0 | 100% | 62.00 ± 0.00 | 0.00 ± 0.00 | 100% [" in out  # regret 0, P(top 3) 100%
 
@@ -103,12 +103,17 @@ def test_epochs_are_counted_as_the_strategies_train(clean):
         assert (spent["repeats2"] == 2 * random).all() and (spent["repeats3"] == 3 * random).all()
         assert (spent["race3"] == random + 3 * 2 * EPOCHS).all()  # 3 configs, 2 more seeds each
         assert (spent["winner_more_seeds"] == spent["race3"]).all()
-        assert (spent["tpe"] == random).all() and (spent["plateau"] <= random).all()
+        assert (spent["tpe"] == random).all() and all((spent[f"plateau{n}"] <= random).all() for n in (5, 10, 15))
         for name in PRUNED:  # at budget 5 the median pruner is still in its 5 start-up trials: it prunes none
             assert (spent[name] <= random).all(), name
             assert spent[name].mean() < random.mean() or (name, budget) == ("median", "5"), name
         raced = np.array([len(p["detail"]["race"]) for p in picks["asha4+race3"]])  # asha4's complete trials, <= 3
         assert (spent["asha4+race3"] == spent["asha4"] + raced * 2 * EPOCHS).all() and (raced >= 1).all()
+        evaluated = {n: np.array([p["detail"]["evaluated"] for p in picks[f"plateau{n}"]]) for n in (5, 10, 15)}
+        for n in (5, 10, 15):  # `patience` trials without a better one are needed to stop, after the first
+            assert (evaluated[n] >= min(int(budget), n + 1)).all(), n
+        assert (evaluated[5] <= evaluated[10]).all() and (evaluated[10] <= evaluated[15]).all()
+    assert "(vs asha4) |" in clean["stdout"]  # a race after asha4 is weighed against asha4, not random search
 
 
 def test_tpe_meets_the_configs_of_random_search_until_its_startup_trials_are_done(clean):
@@ -167,6 +172,18 @@ def test_more_seeds_of_the_winner_change_no_pick(noisy):
     assert [p["epochs"] for p in picks["winner_more_seeds"]] == [p["epochs"] for p in picks["race3"]]
     for name in PRUNED:
         assert all(p["epochs"] <= r["epochs"] for p, r in zip(picks[name], picks["random"]))
+
+
+def test_the_regret_against_random_is_the_mean_paired_difference(noisy):
+    q, best = np.array(noisy["json"]["table"]["q"]), max(noisy["json"]["table"]["q"])
+    picks = noisy["json"]["budgets"]["8"]
+    random = 100 * (best - q[[p["chosen"] for p in picks["random"]]])
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in noisy["md"].splitlines()
+            if line.startswith("| ") and not line.startswith("| strategy")}
+    assert rows["random"][6] == "—"
+    for name in ("asha4", "race3", "plateau5"):
+        mean = np.mean(100 * (best - q[[p["chosen"] for p in picks[name]]]) - random)
+        assert rows[name][6].startswith(f"{mean:+.2f} ["), (name, rows[name][6])
 
 
 def test_a_pick_is_also_judged_on_the_seeds_its_choice_did_not_look_at(tmp_path):
