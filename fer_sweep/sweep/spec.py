@@ -108,7 +108,7 @@ class StopSpec:
     """Stop the study on a plateau: once `patience` trials in a row have finished without raising the best
     validation accuracy by `min_delta` percentage points, no new trial starts (sweep/plateau.py)."""
 
-    patience: int = 5
+    patience: int = 15  # 5 stopped searches of the notebook grid too soon (docs/strategies.md)
     min_delta: float = 0.0  # in percentage points of validation accuracy (0.5 = half a point)
 
 
