@@ -32,7 +32,8 @@ run in that order (r runs for repeats r, whose curve is their epoch-by-epoch mea
 - winner_more_seeds: random search, plus race3's extra epochs spent on more seeds of the winner, which changes no
   pick: its regret is random's at race3's cost.
 - plateau5, plateau10, plateau15: random search stopped by the tool's plateau rule (`stop: {patience: N}`,
-  sweep/plateau.py), no pruning.
+  sweep/plateau.py), no pruning. asha4+plateau15: the same rule under asha4 (a pruned trial counts as one without
+  a gain, as in the tool).
 
 Per strategy and budget: epochs spent, q of the pick, regret, P(pick in top 3), regret saved per 100 extra epochs,
 and the pick's mean over the seeds its choice did not look at (free of the winner's curse; where the table has them).
@@ -352,8 +353,8 @@ def winner_more_seeds(table: Table, d: Draw, budget: int) -> Pick:
     return Pick(c, epochs + extra, {"extra": extra}, unseen(table, d, c, 1))
 
 
-def plateau_search(table: Table, d: Draw, budget: int, patience: int) -> Pick:
-    done = tool_search(table, d, budget, PrunerSpec(type="none"), tool_stop(patience))
+def plateau_search(table: Table, d: Draw, budget: int, patience: int, pruner: str | None = None) -> Pick:
+    done = tool_search(table, d, budget, PRUNERS[pruner] if pruner else PrunerSpec(type="none"), tool_stop(patience))
     c = best_of([(c, v) for c, v, _ in done if v is not None])
     return Pick(c, sum(e for *_, e in done), {"evaluated": len(done)}, unseen(table, d, c, 1))
 
@@ -378,6 +379,8 @@ STRATEGIES: dict[str, Callable[[Table, Draw, int], Pick]] = {
     "winner_more_seeds": winner_more_seeds,
     "asha4+race3": asha_race,
     **{f"plateau{n}": functools.partial(plateau_search, patience=n) for n in PLATEAU_PATIENCES},
+    f"asha4+plateau{PLATEAU_PATIENCES[-1]}": functools.partial(plateau_search, patience=PLATEAU_PATIENCES[-1],
+                                                               pruner="asha4"),
 }
 BASES = {"asha4+race3": "asha4"}  # what a strategy adds epochs to (regret saved per 100 epochs); else random
 
@@ -542,7 +545,8 @@ def notes(table: Table, picks: dict[int, dict[str, list[Pick]]]) -> list[str]:
             "run values wins; asha4+race3: the same among asha4's top 3 complete trials. winner_more_seeds: race3's "
             "extra epochs spent on the random search's winner, whose pick they cannot change.",
             f"- plateauN: random search stopped by the tool's `stop: {{patience: N}}` (min_delta {stop.min_delta:g}; "
-            f"`stop: {{}}` is patience {stop.patience}), checked before each trial starts; no pruning.",
+            f"`stop: {{}}` is patience {stop.patience}), checked before each trial starts; no pruning "
+            "(asha4+plateau15: under asha4, a pruned trial counting as one without a gain).",
             "- regret saved per 100 extra epochs: against random search on the same draws, or against the strategy "
             "named (a race after asha4 against asha4 alone).",
             "- the last column exists only for picks with more seeds in the table than the strategy looked at: for "

@@ -27,7 +27,7 @@ from tests.support.slow_checkpoints import checkpoint_events, slow_checkpoints_e
 BENCH = ROOT / "benchmarks" / "bench_search.py"
 REPORT = ROOT / "benchmarks" / "RESULTS.md"
 STRATEGIES = ("random", "median", "hyperband", "asha3", "asha4", "tpe", "repeats2", "repeats3", "race3",
-              "winner_more_seeds", "asha4+race3", "plateau5", "plateau10", "plateau15")
+              "winner_more_seeds", "asha4+race3", "plateau5", "plateau10", "plateau15", "asha4+plateau15")
 PRUNED = ("median", "hyperband", "asha3", "asha4")
 EPOCHS = 6
 
@@ -89,7 +89,7 @@ def test_without_noise_a_search_of_the_whole_table_finds_the_best(clean):
     assert "12 configs x 3 seeds x 6 epochs" in out and "the table spec's space" in out
     for name in STRATEGIES:
         assert f"| {name} |" in out
-        if not name.startswith("plateau"):  # the plateau rule may stop before the best is met
+        if "plateau" not in name:  # the plateau rule may stop before the best is met
             assert [p["chosen"] for p in got["budgets"]["12"][name]] == [best] * 5, name
     assert "| random | 72 ± 0 | 100% | 62.00 ± 0.00 | 0.00 ± 0.00 | 100% [" in out  # regret 0, P(top 3) 100%
 
@@ -113,6 +113,7 @@ def test_epochs_are_counted_as_the_strategies_train(clean):
         for n in (5, 10, 15):  # `patience` trials without a better one are needed to stop, after the first
             assert (evaluated[n] >= min(int(budget), n + 1)).all(), n
         assert (evaluated[5] <= evaluated[10]).all() and (evaluated[10] <= evaluated[15]).all()
+        assert (spent["asha4+plateau15"] <= spent["asha4"]).all()
     assert "(vs asha4) |" in clean["stdout"]  # a race after asha4 is weighed against asha4, not random search
 
 
