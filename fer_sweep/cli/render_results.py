@@ -47,7 +47,8 @@ def race_view(r: Mapping[str, Any]) -> Table:
     for e in entries:
         params = ", ".join(f"{k}={param_label(k, v)}" for k, v in e["params"].items())
         table.add_row(str(e["rank"]), str(e["trial"]), str(e["seeds"]), f"{pct(e['mean'])} ± {100 * e['std']:.2f}",
-                      f"{e['p_best']:.3f}", pct(e["sweep_value"]), escape(params),
+                      f"{e['p_best']:.3f}", pct(e["sweep_value"]) + (" (pruned)" if e.get("sweep_state") == "pruned"
+                                                                      else ""), escape(params),
                       style="bold" if e["trial"] == r["winner"] else None)
     return table
 

@@ -1,11 +1,13 @@
 """`best --race K`: before the retrain, the top K configurations of the sweep (its complete trials, best value first,
-the older of equals first) get more seeds at the sweep's own budget until each has S; the winner is the best mean.
+the older of equals first; where fewer completed, the pruned trials that went furthest) get more seeds at the
+sweep's own budget until each has S; the winner is the best mean.
 
 A sweep picks its winner from one seed per configuration (or `repeats: k` seeds), so the top few are often within a
 seed's noise of each other: the race measures that noise. A trial's seeds are base, base + 1, ... (base: its config's
 train seed); one with k seeds (user attrs `seed_values`, a `repeats: k` sweep's) has base .. base + k - 1 and one of
 an older study or of `repeats: 1` has one, its value. The race trains base + k .. base + S - 1 (a trial with S or more
-seeds trains none; all its seeds count), each exactly as the sweep trained its trials (the trial's config: epochs,
+seeds trains none; all its seeds count; a pruned trial's run stopped short of the budget, so it has none and the race
+trains base .. base + S - 1), each exactly as the sweep trained its trials (the trial's config: epochs,
 patience, validation every epoch, `dead_after`; no pruning), each seed's value its best validation accuracy. The
 test split is never read: the race selects, the retrain that follows tests once.
 
@@ -72,16 +74,32 @@ def race(spec: SweepSpec, study: optuna.Study, folder: Path, splits: Splits, *, 
 
 
 def candidates(study: optuna.Study, k: int) -> tuple[list[FrozenTrial], list[str]]:
-    """The top `k` complete trials by value, the older of equals first (pruned and failed trials never race), and a
-    note when the study has fewer; UserError when it has fewer than two (nothing to race)."""
+    """The top `k` configurations: the complete trials by value, the older of equals first; where fewer than `k`
+    completed (ASHA stops most trials early), then the pruned trials that went furthest (the most epochs reported,
+    then the best validation accuracy reported, then the older). Failed trials and pruned ones without an epoch never
+    race. A note says when pruned trials race, and when there are fewer than `k`; UserError when fewer than two
+    (nothing to race)."""
     complete = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
                       key=lambda t: (-float(t.value or 0.0), t.number))
-    if len(complete) < 2:
+    pruned = sorted((t for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
+                     if t.intermediate_values),
+                    key=lambda t: (-max(t.intermediate_values), -max(t.intermediate_values.values()), t.number))
+    chosen = complete[:k] + pruned[:max(k - len(complete), 0)]
+    if len(chosen) < 2:
         raise UserError(f"--race: study {study.study_name!r} has {len(complete)} complete trial"
-                        f"{'s' * (len(complete) != 1)}: nothing to race (run or resume the sweep first)")
-    notes = [] if len(complete) >= k else [f"--race {k}: the study has {len(complete)} complete trials; racing "
-                                           f"all {len(complete)}"]
-    return complete[:k], notes
+                        f"{'s' * (len(complete) != 1)} and no pruned trial with an epoch to fill the race: nothing to "
+                        "race (run or resume the sweep first)")
+    notes = []
+    if len(chosen) > len(complete):
+        extra = chosen[len(complete):]
+        furthest = sorted({max(t.intermediate_values) for t in extra}, reverse=True)
+        notes.append(f"--race {k}: the study has {len(complete)} complete trial{'s' * (len(complete) != 1)}; "
+                     f"{len(extra)} pruned one{'s' * (len(extra) != 1)} (stopped at epoch "
+                     f"{'/'.join(map(str, furthest))}) race too, every seed trained to the full budget (a pruned "
+                     "run does not count)")
+    if len(chosen) < k:
+        notes.append(f"--race {k}: the study has {len(chosen)} trials to race; racing all {len(chosen)}")
+    return chosen, notes
 
 
 def trial_by_number(study: optuna.Study, number: int) -> FrozenTrial:
@@ -113,7 +131,8 @@ def p_best(values: Sequence[Sequence[float]], *, draws: int = DRAWS, seed: int =
 def _race_trial(ctx: TrialContext, trial: FrozenTrial, seeds: int, on_epoch: Optional[RaceProgress]) -> dict:
     """One candidate's entry: the sweep's seeds, then each missing seed reused from race/ or trained now."""
     params, cfg = trial_config(trial.params, ctx.spec)  # the sweep's own configuration and budget
-    values = sweep_values(trial)
+    complete = trial.state == TrialState.COMPLETE
+    values = sweep_values(trial) if complete else []  # a pruned run stopped short of the budget: it does not count
     have, reused = len(values), 0
     for r in range(have, seeds):
         value, fresh = _race_seed(ctx, trial.number, params, seed_config(cfg, r), on_epoch)
@@ -123,6 +142,7 @@ def _race_trial(ctx: TrialContext, trial: FrozenTrial, seeds: int, on_epoch: Opt
     return {"trial": trial.number, "params": dict(trial.params), "seeds": len(values),
             "seed_numbers": [cfg.train.seed + r for r in range(len(values))], "values": values,
             "mean": round(statistics.fmean(values), 4), "std": round(std, 4), "sweep_value": trial.value,
+            "sweep_state": "complete" if complete else "pruned",
             "from_sweep": have, "reused": reused, "trained_now": max(seeds - have, 0) - reused}
 
 

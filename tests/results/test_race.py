@@ -57,6 +57,25 @@ def test_candidates_are_the_top_complete_trials_older_first_among_equals():
         candidates(_study([0.5, None]), 2)
 
 
+def test_where_few_trials_completed_the_pruned_ones_that_went_furthest_fill_the_race():
+    """ASHA stops most trials early: a race of 3 after one complete trial takes the pruned trials of the most epochs,
+    then of the best accuracy reported; a pruned trial without an epoch never races."""
+    study = optuna.create_study(direction="maximize", study_name="asha")
+    dist = {"lr": optuna.distributions.FloatDistribution(0.001, 0.01)}
+    for i, (state, curve) in enumerate([(TrialState.PRUNED, [0.30]), (TrialState.COMPLETE, [0.3, 0.4, 0.5, 0.55]),
+                                        (TrialState.PRUNED, [0.30, 0.35]), (TrialState.PRUNED, [0.45]),
+                                        (TrialState.PRUNED, [0.30, 0.38]), (TrialState.PRUNED, [])]):
+        study.add_trial(optuna.trial.create_trial(
+            params={"lr": 0.001 + i * 0.001}, distributions=dist, state=state,
+            value=max(curve) if state == TrialState.COMPLETE else None,
+            intermediate_values=dict(enumerate(curve, start=1))))
+    chosen, notes = candidates(study, 3)
+    assert [t.number for t in chosen] == [1, 4, 2]  # 2 epochs before 1; of 2 epochs the better accuracy first
+    assert len(notes) == 1 and "1 complete trial; 2 pruned ones (stopped at epoch 2) race too" in notes[0]
+    chosen, notes = candidates(study, 9)  # every trial with an epoch: trial 5 (none) never races
+    assert [t.number for t in chosen] == [1, 4, 2, 3, 0] and "racing all 5" in notes[-1]
+
+
 def test_a_trial_of_a_repeats_sweep_brings_its_seeds():
     study = _study([0.55, 0.5], [{"seeds": 2, "seed_values": [0.5, 0.6], "val_acc_std": 0.05}, {}])
     with_seeds, plain = study.get_trials()
@@ -136,3 +155,27 @@ def test_trials_with_their_seeds_from_a_repeats_sweep_race_only_the_missing_ones
     assert all(e["seeds"] == 4 and e["from_sweep"] == 3 and e["trained_now"] == 1 for e in four["race"])
     assert all(e["seed_numbers"] == [base, base + 1, base + 2, base + 3] for e in four["race"])
     assert sorted(p.name for p in race_models(tmp_path)) == sorted(f"t{e['trial']}-s{base + 3}" for e in four["race"])
+
+
+def test_a_pruned_candidate_trains_every_seed_to_the_full_budget(stopped, tmp_path):
+    """A race after ASHA: one trial complete, one pruned after epoch 1. The pruned one's run does not count: the race
+    trains its seeds base and base + 1 for the sweep's full 3 epochs, and its seed base then scores what the sweep's
+    own full run of that configuration scored (CPU training is deterministic)."""
+    spec, study, _, splits = _open(stopped["fresh"])
+    full = study.get_trials(states=(TrialState.COMPLETE,))
+    copy = optuna.create_study(direction="maximize", study_name="stop")
+    for i, t in enumerate(full):
+        pruned = i == 0
+        copy.add_trial(optuna.trial.create_trial(
+            params=t.params, distributions=t.distributions, value=None if pruned else t.value,
+            state=TrialState.PRUNED if pruned else TrialState.COMPLETE, user_attrs=t.user_attrs,
+            intermediate_values={1: t.intermediate_values[1]} if pruned else t.intermediate_values))
+    raced = race(spec, copy, tmp_path, splits, k=2, seeds=2, device="cpu")
+    by_trial = {e["trial"]: e for e in raced["race"]}
+    assert "1 pruned one (stopped at epoch 1) race too" in raced["notes"][0]
+    cut, whole = by_trial[0], by_trial[1]
+    assert (cut["sweep_state"], cut["from_sweep"], cut["trained_now"], cut["seeds"]) == ("pruned", 0, 2, 2)
+    assert (whole["sweep_state"], whole["from_sweep"], whole["trained_now"]) == ("complete", 1, 1)
+    assert cut["values"][0] == pytest.approx(full[0].value, abs=1e-6)  # seed base, to the full budget
+    assert sorted(p.name for p in race_models(tmp_path)) == sorted(
+        f"t{n}-s{s}" for n, e in by_trial.items() for s in e["seed_numbers"][e["from_sweep"]:])
