@@ -28,7 +28,8 @@ run in that order (r runs for repeats r, whose curve is their epoch-by-epoch mea
 - repeats2, repeats3: random search with each config valued at the mean of 2 / 3 distinct seeds' values (each
   seed's best epoch, as `fer-sweep run` values a trial of spec `repeats`; x2 / x3 epochs).
 - race3: random search, then the top 3 by observed value train their next 2 seeds (reusing the one they have);
-  the best mean of 3 run values wins. asha4+race3: the same race among asha4's top 3 complete trials.
+  the best mean of 3 run values wins. asha4+race3: the same race among asha4's top 3 complete trials, filled, as
+  `best --race` does, by the pruned trials that went furthest (all 3 of their seeds trained to full epochs).
 - winner_more_seeds: random search, plus race3's extra epochs spent on more seeds of the winner, which changes no
   pick: its regret is random's at race3's cost.
 - plateau5, plateau10, plateau15: random search stopped by the tool's plateau rule (`stop: {patience: N}`,
@@ -242,15 +243,22 @@ def best_of(entrants: list[tuple[int, float]]) -> int:
     return max(entrants, key=lambda e: e[1])[0]
 
 
-def race(table: Table, d: Draw, entrants: list[tuple[int, float]]) -> tuple[int, int, list[dict]]:
+def race(table: Table, d: Draw, entrants: list[tuple[int, float]],
+         fill: list[int] | None = None) -> tuple[int, int, list[dict]]:
     """The top RACE_SIZE entrants by value each trained to RACE_SEEDS seeds (their first run reused, the next ones of
-    the draw added, full epochs); the best mean run value wins. Returns the winner, the extra epochs, the board."""
+    the draw added, full epochs), as `best --race` does; where fewer than RACE_SIZE entrants, the configs of `fill`
+    (pruned trials that went furthest, in order) fill the race with all RACE_SEEDS runs trained (a pruned run does
+    not count). The best mean run value wins. Returns the winner, the extra epochs, the board."""
     top = sorted(entrants, key=lambda e: -e[1])[:RACE_SIZE]  # stable: equal values keep the search's order
+    pruned = (fill or [])[:max(RACE_SIZE - len(top), 0)]
     board = []
-    for c, _ in top:
+    for c, cut in [(c, False) for c, _ in top] + [(c, True) for c in pruned]:
         runs = d.runs[c][:RACE_SEEDS]
-        board.append({"config": c, "runs": [int(r) for r in runs], "mean": float(table.values[c][runs].mean())})
-    extra = table.epochs * sum(len(b["runs"]) - 1 for b in board)
+        board.append({"config": c, "runs": [int(r) for r in runs], "mean": float(table.values[c][runs].mean()),
+                      "pruned": cut})
+    if len(board) < 2:  # nothing to race (the tool says so and stops): the one complete trial wins as it is
+        return best_of(entrants), 0, []
+    extra = table.epochs * sum(len(b["runs"]) - (0 if b["pruned"] else 1) for b in board)
     return max(board, key=lambda b: b["mean"])["config"], extra, board
 
 
@@ -342,8 +350,11 @@ def race3(table: Table, d: Draw, budget: int) -> Pick:
 
 def asha_race(table: Table, d: Draw, budget: int) -> Pick:
     done = tool_search(table, d, budget, PRUNERS["asha4"])
-    winner, extra, board = race(table, d, [(c, v) for c, v, _ in done if v is not None])
-    return Pick(winner, sum(e for *_, e in done) + extra, {"race": board}, unseen(table, d, winner, RACE_SEEDS))
+    furthest = sorted(((c, e, float(curve(table, d, c)[:e].max())) for c, v, e in done if v is None),
+                      key=lambda p: (-p[1], -p[2]))  # stable: the older of equals first, as `best --race`
+    winner, extra, board = race(table, d, [(c, v) for c, v, _ in done if v is not None], [c for c, *_ in furthest])
+    return Pick(winner, sum(e for *_, e in done) + extra, {"race": board},
+                unseen(table, d, winner, RACE_SEEDS if board else 1))
 
 
 def winner_more_seeds(table: Table, d: Draw, budget: int) -> Pick:
@@ -542,8 +553,9 @@ def notes(table: Table, picks: dict[int, dict[str, list[Pick]]]) -> list[str]:
             f"from suggestion to config: {gaps}.",
             "- repeats2/3: each config is valued at the mean of 2/3 distinct seeds' best epochs (x2/x3 epochs). "
             "race3: the top 3 of the random search by observed value trained to 3 seeds each, the best mean of 3 "
-            "run values wins; asha4+race3: the same among asha4's top 3 complete trials. winner_more_seeds: race3's "
-            "extra epochs spent on the random search's winner, whose pick they cannot change.",
+            "run values wins; asha4+race3: the same among asha4's top 3 complete trials, filled by the pruned trials "
+            "that went furthest (3 seeds each, their pruned run not counted) as `best --race` does. winner_more_seeds: "
+            "race3's extra epochs spent on the random search's winner, whose pick they cannot change.",
             f"- plateauN: random search stopped by the tool's `stop: {{patience: N}}` (min_delta {stop.min_delta:g}; "
             f"`stop: {{}}` is patience {stop.patience}), checked before each trial starts; no pruning "
             "(asha4+plateau15: under asha4, a pruned trial counting as one without a gain).",
