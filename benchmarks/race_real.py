@@ -73,6 +73,8 @@ def compare(race: dict[str, Any], study_params: dict[int, dict[str, Any]], curve
     ranked = table_means(table)
     seed0 = {json.dumps(c["params"], sort_keys=True): next((r["val_acc"] for r in c["runs"] if r["seed"] == 0), None)
              for c in table["configs"]}
+    where = {json.dumps(c["params"], sort_keys=True): str((c.get("recorded") or table["meta"]).get("machine", ""))
+             for c in table["configs"]}
     rows = []
     for entry in race["race"]:
         params = study_params[entry["trial"]]
@@ -84,7 +86,8 @@ def compare(race: dict[str, Any], study_params: dict[int, dict[str, Any]], curve
         rows.append({"trial": entry["trial"], "params": params, "sweep_value": entry.get("sweep_value"),
                      "mean": entry["mean"], "std": entry["std"], "seeds": entry["seeds"], "p_best": entry["p_best"],
                      "table_rank": rank, "table_mean": ranked[rank - 1][1] if rank else None,
-                     "table_seeds": ranked[rank - 1][2] if rank else None, "same_epochs": both, "curve_gap": gap})
+                     "table_seeds": ranked[rank - 1][2] if rank else None, "same_epochs": both, "curve_gap": gap,
+                     "recorded_on": where.get(key, "").split(",")[0]})
     return {"rows": rows, "table_best": ranked[0], "configs": len(ranked)}
 
 
@@ -99,12 +102,14 @@ def section(found: dict[str, Any], meta: dict[str, Any], sweep: dict[str, Any], 
             return f"{k} {v:.2f}" if isinstance(v, float) and k == "dropout" else f"{k} {v}"
         return ", ".join(one(k, v) for k, v in p.items())
 
+    here = machine().split(",")[0]  # a CPU of another instruction set sums fp32 in another order: curves part
     lines = ["| race rank | trial | configuration | sweep's seed (%) | race mean ± std (%) | seeds | p_best | "
              "table rank | table mean (%) | same curve as the table's seed 0 |", "|---:|---:|---|---:|---:|---:|---:|"
              "---:|---:|---|"]
     for i, r in enumerate(found["rows"]):
         same = ("-" if r["curve_gap"] is None else
-                f"{r['same_epochs']} epochs, largest gap {100 * r['curve_gap']:.2f} pts")
+                f"{r['same_epochs']} epochs, largest gap {100 * r['curve_gap']:.2f} pts"
+                + ("" if not r["recorded_on"] or r["recorded_on"] == here else f" (recorded on {r['recorded_on']})"))
         lines.append(f"| {i + 1} | {r['trial']} | {short(r['params'])} | {pct(r['sweep_value'])} | "
                      f"{pct(r['mean'])} ± {pct(r['std'])} | {r['seeds']} | {r['p_best']:.2f} | "
                      f"{r['table_rank'] or '-'} of {found['configs']} | {pct(r['table_mean'])} "
