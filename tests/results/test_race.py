@@ -179,3 +179,22 @@ def test_a_pruned_candidate_trains_every_seed_to_the_full_budget(stopped, tmp_pa
     assert cut["values"][0] == pytest.approx(full[0].value, abs=1e-6)  # seed base, to the full budget
     assert sorted(p.name for p in race_models(tmp_path)) == sorted(
         f"t{n}-s{s}" for n, e in by_trial.items() for s in e["seed_numbers"][e["from_sweep"]:])
+
+
+def test_a_pruned_winner_of_a_race_is_retrained_like_any_winner(stopped, tmp_path):
+    """The race's winner may be a trial ASHA pruned: `best` retrains its configuration at the full budget, tests it
+    once and saves it; its panel and metrics describe the pruned trial as the sweep left it (value: its last report,
+    as Optuna keeps a pruned trial's)."""
+    from fer_sweep.results.best import retrain_best
+
+    spec, study, _, splits = _open(stopped["fresh"])
+    t = study.get_trials(states=(TrialState.COMPLETE,))[0]
+    copy = optuna.create_study(direction="maximize", study_name="stop")
+    copy.add_trial(optuna.trial.create_trial(
+        params=t.params, distributions=t.distributions, value=t.intermediate_values[1], state=TrialState.PRUNED,
+        user_attrs={**t.user_attrs, "epochs": 1, "best_epoch": 1}, intermediate_values={1: t.intermediate_values[1]}))
+    pruned = copy.trials[0]
+    m = retrain_best(spec, copy, tmp_path, splits, device="cpu", winner=pruned, record={"race": [{"trial": 0}]})
+    assert m["winner"]["number"] == 0 and m["winner"]["epochs"] == 1  # the sweep's cut run, as it was
+    assert m["race"] == [{"trial": 0}] and m["split"] == "test" and 0.0 <= m["test/acc"]["mean"] <= 1.0
+    assert m["seeds"] == 1 and (tmp_path / "final" / "model.pt").is_file()
