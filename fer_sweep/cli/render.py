@@ -71,6 +71,24 @@ def best_line(snap: Mapping[str, Any]) -> str:
     return f"best: trial {b['number']}  val acc {pct(b['val_acc'])}  {_params(b['params'])}"
 
 
+def race_hint(c: Mapping[str, Any] | None) -> str | None:
+    """`status`: the line suggesting `best --race` when the top complete trials are within a run's seed noise of
+    each other, or when ASHA left one complete trial and pruned ones to race beside it; else None."""
+    if not c:
+        return None
+    if c["complete"] == 1 and c["pruned"]:
+        return (f"1 complete trial, {plural(c['pruned'], 'pruned one')} with epochs: `fer-sweep best --race 3` fills a "
+                "race with the pruned ones that went furthest (all their seeds at the full budget) and retrains the "
+                "best mean")
+    k = len(c["top"])
+    if k < 2 or c["spread"] >= c["noise"]:
+        return None
+    source = "this study's seeds" if c["measured"] else "typical of FER2013"
+    return (f"the top {k} complete trials are within {100 * c['spread']:.2f} points of each other, under a run's "
+            f"seed-to-seed sd ({100 * c['noise']:.2f} points, {source}): `fer-sweep best --race {k}` picks among "
+            "them by a mean of 3 seeds")
+
+
 class LiveView:
     """The `run` screen: progress of N, best so far, and every running trial's epoch and val accuracy."""
 
@@ -270,6 +288,7 @@ def status_view(st: Mapping[str, Any]) -> Group:
                              f"{st.get('epochs_redone', 0)} trained again after interruptions"),
                         *([Text(eta_line(st))] if eta_line(st) and not st.get("plateau") else []),
                         *([Text(plateau_line(st), style="yellow")] if st.get("plateau") else []),
+                        *[Text(hint, style="cyan") for hint in [race_hint(st.get("close_call"))] if hint],
                         *[Text(line) for line in saved_lines(st.get("saved") or {})],
                         leaderboard(st["leaderboard"], f"top {len(st['leaderboard'])} trials of {st['study']}")
                         if st["leaderboard"] else Text(f"{st['study']}: no complete or pruned trial to rank yet")]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from pathlib import Path
 from typing import Any, Collection, Mapping, cast
 
@@ -24,6 +25,9 @@ OUTCOME = "outcome"
 FINISHED_FAILS = ("diverged", "oom", "error")  # failed trials that still count as finished (not re-run)
 REQUEUED = ("interrupted", "crashed", "oom_retry")  # attempts cut short whose configuration was queued again
 RECENT = 10  # finished trials a snapshot lists, the most recent first
+RACE_TOP = 3  # the candidates `status` weighs for `best --race`
+SEED_NOISE = 0.01  # a FER2013 run's seed-to-seed sd of val acc where a study measured none (docs/strategies.md:
+#                    0.5-0.8 points for full-data retrains, 1.56 on the learning-curve table's 3,000-face slice)
 
 
 def outcome(t: FrozenTrial) -> str:
@@ -141,8 +145,9 @@ def _is_ours(t: FrozenTrial, ours: tuple[str, Collection[int]] | None) -> bool:
 
 def status(study: optuna.Study, target: int, max_epochs: int, top: int = 10, pruner: PrunerSpec | None = None,
            workers: int = 1, stop: StopSpec | None = None) -> dict[str, Any]:
-    """The leaderboard, counts by state, epochs trained vs. the unpruned budget, param importances, the ETA, and
-    whether the study stopped on a plateau (`plateau`: the line saying so, or None)."""
+    """The leaderboard, counts by state, epochs trained vs. the unpruned budget, param importances, the ETA,
+    whether the study stopped on a plateau (`plateau`: the line saying so, or None) and whether its top trials are
+    a close call for `best --race` (`close_call`)."""
     snap = snapshot(study, target, max_epochs, pruner, workers)
     trials = study.get_trials(deepcopy=False)
     ranked = sorted((t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)),
@@ -152,8 +157,27 @@ def status(study: optuna.Study, target: int, max_epochs: int, top: int = 10, pru
     snap.update(leaderboard=[trial_row(t) for t in ranked[:top]], epochs_trained=epochs_run,
                 epochs_redone=epochs_redone(trials), epochs_budget=len(finished) * max_epochs,
                 importances=importances(study), plateau=plateau(trials, stop),
-                importance_basis=importance_basis(study))
+                importance_basis=importance_basis(study), close_call=close_call(trials))
     return snap
+
+
+def close_call(trials: list[FrozenTrial]) -> dict[str, Any] | None:
+    """Whether `best --race` has something to settle: the top RACE_TOP complete trials (by value) and their spread
+    (best minus the last of them), beside a run's seed-to-seed sd: the pooled `val_acc_std` of the study's own
+    seeds (spec `repeats`) where it has some, else SEED_NOISE; and how many complete and pruned trials (with an
+    epoch) there are to race. None without a complete trial."""
+    complete = sorted((t for t in trials if t.state == TrialState.COMPLETE and t.value is not None),
+                      key=lambda t: (-float(t.value or 0.0), t.number))
+    if not complete:
+        return None
+    top = complete[:RACE_TOP]
+    stds = [float(s) for t in complete if int(t.user_attrs.get("seeds") or 1) > 1
+            for s in [t.user_attrs.get("val_acc_std")] if isinstance(s, (int, float))]
+    noise = math.sqrt(sum(s * s for s in stds) / len(stds)) if stds else SEED_NOISE
+    pruned = sum(1 for t in trials if t.state == TrialState.PRUNED and t.intermediate_values)
+    spread = float(top[0].value or 0.0) - float(top[-1].value or 0.0)
+    return {"top": [t.number for t in top], "spread": round(spread, 6),
+            "noise": round(noise, 6), "measured": bool(stds), "complete": len(complete), "pruned": pruned}
 
 
 def epochs_redone(trials: list[FrozenTrial]) -> int:

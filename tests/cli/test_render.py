@@ -80,3 +80,42 @@ def test_a_pruned_trial_above_a_complete_ones_accuracy_is_explained_under_the_le
     assert summary.ranking_note(_rows(("complete", 0.1567), ("pruned", 0.92))) == note
     narrow = render_text(report.leaderboard(_rows(("complete", 0.1567), ("pruned", 0.92)), "top trials"), 60)
     assert note in narrow and "…" not in narrow  # one line the terminal wraps (soft wrap, as every CLI line), uncut
+
+
+def _study_of(values, pruned=0, seeds_std=None):
+    """An in-memory study: a complete trial per value (with `seeds` 3 and that `val_acc_std` when given) and
+    `pruned` pruned trials with one epoch each."""
+    import optuna
+    from optuna.trial import TrialState
+
+    study = optuna.create_study(direction="maximize")
+    dist = {"lr": optuna.distributions.FloatDistribution(0.001, 0.1)}
+    attrs = {} if seeds_std is None else {"seeds": 3, "val_acc_std": seeds_std}
+    for i, v in enumerate(values):
+        study.add_trial(optuna.trial.create_trial(params={"lr": 0.001 + i / 1000}, distributions=dist, value=v,
+                                                  user_attrs=attrs, intermediate_values={1: v}))
+    for i in range(pruned):
+        study.add_trial(optuna.trial.create_trial(params={"lr": 0.05 + i / 1000}, distributions=dist, value=0.3,
+                                                  state=TrialState.PRUNED, intermediate_values={1: 0.3}))
+    return study
+
+
+def _hint(*args, **kwargs):
+    return report.race_hint(summary.close_call(_study_of(*args, **kwargs).get_trials()))
+
+
+def test_status_suggests_a_race_only_when_the_top_trials_are_within_a_seeds_noise():
+    close = summary.close_call(_study_of([0.60, 0.655, 0.50, 0.652, 0.648]).get_trials())
+    assert close["top"] == [1, 3, 4] and close["spread"] == pytest.approx(0.007) and not close["measured"]
+    hint = report.race_hint(close)
+    assert "top 3 complete trials are within 0.70 points" in hint and "1.00 points, typical of FER2013" in hint
+    assert "`fer-sweep best --race 3`" in hint
+    assert _hint([0.60, 0.655, 0.63]) is None  # 2.5 points apart: more than a seed's noise
+    measured = _hint([0.60, 0.62], seeds_std=0.03)  # this study's own seeds: sd 3 points
+    assert "`fer-sweep best --race 2`" in measured and "3.00 points, this study's seeds" in measured
+    assert summary.close_call(_study_of([], pruned=2).get_trials()) is None and report.race_hint(None) is None
+    asha = _hint([0.6], pruned=2)  # ASHA left one complete trial
+    assert "1 complete trial, 2 pruned ones with epochs" in asha and "fills a race" in asha
+    assert _hint([0.6]) is None  # nothing to race beside it
+    text = render_text(report.status_view(summary.status(_study_of([0.648, 0.655, 0.652]), 3, 5)), 200)
+    assert "`fer-sweep best --race 3` picks among them" in text
