@@ -80,13 +80,17 @@ def race_hint(c: Mapping[str, Any] | None) -> str | None:
         return (f"1 complete trial, {plural(c['pruned'], 'pruned one')} with epochs: `fer-sweep best --race 3` fills a "
                 "race with the pruned ones that went furthest (all their seeds at the full budget) and retrains the "
                 "best mean")
-    k = len(c["top"])
-    if k < 2 or c["spread"] >= c["noise"]:
+    k, seeds = len(c["top"]), int(c.get("seeds") or 1)
+    noise = c["noise"] / seeds ** 0.5  # the sd of a mean of `seeds` runs
+    if k < 2 or c["spread"] >= noise:
         return None
     source = "this study's seeds" if c["measured"] else "typical of FER2013"
-    return (f"the top {k} complete trials are within {100 * c['spread']:.2f} points of each other, under a run's "
-            f"seed-to-seed sd ({100 * c['noise']:.2f} points, {source}): `fer-sweep best --race {k}` picks among "
-            "them by a mean of 3 seeds")
+    of = "a run's" if seeds == 1 else f"a mean of {seeds} seeds'"
+    race = 3 if seeds < 3 else 2 * seeds
+    flags = f"--race {k}" + ("" if race == 3 else f" --race-seeds {race}")
+    return (f"the top {k} complete trials are within {100 * c['spread']:.2f} points of each other, under {of} "
+            f"seed-to-seed sd ({100 * noise:.2f} points, {source}): `fer-sweep best {flags}` picks among them by a "
+            f"mean of {race} seeds")
 
 
 class LiveView:

@@ -163,9 +163,10 @@ def status(study: optuna.Study, target: int, max_epochs: int, top: int = 10, pru
 
 def close_call(trials: list[FrozenTrial]) -> dict[str, Any] | None:
     """Whether `best --race` has something to settle: the top RACE_TOP complete trials (by value) and their spread
-    (best minus the last of them), beside a run's seed-to-seed sd: the pooled `val_acc_std` of the study's own
-    seeds (spec `repeats`) where it has some, else SEED_NOISE; and how many complete and pruned trials (with an
-    epoch) there are to race. None without a complete trial."""
+    (best minus the last of them), beside a run's seed-to-seed sd (`noise`): the pooled `val_acc_std` of the study's
+    own seeds (spec `repeats`) where it has some, else SEED_NOISE; the fewest seeds a top trial's value is the mean
+    of (`seeds`); and how many complete and pruned trials (with an epoch) there are to race. None without a complete
+    trial."""
     complete = sorted((t for t in trials if t.state == TrialState.COMPLETE and t.value is not None),
                       key=lambda t: (-float(t.value or 0.0), t.number))
     if not complete:
@@ -176,8 +177,9 @@ def close_call(trials: list[FrozenTrial]) -> dict[str, Any] | None:
     noise = math.sqrt(sum(s * s for s in stds) / len(stds)) if stds else SEED_NOISE
     pruned = sum(1 for t in trials if t.state == TrialState.PRUNED and t.intermediate_values)
     spread = float(top[0].value or 0.0) - float(top[-1].value or 0.0)
-    return {"top": [t.number for t in top], "spread": round(spread, 6),
-            "noise": round(noise, 6), "measured": bool(stds), "complete": len(complete), "pruned": pruned}
+    seeds = min(int(t.user_attrs.get("seeds") or 1) for t in top)  # each value is a mean of this many seeds, or more
+    return {"top": [t.number for t in top], "spread": round(spread, 6), "noise": round(noise, 6),
+            "measured": bool(stds), "seeds": seeds, "complete": len(complete), "pruned": pruned}
 
 
 def epochs_redone(trials: list[FrozenTrial]) -> int:

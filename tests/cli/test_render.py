@@ -111,8 +111,10 @@ def test_status_suggests_a_race_only_when_the_top_trials_are_within_a_seeds_nois
     assert "top 3 complete trials are within 0.70 points" in hint and "1.00 points, typical of FER2013" in hint
     assert "`fer-sweep best --race 3`" in hint
     assert _hint([0.60, 0.655, 0.63]) is None  # 2.5 points apart: more than a seed's noise
-    measured = _hint([0.60, 0.62], seeds_std=0.03)  # this study's own seeds: sd 3 points
-    assert "`fer-sweep best --race 2`" in measured and "3.00 points, this study's seeds" in measured
+    measured = _hint([0.60, 0.62], seeds_std=0.06)  # 3 seeds each, sd 6 points: 3.46 for a mean of 3
+    assert "`fer-sweep best --race 2 --race-seeds 6` picks among them by a mean of 6 seeds" in measured
+    assert "under a mean of 3 seeds' seed-to-seed sd (3.46 points, this study's seeds)" in measured
+    assert _hint([0.60, 0.62], seeds_std=0.03) is None  # 2 points apart, a mean of 3 seeds' sd 1.73
     assert summary.close_call(_study_of([], pruned=2).get_trials()) is None and report.race_hint(None) is None
     asha = _hint([0.6], pruned=2)  # ASHA left one complete trial
     assert "1 complete trial, 2 pruned ones with epochs" in asha and "fills a race" in asha
