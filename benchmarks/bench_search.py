@@ -445,7 +445,7 @@ def paired_diff(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
 def summarize(table: Table, picks: list[Pick], base: list[Pick]) -> dict:
     """Over the replays: epochs, q of the pick and regret (points), P(top 3), and regret saved per 100 epochs
     against `base` (the strategy it adds epochs to, on the same draws: random search, or asha4 for a race after it);
-    `share`: epochs as a share of random search's, which `random` is the first of `picks`' callers to pass."""
+    `regrets`: each replay's regret, for paired comparisons."""
     epochs = np.array([p.epochs for p in picks], dtype=float)
     q = 100 * table.q[[p.chosen for p in picks]]
     regret = 100 * table.best - q
@@ -453,7 +453,7 @@ def summarize(table: Table, picks: list[Pick], base: list[Pick]) -> dict:
     top = int((q >= 100 * table.top_floor - 1e-9).sum())
     unseen = 100 * np.array([p.unseen for p in picks])
     known = unseen[np.isfinite(unseen)]
-    return {"epochs": mean_ci(epochs), "vs_random": regret,
+    return {"epochs": mean_ci(epochs), "regrets": regret,
             "q": mean_ci(q), "regret": mean_ci(regret), "top": (top, len(picks), *wilson(top, len(picks))),
             "unseen": (*(mean_ci(known) if len(known) else (math.nan, math.nan)), len(known), len(picks)),
             "saved": saved_per_100(base_regret - regret, epochs - np.array([p.epochs for p in base]))}
@@ -484,7 +484,7 @@ def markdown(table: Table, picks: dict[str, list[Pick]]) -> list[str]:
         mean, half, known, of = s["unseen"]
         fresh = "—" if not known else plus_minus(mean, half, 2) + ("" if known == of else f" ({known} of {of})")
         share = share_of_random(got, picks["random"])
-        diff = "—" if name == "random" else "{:+.2f} [{:+.2f}, {:+.2f}]".format(*paired_diff(s["vs_random"],
+        diff = "—" if name == "random" else "{:+.2f} [{:+.2f}, {:+.2f}]".format(*paired_diff(s["regrets"],
                                                                                             random_regret))
         lines.append(f"| {name} | {plus_minus(*s['epochs'], 0)} | {100 * share:.0f}% | {plus_minus(*s['q'], 2)} "
                      f"| {plus_minus(*s['regret'], 2)} | {100 * k / n:.0f}% [{100 * lo:.0f}, {100 * hi:.0f}] "
